@@ -1,0 +1,3 @@
+fn main() {
+    println!("gamefleet-operator: not yet implemented");
+}
