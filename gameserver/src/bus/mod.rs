@@ -1,0 +1,107 @@
+//! The seam between gateways and engines. Gateways and engines never call each other: gateways
+//! submit bets and publish presence changes, engines consume bets and publish deliveries.
+//! [`memory::MemoryBus`] joins them in one process (local mode); a Redis bus joins processes.
+
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A bet on its way from a gateway to an engine. The gateway has already checked its shape
+/// (integer amount > 0, non-empty idempotency key); the engine applies every game rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BetRequest {
+    pub idempotency_key: String,
+    pub user_id: String,
+    pub game_id: String,
+    /// Minor units.
+    pub amount: i64,
+    /// The client's selection, passed through untouched; the engine validates it.
+    pub selection: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_seed: Option<String>,
+    /// Gateway that received it (diagnostics only: replies are addressed to the user).
+    pub gateway_id: String,
+    /// Milliseconds since the Unix epoch when the gateway received it.
+    pub received_at_ms: u64,
+}
+
+/// A bet handed to an engine, with the bus's handle used to acknowledge it once it has been
+/// settled or rejected durably. Unacknowledged bets are redelivered (to this or another engine).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedBet {
+    pub delivery_id: String,
+    pub bet: BetRequest,
+}
+
+/// Who a [`Delivery`] is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "camelCase")]
+pub enum Target {
+    /// Every member of a room, on every gateway.
+    Room(String),
+    /// Every connection of one user, on whichever gateway holds it.
+    User(String),
+    /// Every connection everywhere (system announcements).
+    All,
+}
+
+/// A frame for players. `frame` is the exact JSON text sent to clients, serialised once by the
+/// producer and forwarded byte for byte by every gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub target: Target,
+    /// Milliseconds since the Unix epoch when the producer emitted it (delivery latency origin).
+    pub emitted_at_ms: u64,
+    /// A room-scoped [`Target::Room`] delivery to skip on this connection (e.g. the joiner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except_connection: Option<String>,
+    pub frame: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus (e.g. Redis) cannot be reached; callers answer `ENGINE_UNAVAILABLE`.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("bus protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What a gateway needs from the bus.
+#[async_trait]
+pub trait GatewayBus: Send + Sync + 'static {
+    /// Returns once the bet is durably queued for the engines.
+    async fn submit_bet(&self, bet: &BetRequest) -> Result<(), BusError>;
+    /// Publish a frame (e.g. `player_joined`) to its target on every gateway.
+    async fn publish(&self, delivery: Delivery) -> Result<(), BusError>;
+    /// Start receiving this room's deliveries on this gateway (called for its first local member).
+    async fn subscribe_room(&self, game_id: &str) -> Result<(), BusError>;
+    /// Stop receiving this room's deliveries (called when its last local member leaves).
+    async fn unsubscribe_room(&self, game_id: &str) -> Result<(), BusError>;
+    /// Record that a connection joined a room; returns the room's member count across gateways.
+    async fn join_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError>;
+    /// Record that a connection left a room; returns the remaining member count.
+    async fn leave_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError>;
+    /// The stream of deliveries for this gateway's subscribed rooms, its users and `All`.
+    /// Yields `None` for every call after the first.
+    fn take_deliveries(&self) -> Option<tokio::sync::mpsc::Receiver<Delivery>>;
+}
+
+/// What an engine needs from the bus.
+#[async_trait]
+pub trait EngineBus: Send + Sync + 'static {
+    /// Up to `max` bets, waiting at most `wait` for the first one.
+    async fn next_bets(&self, max: usize, wait: Duration) -> Result<Vec<QueuedBet>, BusError>;
+    /// The bet is settled or rejected durably; it will not be redelivered.
+    async fn ack_bet(&self, delivery_id: &str) -> Result<(), BusError>;
+    /// Send a frame to players.
+    async fn publish(&self, delivery: Delivery) -> Result<(), BusError>;
+    /// Rooms that have at least one member on some gateway (rounds run only there).
+    async fn active_rooms(&self) -> Result<Vec<String>, BusError>;
+}
