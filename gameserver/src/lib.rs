@@ -1,4 +1,13 @@
 //! GameFleet game server: a WebSocket gateway (connections, rooms, fan-out) and a dice engine
 //! (rounds, bets, ledger) joined only by a [`bus`].
 
+pub mod admin;
+pub mod auth;
 pub mod bus;
+pub mod cli;
+pub mod clock;
+pub mod gateway;
+pub mod local;
+pub mod metrics;
+pub mod protocol;
+pub mod server;

@@ -1,3 +1,3 @@
-fn main() {
-    println!("gameserver: not yet implemented");
+fn main() -> std::process::ExitCode {
+    gameserver::cli::main()
 }

@@ -1,0 +1,95 @@
+//! Flags shared by the server subcommands (each with an environment fallback).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::gateway::GatewayConfig;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Player WebSocket address.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Admin HTTP address (/metrics, /healthz, /readyz).
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+    /// HS256 secret for player tokens (never logged).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Redis URL for the distributed bus and ledger.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// Gateway name on the bus (default: random).
+    #[arg(long, env = "GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// Members per room across all gateways (0 = unlimited).
+    #[arg(long, env = "ROOM_CAPACITY", default_value_t = 1000)]
+    pub room_capacity: u64,
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "ROOMS_PER_CONNECTION", default_value_t = 10)]
+    pub rooms_per_connection: usize,
+    /// Client messages per second per connection (0 = unlimited).
+    #[arg(long, env = "MESSAGES_PER_SECOND", default_value_t = 20)]
+    pub messages_per_second: u32,
+    /// Authenticated connections per user on one gateway.
+    #[arg(long, env = "CONNECTIONS_PER_USER", default_value_t = 5)]
+    pub connections_per_user: usize,
+    /// Frames queued per connection before it is closed as a slow consumer.
+    #[arg(long, env = "SEND_QUEUE", default_value_t = 256)]
+    pub send_queue: usize,
+    /// WebSocket ping interval, milliseconds.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_MS", default_value_t = 30_000)]
+    pub heartbeat_interval_ms: u64,
+    /// Close a connection silent for this long (no pong, no message), milliseconds.
+    #[arg(long, env = "HEARTBEAT_TIMEOUT_MS", default_value_t = 45_000)]
+    pub heartbeat_timeout_ms: u64,
+    /// Close connections that do not authenticate within this, milliseconds.
+    #[arg(long, env = "AUTH_TIMEOUT_MS", default_value_t = 30_000)]
+    pub auth_timeout_ms: u64,
+}
+
+impl GatewayArgs {
+    pub fn config(&self) -> Result<GatewayConfig, String> {
+        if self.heartbeat_interval_ms == 0 {
+            return Err("--heartbeat-interval-ms must be > 0, got 0".into());
+        }
+        if self.heartbeat_timeout_ms < self.heartbeat_interval_ms {
+            return Err(format!(
+                "--heartbeat-timeout-ms ({}) must be at least --heartbeat-interval-ms ({})",
+                self.heartbeat_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.send_queue == 0 {
+            return Err("--send-queue must be > 0, got 0".into());
+        }
+        if self.rooms_per_connection == 0 {
+            return Err("--rooms-per-connection must be > 0, got 0".into());
+        }
+        if self.connections_per_user == 0 {
+            return Err("--connections-per-user must be > 0, got 0".into());
+        }
+        let mut cfg = GatewayConfig {
+            room_capacity: self.room_capacity,
+            rooms_per_connection: self.rooms_per_connection,
+            messages_per_second: self.messages_per_second,
+            connections_per_user: self.connections_per_user,
+            send_queue: self.send_queue,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
+            auth_timeout: Duration::from_millis(self.auth_timeout_ms),
+            ..GatewayConfig::default()
+        };
+        if let Some(id) = &self.gateway_id {
+            cfg.gateway_id = id.clone();
+        }
+        Ok(cfg)
+    }
+}

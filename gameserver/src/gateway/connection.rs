@@ -1,0 +1,547 @@
+//! One task per player connection: it owns the socket, reads client frames, writes replies and
+//! queued deliveries, and cleans up after itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+
+use super::handle::{CloseCause, ConnHandle, Outbound};
+use super::limits::{room_admits, Admission, RateLimiter};
+use super::Gateway;
+use crate::auth::now_secs;
+use crate::bus::{BetRequest, Delivery, Target};
+use crate::clock::{mono_ms, now_ms};
+use crate::protocol::{
+    decode, BetRejectReason, ClientFrame, ErrorCode, FrameKind, PlaceBet, Rejection, ServerFrame,
+};
+
+/// Frames written per flush when several are queued (fewer syscalls under load).
+const MAX_BATCH: usize = 16;
+/// How long a close handshake may take before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Conn {
+    gw: Arc<Gateway>,
+    handle: Arc<ConnHandle>,
+    id: String,
+    ws: WebSocket,
+    user: Option<Arc<str>>,
+    rooms: Vec<Arc<str>>,
+    limiter: RateLimiter,
+}
+
+pub(super) async fn run(gw: Arc<Gateway>, ws: WebSocket) {
+    let (tx, mut rx) = mpsc::channel(gw.cfg.send_queue.max(1));
+    let handle = Arc::new(ConnHandle::new(tx, mono_ms()));
+    gw.registry.insert(Arc::clone(&handle));
+    gw.metrics.active_connections.inc();
+    let limiter = RateLimiter::new(gw.cfg.messages_per_second);
+    let mut conn = Conn {
+        id: handle.id.to_string(),
+        gw,
+        handle,
+        ws,
+        user: None,
+        rooms: Vec::new(),
+        limiter,
+    };
+    let cause = conn.serve(&mut rx).await;
+    drop(rx);
+    conn.finish(cause).await;
+}
+
+impl Conn {
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> CloseCause {
+        let id = self.id.clone();
+        let hello = ServerFrame::Connected {
+            connection_id: &id,
+            server_time: now_ms(),
+        };
+        if let Err(cause) = self.reply(&hello).await {
+            return cause;
+        }
+        let handle = Arc::clone(&self.handle);
+        loop {
+            tokio::select! {
+                biased;
+                cause = handle.wait_killed() => return cause,
+                out = rx.recv() => {
+                    let Some(out) = out else { return CloseCause::Shutdown };
+                    if let Err(cause) = self.write_queued(out, rx).await {
+                        return cause;
+                    }
+                }
+                msg = self.ws.recv() => {
+                    let result = match msg {
+                        None => Err(CloseCause::ClientClosed),
+                        Some(Err(e)) => Err(read_error_cause(e)),
+                        Some(Ok(msg)) => self.on_message(msg).await,
+                    };
+                    if let Err(cause) = result {
+                        return cause;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Result<(), CloseCause> {
+        self.handle.touch(mono_ms());
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                if !self.admit().await? {
+                    return Ok(());
+                }
+                self.gw.metrics.received("binary");
+                return self
+                    .error(ErrorCode::InvalidPayload, "binary frames are not supported")
+                    .await;
+            }
+            // Pongs only prove liveness (done above); tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(_) => return Err(CloseCause::ClientClosed),
+        };
+        if !self.admit().await? {
+            return Ok(());
+        }
+        match decode(&text, self.user.is_some()) {
+            Err(Rejection::Error { code, message }) => {
+                self.gw.metrics.received("invalid");
+                self.error(code, message).await
+            }
+            Err(Rejection::BetRejected {
+                idempotency_key,
+                reason,
+                message,
+            }) => {
+                self.gw.metrics.received("place_bet");
+                self.bet_rejected(&idempotency_key, reason, message).await
+            }
+            Ok(frame) => self.on_frame(frame).await,
+        }
+    }
+
+    /// Applies the rate limit; `Ok(false)` means drop the message.
+    async fn admit(&mut self) -> Result<bool, CloseCause> {
+        match self.limiter.admit(mono_ms()) {
+            Admission::Allow => Ok(true),
+            Admission::Drop => Ok(false),
+            Admission::Reject => {
+                self.error(ErrorCode::RateLimited, "too many messages per second")
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), CloseCause> {
+        match frame {
+            ClientFrame::Ping => {
+                self.gw.metrics.received("ping");
+                self.reply(&ServerFrame::Pong {
+                    server_time: now_ms(),
+                })
+                .await
+            }
+            ClientFrame::Authenticate { token } => {
+                self.gw.metrics.received("authenticate");
+                self.authenticate(&token).await
+            }
+            ClientFrame::JoinGame { game_id } => {
+                self.gw.metrics.received("join_game");
+                self.join(&game_id).await
+            }
+            ClientFrame::LeaveGame { game_id } => {
+                self.gw.metrics.received("leave_game");
+                self.leave(&game_id).await
+            }
+            ClientFrame::PlaceBet(bet) => {
+                self.gw.metrics.received("place_bet");
+                self.place_bet(bet).await
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, token: &str) -> Result<(), CloseCause> {
+        if self.user.is_some() {
+            return self
+                .error(
+                    ErrorCode::AlreadyAuthenticated,
+                    "this connection is already authenticated",
+                )
+                .await;
+        }
+        let user: Arc<str> = match self.gw.auth.verify(token, now_secs()) {
+            Ok(user) => Arc::from(user),
+            Err(e) => {
+                tracing::debug!(connection = %self.id, reason = %e, "authentication failed");
+                self.reply(&ServerFrame::AuthFailed {
+                    reason: "INVALID_TOKEN",
+                })
+                .await?;
+                return Err(CloseCause::AuthFailed);
+            }
+        };
+        if !self
+            .gw
+            .registry
+            .add_user(&user, &self.handle, self.gw.cfg.connections_per_user)
+        {
+            self.reply(&ServerFrame::AuthFailed {
+                reason: "TOO_MANY_CONNECTIONS",
+            })
+            .await?;
+            return Err(CloseCause::TooManyConnections);
+        }
+        self.handle.set_authenticated();
+        self.gw.metrics.authenticated_connections.inc();
+        self.user = Some(Arc::clone(&user));
+        self.reply(&ServerFrame::Authenticated { user_id: &user })
+            .await
+    }
+
+    fn user(&self) -> Arc<str> {
+        // Callers run after `decode` enforced authentication.
+        self.user.clone().unwrap_or_else(|| Arc::from(""))
+    }
+
+    async fn join(&mut self, game_id: &str) -> Result<(), CloseCause> {
+        let already = self.rooms.iter().any(|r| &**r == game_id);
+        if !already && self.rooms.len() >= self.gw.cfg.rooms_per_connection {
+            return self
+                .error(
+                    ErrorCode::TooManyRooms,
+                    "this connection is in too many rooms",
+                )
+                .await;
+        }
+        let joined = {
+            // Serialises local first-member/last-member transitions with the bus
+            // subscribe/unsubscribe calls they trigger.
+            let gw = Arc::clone(&self.gw);
+            let _membership = gw.membership.lock().await;
+            self.join_on_bus(game_id, already).await
+        };
+        let players = match joined {
+            Ok(players) => players,
+            Err(code) => {
+                let message = match code {
+                    ErrorCode::RoomFull => "the room is full",
+                    _ => "rooms cannot be joined right now; retry later",
+                };
+                return self.error(code, message).await;
+            }
+        };
+        self.reply(&ServerFrame::GameJoined { game_id, players })
+            .await?;
+        if !already {
+            self.rooms.push(Arc::from(game_id));
+            let user = self.user();
+            let frame = ServerFrame::PlayerJoined {
+                game_id,
+                user_id: &user,
+                player_count: players,
+            };
+            self.publish_to_room(game_id, &frame).await;
+        }
+        Ok(())
+    }
+
+    async fn join_on_bus(&mut self, game_id: &str, already: bool) -> Result<u64, ErrorCode> {
+        let bus = &self.gw.bus;
+        let players = bus.join_room(game_id, &self.id).await.map_err(|e| {
+            tracing::warn!(error = %e, game_id, "join_room failed");
+            ErrorCode::EngineUnavailable
+        })?;
+        if already {
+            return Ok(players);
+        }
+        if !room_admits(players, self.gw.cfg.room_capacity) {
+            if let Err(e) = bus.leave_room(game_id, &self.id).await {
+                tracing::warn!(error = %e, game_id, "undoing a full-room join failed");
+            }
+            return Err(ErrorCode::RoomFull);
+        }
+        if self.gw.registry.join_room(game_id, &self.handle) {
+            if let Err(e) = bus.subscribe_room(game_id).await {
+                tracing::warn!(error = %e, game_id, "subscribe_room failed");
+                self.gw.registry.leave_room(game_id, &self.handle.id);
+                if let Err(e) = bus.leave_room(game_id, &self.id).await {
+                    tracing::warn!(error = %e, game_id, "undoing a join failed");
+                }
+                return Err(ErrorCode::EngineUnavailable);
+            }
+            self.gw
+                .metrics
+                .rooms
+                .set(self.gw.registry.room_count() as i64);
+        }
+        Ok(players)
+    }
+
+    async fn leave(&mut self, game_id: &str) -> Result<(), CloseCause> {
+        let Some(pos) = self.rooms.iter().position(|r| &**r == game_id) else {
+            return self
+                .error(
+                    ErrorCode::NotInRoom,
+                    "this connection has not joined that room",
+                )
+                .await;
+        };
+        self.rooms.swap_remove(pos);
+        let players = self.leave_room(game_id).await;
+        self.reply(&ServerFrame::GameLeft { game_id, players })
+            .await
+    }
+
+    /// Leaves locally and on the bus, tells the room; returns the members left.
+    async fn leave_room(&mut self, game_id: &str) -> u64 {
+        let players = {
+            let gw = Arc::clone(&self.gw);
+            let _membership = gw.membership.lock().await;
+            let bus = &gw.bus;
+            let local_left = self.gw.registry.leave_room(game_id, &self.handle.id);
+            if local_left == 0 {
+                if let Err(e) = bus.unsubscribe_room(game_id).await {
+                    tracing::warn!(error = %e, game_id, "unsubscribe_room failed");
+                }
+                self.gw
+                    .metrics
+                    .rooms
+                    .set(self.gw.registry.room_count() as i64);
+            }
+            match bus.leave_room(game_id, &self.id).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, game_id, "leave_room failed");
+                    local_left as u64
+                }
+            }
+        };
+        let user = self.user();
+        let frame = ServerFrame::PlayerLeft {
+            game_id,
+            user_id: &user,
+            player_count: players,
+        };
+        self.publish_to_room(game_id, &frame).await;
+        players
+    }
+
+    async fn publish_to_room(&mut self, game_id: &str, frame: &ServerFrame<'_>) {
+        let delivery = Delivery {
+            target: Target::Room(game_id.to_owned()),
+            emitted_at_ms: now_ms(),
+            except_connection: Some(self.id.clone()),
+            frame: Arc::from(frame.to_text()),
+        };
+        if let Err(e) = self.gw.bus.publish(delivery).await {
+            tracing::warn!(error = %e, game_id, "publishing a presence frame failed");
+        }
+    }
+
+    async fn place_bet(&mut self, bet: PlaceBet) -> Result<(), CloseCause> {
+        if !self.rooms.iter().any(|r| **r == *bet.game_id) {
+            return self
+                .bet_rejected(
+                    &bet.idempotency_key,
+                    BetRejectReason::NotInRoom,
+                    "join the room before betting in it",
+                )
+                .await;
+        }
+        let request = BetRequest {
+            idempotency_key: bet.idempotency_key,
+            user_id: self.user().to_string(),
+            game_id: bet.game_id,
+            amount: bet.amount,
+            selection: bet.selection,
+            client_seed: bet.client_seed,
+            gateway_id: self.gw.cfg.gateway_id.clone(),
+            received_at_ms: now_ms(),
+        };
+        match self.gw.bus.submit_bet(&request).await {
+            Ok(()) => {
+                self.gw
+                    .metrics
+                    .bets
+                    .with_label_values(&["acknowledged"])
+                    .inc();
+                self.reply(&ServerFrame::BetAcknowledged {
+                    idempotency_key: &request.idempotency_key,
+                    status: "processing",
+                })
+                .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "submit_bet failed");
+                self.bet_rejected(
+                    &request.idempotency_key,
+                    BetRejectReason::EngineUnavailable,
+                    "bets cannot be accepted right now; the bet was not placed",
+                )
+                .await
+            }
+        }
+    }
+
+    async fn bet_rejected(
+        &mut self,
+        idempotency_key: &str,
+        reason: BetRejectReason,
+        message: &str,
+    ) -> Result<(), CloseCause> {
+        self.gw.metrics.bets.with_label_values(&["rejected"]).inc();
+        self.gw
+            .metrics
+            .bet_rejections
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        self.reply(&ServerFrame::BetRejected {
+            idempotency_key,
+            reason,
+            message,
+        })
+        .await
+    }
+
+    async fn error(&mut self, code: ErrorCode, message: &str) -> Result<(), CloseCause> {
+        self.gw
+            .metrics
+            .errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.reply(&ServerFrame::Error { code, message }).await
+    }
+
+    async fn reply(&mut self, frame: &ServerFrame<'_>) -> Result<(), CloseCause> {
+        let out = Outbound::Frame {
+            text: Utf8Bytes::from(frame.to_text()),
+            kind: frame.kind(),
+            emitted_at_ms: 0,
+        };
+        self.write(out, None).await
+    }
+
+    async fn write_queued(
+        &mut self,
+        first: Outbound,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<(), CloseCause> {
+        self.write(first, Some(rx)).await
+    }
+
+    /// Writes `first` and, if `more` is given, whatever else is already queued (up to
+    /// [`MAX_BATCH`]), then flushes once. Bounded by the write timeout and by a kill.
+    async fn write(
+        &mut self,
+        first: Outbound,
+        mut more: Option<&mut mpsc::Receiver<Outbound>>,
+    ) -> Result<(), CloseCause> {
+        let handle = Arc::clone(&self.handle);
+        let timeout = self.gw.cfg.write_timeout;
+        let mut kinds = [(FrameKind::Other, 0u64); MAX_BATCH];
+        let mut n = 0;
+        let ws = &mut self.ws;
+        let work = async {
+            let mut next = Some(first);
+            while let Some(out) = next.take() {
+                match out {
+                    Outbound::Frame {
+                        text,
+                        kind,
+                        emitted_at_ms,
+                    } => {
+                        ws.feed(Message::Text(text)).await?;
+                        kinds[n] = (kind, emitted_at_ms);
+                        n += 1;
+                    }
+                    Outbound::Ping => ws.feed(Message::Ping(Default::default())).await?,
+                }
+                if n < MAX_BATCH {
+                    next = more.as_mut().and_then(|rx| rx.try_recv().ok());
+                }
+            }
+            ws.flush().await
+        };
+        let result = tokio::select! {
+            biased;
+            cause = handle.wait_killed() => return Err(cause),
+            r = tokio::time::timeout(timeout, work) => r,
+        };
+        match result {
+            Err(_) => return Err(CloseCause::WriteTimeout),
+            Ok(Err(e)) => {
+                tracing::debug!(connection = %self.id, error = %e, "write failed");
+                return Err(CloseCause::WriteFailed);
+            }
+            Ok(Ok(())) => {}
+        }
+        let now = now_ms();
+        let metrics = &self.gw.metrics;
+        for (kind, emitted_at_ms) in &kinds[..n] {
+            metrics.sent(*kind, 1);
+            if *emitted_at_ms > 0 {
+                metrics
+                    .message_latency_ms
+                    .observe(now.saturating_sub(*emitted_at_ms) as f64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Cleanup first (so the room hears `player_left` at once), then the close frame.
+    async fn finish(mut self, cause: CloseCause) {
+        let rooms = std::mem::take(&mut self.rooms);
+        for room in &rooms {
+            self.leave_room(room).await;
+        }
+        if let Some(user) = &self.user {
+            self.gw.registry.remove_user(user, &self.handle.id);
+            self.gw.metrics.authenticated_connections.dec();
+        }
+        self.gw.registry.remove(&self.handle.id);
+        self.gw.metrics.active_connections.dec();
+        self.gw
+            .metrics
+            .disconnects
+            .with_label_values(&[cause.as_str()])
+            .inc();
+        tracing::debug!(connection = %self.id, cause = cause.as_str(), "connection closed");
+        let Some((code, reason)) = cause.close_frame() else {
+            return;
+        };
+        let ws = &mut self.ws;
+        let close = async {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            if ws.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            // Read until the peer's close reply so unread input does not turn our close into
+            // a TCP reset that could destroy the close frame in flight.
+            while let Some(Ok(msg)) = ws.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    }
+}
+
+fn read_error_cause(e: axum::Error) -> CloseCause {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => CloseCause::MessageTooBig,
+        Some(tungstenite::Error::Utf8(_)) => CloseCause::InvalidUtf8,
+        Some(tungstenite::Error::Protocol(_)) => CloseCause::ProtocolError,
+        _ => CloseCause::ClientClosed,
+    }
+}

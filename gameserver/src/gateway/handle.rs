@@ -1,0 +1,229 @@
+//! The shared face of one connection: what the dispatcher and the heartbeat sweeper may do
+//! to it (queue a frame, ask it to close) without touching its socket.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, Notify};
+use uuid::Uuid;
+
+use crate::protocol::FrameKind;
+
+/// One item in a connection's bounded send queue.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Ready-made text; `Utf8Bytes` clones share one buffer, so a broadcast is serialised once.
+    Frame {
+        text: Utf8Bytes,
+        kind: FrameKind,
+        /// Producer emission time (ms since epoch) for the latency histogram; 0 when unknown.
+        emitted_at_ms: u64,
+    },
+    /// A WebSocket ping from the heartbeat.
+    Ping,
+}
+
+/// Why a connection ends; decides the close frame and the `ws_disconnects_total` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseCause {
+    ClientClosed = 1,
+    SlowConsumer,
+    HeartbeatTimeout,
+    AuthTimeout,
+    AuthFailed,
+    TooManyConnections,
+    MessageTooBig,
+    ProtocolError,
+    InvalidUtf8,
+    WriteTimeout,
+    WriteFailed,
+    Shutdown,
+}
+
+impl CloseCause {
+    const ALL: [CloseCause; 12] = [
+        Self::ClientClosed,
+        Self::SlowConsumer,
+        Self::HeartbeatTimeout,
+        Self::AuthTimeout,
+        Self::AuthFailed,
+        Self::TooManyConnections,
+        Self::MessageTooBig,
+        Self::ProtocolError,
+        Self::InvalidUtf8,
+        Self::WriteTimeout,
+        Self::WriteFailed,
+        Self::Shutdown,
+    ];
+
+    fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as u8 == v)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::SlowConsumer => "slow_consumer",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::AuthTimeout => "auth_timeout",
+            Self::AuthFailed => "auth_failed",
+            Self::TooManyConnections => "too_many_connections",
+            Self::MessageTooBig => "message_too_big",
+            Self::ProtocolError => "protocol_error",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::WriteTimeout => "write_timeout",
+            Self::WriteFailed => "write_failed",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    /// The close frame to attempt, or `None` to drop the socket without one (the peer is gone
+    /// or not reading, or it closed first and tungstenite already answered).
+    pub fn close_frame(self) -> Option<(u16, &'static str)> {
+        match self {
+            Self::ClientClosed
+            | Self::HeartbeatTimeout
+            | Self::WriteTimeout
+            | Self::WriteFailed => None,
+            Self::SlowConsumer => Some((1008, "slow consumer: send queue full")),
+            Self::AuthTimeout => Some((4001, "authentication timeout")),
+            Self::AuthFailed => Some((4001, "Authentication failed")),
+            Self::TooManyConnections => Some((4029, "too many connections for this user")),
+            Self::MessageTooBig => Some((1009, "message too big")),
+            Self::ProtocolError => Some((1002, "protocol error")),
+            Self::InvalidUtf8 => Some((1007, "invalid UTF-8")),
+            Self::Shutdown => Some((1001, "server shutting down")),
+        }
+    }
+}
+
+pub struct ConnHandle {
+    pub id: Uuid,
+    tx: mpsc::Sender<Outbound>,
+    kill: Notify,
+    kill_cause: AtomicU8,
+    last_seen_ms: AtomicU64,
+    pub connected_at_ms: u64,
+    authenticated: AtomicBool,
+}
+
+/// What happened to a frame offered to a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The queue was full: the connection is being closed as a slow consumer.
+    Overflowed,
+    /// The connection is already gone.
+    Closed,
+}
+
+impl ConnHandle {
+    pub fn new(tx: mpsc::Sender<Outbound>, now_mono_ms: u64) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            tx,
+            kill: Notify::new(),
+            kill_cause: AtomicU8::new(0),
+            last_seen_ms: AtomicU64::new(now_mono_ms),
+            connected_at_ms: now_mono_ms,
+            authenticated: AtomicBool::new(false),
+        }
+    }
+
+    /// Queue without waiting: a full queue means the client is not keeping up, and waiting
+    /// would stall every other member of the room.
+    pub fn offer(&self, out: Outbound) -> Offer {
+        match self.tx.try_send(out) {
+            Ok(()) => Offer::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kill(CloseCause::SlowConsumer);
+                Offer::Overflowed
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+        }
+    }
+
+    /// Ask the connection task to close; the first cause wins.
+    pub fn kill(&self, cause: CloseCause) {
+        if self
+            .kill_cause
+            .compare_exchange(0, cause as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.kill.notify_one();
+        }
+    }
+
+    pub fn killed(&self) -> Option<CloseCause> {
+        CloseCause::from_u8(self.kill_cause.load(Ordering::Acquire))
+    }
+
+    /// Resolves once [`kill`](Self::kill) has been called (immediately if it already was).
+    pub async fn wait_killed(&self) -> CloseCause {
+        loop {
+            if let Some(c) = self.killed() {
+                return c;
+            }
+            self.kill.notified().await;
+        }
+    }
+
+    pub fn touch(&self, now_mono_ms: u64) {
+        self.last_seen_ms.store(now_mono_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_authenticated(&self) {
+        self.authenticated.store(true, Ordering::Release);
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> Outbound {
+        Outbound::Frame {
+            text: Utf8Bytes::from("{}"),
+            kind: FrameKind::Other,
+            emitted_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_kills_the_connection_as_slow_consumer() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let h = ConnHandle::new(tx, 0);
+        assert_eq!(h.offer(frame()), Offer::Queued);
+        assert_eq!(h.offer(frame()), Offer::Queued);
+        assert_eq!(h.killed(), None);
+        assert_eq!(h.offer(frame()), Offer::Overflowed);
+        assert_eq!(h.wait_killed().await, CloseCause::SlowConsumer);
+        h.kill(CloseCause::Shutdown);
+        assert_eq!(
+            h.killed(),
+            Some(CloseCause::SlowConsumer),
+            "first cause wins"
+        );
+        rx.close();
+        while rx.try_recv().is_ok() {}
+        assert_eq!(h.offer(frame()), Offer::Closed);
+    }
+
+    #[test]
+    fn every_cause_round_trips_and_has_a_label() {
+        for c in CloseCause::ALL {
+            assert_eq!(CloseCause::from_u8(c as u8), Some(c));
+            assert!(!c.as_str().is_empty());
+        }
+        assert_eq!(CloseCause::from_u8(0), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! Heartbeat and authentication deadline: one sweeper task for all connections (no timer per
+//! connection), pinging live ones and closing the silent and the anonymous.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::handle::{CloseCause, Outbound};
+use super::Gateway;
+use crate::clock::mono_ms;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ping,
+    Close(CloseCause),
+}
+
+/// What to do with a connection at `now` (monotonic ms).
+pub fn liveness(
+    now: u64,
+    last_seen: u64,
+    connected_at: u64,
+    authenticated: bool,
+    timeout: Duration,
+    auth_timeout: Duration,
+) -> Verdict {
+    if now.saturating_sub(last_seen) > timeout.as_millis() as u64 {
+        return Verdict::Close(CloseCause::HeartbeatTimeout);
+    }
+    if !authenticated && now.saturating_sub(connected_at) > auth_timeout.as_millis() as u64 {
+        return Verdict::Close(CloseCause::AuthTimeout);
+    }
+    Verdict::Ping
+}
+
+pub(super) async fn sweep(gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(gw.cfg.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = mono_ms();
+        for conn in gw.registry.snapshot() {
+            match liveness(
+                now,
+                conn.last_seen_ms(),
+                conn.connected_at_ms,
+                conn.is_authenticated(),
+                gw.cfg.heartbeat_timeout,
+                gw.cfg.auth_timeout,
+            ) {
+                Verdict::Ping => {
+                    conn.offer(Outbound::Ping);
+                }
+                Verdict::Close(cause) => conn.kill(cause),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_rules() {
+        let t = Duration::from_millis(45_000);
+        let a = Duration::from_millis(10_000);
+        let cases = [
+            (1_000, 0, 0, true, Verdict::Ping),
+            (45_000, 0, 0, true, Verdict::Ping),
+            (
+                45_001,
+                0,
+                0,
+                true,
+                Verdict::Close(CloseCause::HeartbeatTimeout),
+            ),
+            (100_000, 99_000, 0, true, Verdict::Ping),
+            (10_000, 9_000, 0, false, Verdict::Ping),
+            (
+                10_001,
+                9_000,
+                0,
+                false,
+                Verdict::Close(CloseCause::AuthTimeout),
+            ),
+            (
+                60_000,
+                0,
+                0,
+                false,
+                Verdict::Close(CloseCause::HeartbeatTimeout),
+            ),
+        ];
+        for (now, seen, at, authed, want) in cases {
+            assert_eq!(
+                liveness(now, seen, at, authed, t, a),
+                want,
+                "now={now} seen={seen}"
+            );
+        }
+    }
+}

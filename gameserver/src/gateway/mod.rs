@@ -1,0 +1,176 @@
+//! The WebSocket gateway: player connections, rooms, the user index, heartbeats and limits.
+//! It holds no game logic: bets go to engines through [`GatewayBus`], and whatever engines
+//! publish comes back as ready-made frames that are fanned out byte for byte.
+
+mod connection;
+mod dispatch;
+mod handle;
+pub mod heartbeat;
+pub mod limits;
+mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+pub use handle::CloseCause;
+
+use crate::admin::Health;
+use crate::auth::Authenticator;
+use crate::bus::GatewayBus;
+use crate::metrics::GatewayMetrics;
+use registry::Registry;
+
+/// Gateway tuning. Defaults suit production; tests shorten the timers.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Names this gateway on the bus (diagnostics).
+    pub gateway_id: String,
+    /// Members per room across all gateways (0 = unlimited).
+    pub room_capacity: u64,
+    /// Rooms one connection may be in at once.
+    pub rooms_per_connection: usize,
+    /// Client messages per second per connection (0 = unlimited).
+    pub messages_per_second: u32,
+    /// Authenticated connections per user on this gateway.
+    pub connections_per_user: usize,
+    /// Frames queued per connection before it is closed as a slow consumer.
+    pub send_queue: usize,
+    /// Largest accepted client frame/message in bytes; larger ones close with 1009.
+    pub max_message_bytes: usize,
+    pub read_buffer_bytes: usize,
+    pub write_buffer_bytes: usize,
+    pub heartbeat_interval: Duration,
+    /// No frame (pong included) for this long closes the connection.
+    pub heartbeat_timeout: Duration,
+    /// Connections that have not authenticated within this are closed (4001).
+    pub auth_timeout: Duration,
+    /// A single flush taking longer than this closes the connection.
+    pub write_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            gateway_id: format!("gateway-{}", uuid::Uuid::new_v4().simple()),
+            room_capacity: 1000,
+            rooms_per_connection: 10,
+            messages_per_second: 20,
+            connections_per_user: 5,
+            send_queue: 256,
+            max_message_bytes: 16 * 1024,
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 4 * 1024,
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(45),
+            auth_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("registering gateway metrics failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("the bus's delivery stream was already taken by another gateway in this process")]
+    DeliveriesTaken,
+}
+
+pub struct Gateway {
+    cfg: GatewayConfig,
+    bus: Arc<dyn GatewayBus>,
+    auth: Authenticator,
+    registry: Registry,
+    metrics: GatewayMetrics,
+    health: Arc<Health>,
+    /// Held across a local membership change and the bus (un)subscribe it causes.
+    membership: tokio::sync::Mutex<()>,
+}
+
+impl Gateway {
+    pub fn new(
+        cfg: GatewayConfig,
+        bus: Arc<dyn GatewayBus>,
+        auth: Authenticator,
+        metrics: &prometheus::Registry,
+        health: Arc<Health>,
+    ) -> Result<Arc<Self>, GatewayError> {
+        Ok(Arc::new(Self {
+            cfg,
+            bus,
+            auth,
+            registry: Registry::default(),
+            metrics: GatewayMetrics::new(metrics)?,
+            health,
+            membership: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Starts the delivery fan-out and the heartbeat sweeper. On `shutdown` every connection
+    /// is closed with 1001.
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> Result<(), GatewayError> {
+        let deliveries = self
+            .bus
+            .take_deliveries()
+            .ok_or(GatewayError::DeliveriesTaken)?;
+        tokio::spawn(dispatch::run(
+            Arc::clone(self),
+            deliveries,
+            shutdown.clone(),
+        ));
+        tokio::spawn(heartbeat::sweep(Arc::clone(self), shutdown.clone()));
+        let gw = Arc::clone(self);
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            gw.registry.for_each(|c| c.kill(CloseCause::Shutdown));
+        });
+        Ok(())
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.registry.connection_count()
+    }
+
+    /// Completes a WebSocket upgrade with this gateway's limits and buffers.
+    pub fn accept(self: &Arc<Self>, upgrade: WebSocketUpgrade) -> Response {
+        if self.health.is_draining() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "gateway is draining\n").into_response();
+        }
+        let gw = Arc::clone(self);
+        upgrade
+            .max_message_size(self.cfg.max_message_bytes)
+            .max_frame_size(self.cfg.max_message_bytes)
+            .read_buffer_size(self.cfg.read_buffer_bytes)
+            .write_buffer_size(self.cfg.write_buffer_bytes)
+            .on_upgrade(move |ws| connection::run(gw, ws))
+    }
+
+    /// The player-facing routes: WebSocket upgrades on `/ws` and `/` (reference clients use
+    /// the root path).
+    pub fn router(self: &Arc<Self>) -> Router {
+        let gw = Arc::clone(self);
+        let handler = move |upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+            let gw = Arc::clone(&gw);
+            async move {
+                match upgrade {
+                    Ok(upgrade) => gw.accept(upgrade),
+                    Err(rejection) => rejection.into_response(),
+                }
+            }
+        };
+        Router::new()
+            .route("/ws", any(handler.clone()))
+            .route("/", any(handler))
+    }
+}

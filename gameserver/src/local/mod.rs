@@ -1,0 +1,188 @@
+//! `gameserver local`: gateway and engine in one process over the in-memory bus and ledger,
+//! plus the dice page and a dev-token endpoint for trying it in a browser.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use clap::Args;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState, Health};
+use crate::auth::{mint_token, now_secs, Authenticator, MAX_TOKEN_AGE_SECS};
+use crate::bus::memory::MemoryBus;
+use crate::cli::args::ServerArgs;
+use crate::gateway::Gateway;
+use crate::server;
+
+const PAGE: &str = include_str!("page.html");
+
+#[derive(Args, Debug, Clone)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Minor units credited to every new player so a fresh user can bet.
+    #[arg(long, env = "STARTING_BALANCE", default_value_t = 100_000)]
+    pub starting_balance: i64,
+}
+
+/// A running local-mode process (also used by tests, with port 0).
+pub struct LocalServer {
+    pub player_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    pub health: Arc<Health>,
+}
+
+#[derive(Clone)]
+struct LocalState {
+    gateway: Arc<Gateway>,
+    secret: Arc<[u8]>,
+}
+
+pub async fn run(args: LocalArgs) -> Result<(), String> {
+    let shutdown = CancellationToken::new();
+    let local = start(&args, shutdown.clone()).await?;
+    let host = match local.player_addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        ip => ip.to_string(),
+    };
+    println!(
+        "GameFleet local mode: open http://{host}:{}/ (admin on http://{})",
+        local.player_addr.port(),
+        local.admin_addr
+    );
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::warn!(error = %e, "cannot wait for Ctrl-C; stopping");
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    // Give connections a moment to receive their close frames.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    Ok(())
+}
+
+pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<LocalServer, String> {
+    let cfg = args.server.gateway.config()?;
+    // Local mode needs no configuration: without a secret, tokens are signed with a random one
+    // that only this process (and its dev-token endpoint) knows.
+    let secret: Arc<[u8]> = match &args.server.jwt_secret {
+        Some(s) if !s.is_empty() => Arc::from(s.as_bytes()),
+        _ => Arc::from(
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+            .as_bytes(),
+        ),
+    };
+    let auth = Authenticator::new(&secret).map_err(|e| e.to_string())?;
+    let registry = prometheus::Registry::new();
+    let health = Arc::new(Health::default());
+    let bus = Arc::new(MemoryBus::new());
+    let gateway = Gateway::new(cfg, bus.clone(), auth, &registry, Arc::clone(&health))
+        .map_err(|e| e.to_string())?;
+    gateway.start(shutdown.clone()).map_err(|e| e.to_string())?;
+
+    let player = server::bind(args.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.server.listen))?;
+    let admin_listener = server::bind(args.server.admin_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.server.admin_listen))?;
+    let player_addr = player.local_addr().map_err(|e| e.to_string())?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+
+    let state = LocalState {
+        gateway: Arc::clone(&gateway),
+        secret,
+    };
+    let player_router = Router::new()
+        .route("/", any(root))
+        .route("/ws", any(ws_only))
+        .route("/dev/token", get(dev_token))
+        .with_state(state);
+    let admin_router = admin::router(AdminState {
+        registry,
+        health: Arc::clone(&health),
+    });
+    spawn_server("player", player, player_router, shutdown.clone());
+    spawn_server("admin", admin_listener, admin_router, shutdown);
+    health.set_ready(true);
+    Ok(LocalServer {
+        player_addr,
+        admin_addr,
+        gateway,
+        health,
+    })
+}
+
+fn spawn_server(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(listener, router, shutdown).await {
+            tracing::error!(error = %e, server = name, "server stopped");
+        }
+    });
+}
+
+/// `/` upgrades WebSocket requests (reference clients use the root path) and serves the page
+/// to browsers.
+async fn root(
+    State(state): State<LocalState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => state.gateway.accept(upgrade),
+        Err(_) => ([(header::CACHE_CONTROL, "no-store")], Html(PAGE)).into_response(),
+    }
+}
+
+async fn ws_only(
+    State(state): State<LocalState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => state.gateway.accept(upgrade),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    user: Option<String>,
+}
+
+/// Dev tokens for the page. Local mode only, and only for clients on this machine.
+async fn dev_token(
+    State(state): State<LocalState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "dev tokens are only issued to clients on this machine\n",
+        )
+            .into_response();
+    }
+    let user = query
+        .user
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("player-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    match mint_token(&state.secret, &user, now_secs(), MAX_TOKEN_AGE_SECS) {
+        Ok(token) => Json(serde_json::json!({ "userId": user, "token": token })).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}

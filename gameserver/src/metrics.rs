@@ -1,0 +1,125 @@
+//! Gateway metrics, registered in a shared `prometheus::Registry` served on the admin port.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::protocol::FrameKind;
+
+/// Buckets of `ws_message_latency_ms`, as in the reference design.
+pub const LATENCY_BUCKETS_MS: [f64; 7] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
+
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    pub active_connections: IntGauge,
+    pub authenticated_connections: IntGauge,
+    pub rooms: IntGauge,
+    /// Engine emission (`Delivery.emitted_at_ms`) to the frame being written to the socket.
+    pub message_latency_ms: Histogram,
+    sent: Vec<IntCounter>,
+    received: IntCounterVec,
+    pub bets: IntCounterVec,
+    pub bet_rejections: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub disconnects: IntCounterVec,
+}
+
+impl GatewayMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let active_connections = IntGauge::new(
+            "ws_active_connections",
+            "Open WebSocket connections on this gateway",
+        )?;
+        let authenticated_connections = IntGauge::new(
+            "ws_authenticated_connections",
+            "Open WebSocket connections that have authenticated",
+        )?;
+        let rooms = IntGauge::new("ws_rooms", "Rooms with at least one member on this gateway")?;
+        let message_latency_ms = Histogram::with_opts(
+            HistogramOpts::new(
+                "ws_message_latency_ms",
+                "Delay from engine emission to the frame being written to the player socket",
+            )
+            .buckets(LATENCY_BUCKETS_MS.to_vec()),
+        )?;
+        let sent_vec = IntCounterVec::new(
+            Opts::new("ws_messages_total", "Frames sent to players, by frame type"),
+            &["type"],
+        )?;
+        let received = IntCounterVec::new(
+            Opts::new(
+                "ws_messages_received_total",
+                "Frames received from players, by message type (\"invalid\" when undecodable)",
+            ),
+            &["type"],
+        )?;
+        let bets = IntCounterVec::new(
+            Opts::new(
+                "ws_bets_total",
+                "place_bet requests by gateway outcome (acknowledged or rejected)",
+            ),
+            &["result"],
+        )?;
+        let bet_rejections = IntCounterVec::new(
+            Opts::new(
+                "ws_bet_rejections_total",
+                "Bets the gateway rejected, by reason",
+            ),
+            &["reason"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new("ws_errors_total", "error frames sent, by code"),
+            &["code"],
+        )?;
+        let disconnects = IntCounterVec::new(
+            Opts::new("ws_disconnects_total", "Closed connections, by cause"),
+            &["reason"],
+        )?;
+        registry.register(Box::new(active_connections.clone()))?;
+        registry.register(Box::new(authenticated_connections.clone()))?;
+        registry.register(Box::new(rooms.clone()))?;
+        registry.register(Box::new(message_latency_ms.clone()))?;
+        registry.register(Box::new(sent_vec.clone()))?;
+        registry.register(Box::new(received.clone()))?;
+        registry.register(Box::new(bets.clone()))?;
+        registry.register(Box::new(bet_rejections.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(disconnects.clone()))?;
+        // Resolve the per-type counters once: sending is the hot path.
+        let sent = FrameKind::ALL
+            .iter()
+            .map(|k| sent_vec.with_label_values(&[k.as_str()]))
+            .collect();
+        Ok(Self {
+            active_connections,
+            authenticated_connections,
+            rooms,
+            message_latency_ms,
+            sent,
+            received,
+            bets,
+            bet_rejections,
+            errors,
+            disconnects,
+        })
+    }
+
+    pub fn sent(&self, kind: FrameKind, n: u64) {
+        if let Some(c) = self.sent.get(kind.index()) {
+            c.inc_by(n);
+        }
+    }
+
+    pub fn received(&self, kind: &str) {
+        self.received.with_label_values(&[kind]).inc();
+    }
+}
+
+/// The registry as Prometheus text exposition.
+pub fn render(registry: &Registry) -> String {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(e) = encoder.encode(&registry.gather(), &mut out) {
+        tracing::warn!(error = %e, "encoding metrics failed");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}

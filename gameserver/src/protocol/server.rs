@@ -1,0 +1,354 @@
+//! Frames written by the gateway, and the codes they carry.
+
+use serde::Serialize;
+
+/// `{"type":"error","code":…}` codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, no string `type`, a binary frame, or a field of the wrong shape.
+    InvalidPayload,
+    /// `type` is a string the server does not know.
+    UnknownMessageType,
+    /// The message needs `authenticate` first.
+    NotAuthenticated,
+    /// `authenticate` on an already authenticated connection.
+    AlreadyAuthenticated,
+    /// `leave_game` for a room this connection is not in.
+    NotInRoom,
+    /// The room is at capacity.
+    RoomFull,
+    /// This connection is already in the maximum number of rooms.
+    TooManyRooms,
+    /// More messages per second than allowed; the message was dropped.
+    RateLimited,
+    /// `gameId` missing, empty, too long or not a string.
+    InvalidGameId,
+    /// `place_bet` without a usable `idempotencyKey` (so no `bet_rejected` can name it).
+    InvalidIdempotencyKey,
+    /// The bus/engines cannot be reached right now; retry later.
+    EngineUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidPayload => "INVALID_PAYLOAD",
+            Self::UnknownMessageType => "UNKNOWN_MESSAGE_TYPE",
+            Self::NotAuthenticated => "NOT_AUTHENTICATED",
+            Self::AlreadyAuthenticated => "ALREADY_AUTHENTICATED",
+            Self::NotInRoom => "NOT_IN_ROOM",
+            Self::RoomFull => "ROOM_FULL",
+            Self::TooManyRooms => "TOO_MANY_ROOMS",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::InvalidGameId => "INVALID_GAME_ID",
+            Self::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
+            Self::EngineUnavailable => "ENGINE_UNAVAILABLE",
+        }
+    }
+}
+
+/// `bet_rejected` reasons decided by the gateway (engines add their own, e.g.
+/// `INSUFFICIENT_BALANCE`, `ROUND_CLOSED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BetRejectReason {
+    /// `amount` is not a positive integer (minor units) that fits in 64 bits.
+    InvalidAmount,
+    /// `selection` is not a JSON object.
+    InvalidSelection,
+    /// `clientSeed` is present but not a string of at most 128 characters.
+    InvalidClientSeed,
+    /// `gameId` missing, empty, too long or not a string.
+    InvalidGameId,
+    /// The connection has not joined `gameId`.
+    NotInRoom,
+    /// The bet could not be queued for an engine; it was not accepted.
+    EngineUnavailable,
+}
+
+impl BetRejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidAmount => "INVALID_AMOUNT",
+            Self::InvalidSelection => "INVALID_SELECTION",
+            Self::InvalidClientSeed => "INVALID_CLIENT_SEED",
+            Self::InvalidGameId => "INVALID_GAME_ID",
+            Self::NotInRoom => "NOT_IN_ROOM",
+            Self::EngineUnavailable => "ENGINE_UNAVAILABLE",
+        }
+    }
+}
+
+/// A frame the gateway writes itself.
+#[derive(Debug, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerFrame<'a> {
+    Connected {
+        connection_id: &'a str,
+        server_time: u64,
+    },
+    Authenticated {
+        user_id: &'a str,
+    },
+    AuthFailed {
+        reason: &'a str,
+    },
+    GameJoined {
+        game_id: &'a str,
+        players: u64,
+    },
+    GameLeft {
+        game_id: &'a str,
+        players: u64,
+    },
+    PlayerJoined {
+        game_id: &'a str,
+        user_id: &'a str,
+        player_count: u64,
+    },
+    PlayerLeft {
+        game_id: &'a str,
+        user_id: &'a str,
+        player_count: u64,
+    },
+    BetAcknowledged {
+        idempotency_key: &'a str,
+        status: &'a str,
+    },
+    BetRejected {
+        idempotency_key: &'a str,
+        reason: BetRejectReason,
+        message: &'a str,
+    },
+    Pong {
+        server_time: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+    SystemAnnouncement {
+        message: &'a str,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// The JSON text of the frame.
+    pub fn to_text(&self) -> String {
+        // Serialising plain strings and integers into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"type\":\"error\"}"))
+    }
+
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Self::Connected { .. } => FrameKind::Connected,
+            Self::Authenticated { .. } => FrameKind::Authenticated,
+            Self::AuthFailed { .. } => FrameKind::AuthFailed,
+            Self::GameJoined { .. } => FrameKind::GameJoined,
+            Self::GameLeft { .. } => FrameKind::GameLeft,
+            Self::PlayerJoined { .. } => FrameKind::PlayerJoined,
+            Self::PlayerLeft { .. } => FrameKind::PlayerLeft,
+            Self::BetAcknowledged { .. } => FrameKind::BetAcknowledged,
+            Self::BetRejected { .. } => FrameKind::BetRejected,
+            Self::Pong { .. } => FrameKind::Pong,
+            Self::Error { .. } => FrameKind::Error,
+            Self::SystemAnnouncement { .. } => FrameKind::SystemAnnouncement,
+        }
+    }
+}
+
+/// Frame types as metric labels (a closed set, so label cardinality stays bounded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    Connected,
+    Authenticated,
+    AuthFailed,
+    GameJoined,
+    GameLeft,
+    PlayerJoined,
+    PlayerLeft,
+    BetAcknowledged,
+    BetRejected,
+    BetSettled,
+    GameEvent,
+    Pong,
+    Error,
+    SystemAnnouncement,
+    Other,
+}
+
+impl FrameKind {
+    pub const ALL: [FrameKind; 15] = [
+        Self::Connected,
+        Self::Authenticated,
+        Self::AuthFailed,
+        Self::GameJoined,
+        Self::GameLeft,
+        Self::PlayerJoined,
+        Self::PlayerLeft,
+        Self::BetAcknowledged,
+        Self::BetRejected,
+        Self::BetSettled,
+        Self::GameEvent,
+        Self::Pong,
+        Self::Error,
+        Self::SystemAnnouncement,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Authenticated => "authenticated",
+            Self::AuthFailed => "auth_failed",
+            Self::GameJoined => "game_joined",
+            Self::GameLeft => "game_left",
+            Self::PlayerJoined => "player_joined",
+            Self::PlayerLeft => "player_left",
+            Self::BetAcknowledged => "bet_acknowledged",
+            Self::BetRejected => "bet_rejected",
+            Self::BetSettled => "bet_settled",
+            Self::GameEvent => "game_event",
+            Self::Pong => "pong",
+            Self::Error => "error",
+            Self::SystemAnnouncement => "system_announcement",
+            Self::Other => "other",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind of a ready-made frame (from an engine), read from its `type` field.
+    pub fn of_frame(text: &str) -> FrameKind {
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
+        let Ok(Head { kind: Some(kind) }) = serde_json::from_str::<Head>(text) else {
+            return FrameKind::Other;
+        };
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind.as_ref())
+            .unwrap_or(FrameKind::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn parsed(f: ServerFrame) -> Value {
+        serde_json::from_str(&f.to_text()).unwrap()
+    }
+
+    #[test]
+    fn frames_use_the_reference_field_names() {
+        let cases = [
+            (
+                ServerFrame::Connected {
+                    connection_id: "c",
+                    server_time: 5,
+                },
+                json!({"type":"connected","connectionId":"c","serverTime":5}),
+            ),
+            (
+                ServerFrame::Authenticated { user_id: "u" },
+                json!({"type":"authenticated","userId":"u"}),
+            ),
+            (
+                ServerFrame::AuthFailed {
+                    reason: "INVALID_TOKEN",
+                },
+                json!({"type":"auth_failed","reason":"INVALID_TOKEN"}),
+            ),
+            (
+                ServerFrame::GameJoined {
+                    game_id: "g",
+                    players: 2,
+                },
+                json!({"type":"game_joined","gameId":"g","players":2}),
+            ),
+            (
+                ServerFrame::PlayerJoined {
+                    game_id: "g",
+                    user_id: "u",
+                    player_count: 2,
+                },
+                json!({"type":"player_joined","gameId":"g","userId":"u","playerCount":2}),
+            ),
+            (
+                ServerFrame::BetAcknowledged {
+                    idempotency_key: "k",
+                    status: "processing",
+                },
+                json!({"type":"bet_acknowledged","idempotencyKey":"k","status":"processing"}),
+            ),
+            (
+                ServerFrame::BetRejected {
+                    idempotency_key: "k",
+                    reason: BetRejectReason::InvalidAmount,
+                    message: "m",
+                },
+                json!({"type":"bet_rejected","idempotencyKey":"k","reason":"INVALID_AMOUNT","message":"m"}),
+            ),
+            (
+                ServerFrame::Error {
+                    code: ErrorCode::RoomFull,
+                    message: "m",
+                },
+                json!({"type":"error","code":"ROOM_FULL","message":"m"}),
+            ),
+            (
+                ServerFrame::Pong { server_time: 1 },
+                json!({"type":"pong","serverTime":1}),
+            ),
+        ];
+        for (frame, want) in cases {
+            assert_eq!(parsed(frame), want);
+        }
+    }
+
+    #[test]
+    fn as_str_matches_serialisation() {
+        for code in [
+            ErrorCode::InvalidPayload,
+            ErrorCode::TooManyRooms,
+            ErrorCode::EngineUnavailable,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
+        for r in [BetRejectReason::InvalidAmount, BetRejectReason::NotInRoom] {
+            assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
+        }
+    }
+
+    #[test]
+    fn frame_kind_reads_the_type_field() {
+        let cases = [
+            (r#"{"type":"game_event","event":"x"}"#, FrameKind::GameEvent),
+            (
+                r#"{"event":"x","type":"bet_settled"}"#,
+                FrameKind::BetSettled,
+            ),
+            (r#"{"type":"something_new"}"#, FrameKind::Other),
+            (r#"{"type":7}"#, FrameKind::Other),
+            ("not json", FrameKind::Other),
+        ];
+        for (text, want) in cases {
+            assert_eq!(FrameKind::of_frame(text), want, "{text}");
+        }
+        for (i, k) in FrameKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+    }
+}
