@@ -1,0 +1,106 @@
+//! The engine runtime: consumes bets from the bus, runs rounds for active rooms, settles bets
+//! through the ledger and publishes frames back through the bus. Game rules live in
+//! [`crate::game`]; this module only schedules and does I/O.
+
+pub mod frames;
+pub mod metrics;
+mod room;
+mod runtime;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::EngineBus;
+use crate::ledger::Ledger;
+
+pub use metrics::EngineMetrics;
+
+/// How the engine runs rounds.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Identifies this engine in logs (and, with Redis, in room leases).
+    pub engine_id: String,
+    /// How long a round accepts bets after `round_started`.
+    pub betting_window: Duration,
+    /// Pause after a round's results before the next round opens. Bets arriving meanwhile join
+    /// the next round.
+    pub result_pause: Duration,
+    /// Local mode: credit each new player this many minor units once (from the treasury).
+    pub starting_balance: Option<i64>,
+    /// How often the list of active rooms is refreshed.
+    pub rooms_poll: Duration,
+    /// Most bets one round takes; more are rejected `ROUND_FULL`.
+    pub max_bets_per_round: usize,
+    /// Most bets read from the bus in one call.
+    pub bet_batch: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            engine_id: "engine".into(),
+            betting_window: Duration::from_secs(4),
+            result_pause: Duration::from_secs(1),
+            starting_balance: None,
+            rooms_poll: Duration::from_millis(250),
+            max_bets_per_round: 50_000,
+            bet_batch: 512,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid engine config: {0}")]
+    Config(String),
+    #[error("metrics registration failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.betting_window.is_zero() {
+            return Err(EngineError::Config("betting_window must be > 0".into()));
+        }
+        if self.rooms_poll.is_zero() {
+            return Err(EngineError::Config("rooms_poll must be > 0".into()));
+        }
+        if self.max_bets_per_round == 0 || self.bet_batch == 0 {
+            return Err(EngineError::Config(
+                "max_bets_per_round and bet_batch must be > 0".into(),
+            ));
+        }
+        if let Some(b) = self.starting_balance {
+            if b <= 0 {
+                return Err(EngineError::Config(format!(
+                    "starting_balance must be > 0 minor units, got {b}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run the engine until `shutdown` is cancelled. Rounds in progress finish their settlement
+/// before it returns.
+pub async fn run(
+    bus: Arc<dyn EngineBus>,
+    ledger: Arc<dyn Ledger>,
+    cfg: EngineConfig,
+    registry: prometheus::Registry,
+    shutdown: CancellationToken,
+) -> Result<(), EngineError> {
+    cfg.validate()?;
+    let metrics = EngineMetrics::register(&registry)?;
+    runtime::Runtime::new(bus, ledger, cfg, metrics, shutdown)
+        .run()
+        .await;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    crate::ledger::now_ms()
+}

@@ -1,0 +1,347 @@
+//! One room's round loop: open (publish the commitment) → take bets until the window closes →
+//! roll → settle every bet → pause → next round. Bets that arrive during the pause join the
+//! next round.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::bus::{QueuedBet, Target};
+use crate::game::fairness::{self, ClientSeedMix};
+use crate::game::rules::{check_amount, Selection};
+use crate::ledger::{
+    user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, Transfer, Wager, TREASURY,
+};
+
+use super::frames::{self, Reveal, RoundInfo, RoundTotals};
+use super::now_ms;
+use super::runtime::Shared;
+
+/// Longest client seed accepted (it is published with the round).
+const MAX_CLIENT_SEED: usize = 64;
+
+/// A round that is taking bets.
+struct OpenRound {
+    info: RoundInfo,
+    server_seed: String,
+    /// Bus deliveries to acknowledge once the round is settled.
+    acks: Vec<String>,
+    accepted: usize,
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    game_id: String,
+    generation: u64,
+    mut rx: mpsc::Receiver<QueuedBet>,
+) {
+    let mut nonce = 0u64;
+    let mut carried: Vec<QueuedBet> = Vec::new();
+    loop {
+        nonce += 1;
+        let server_seed = match fairness::new_server_seed() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "no randomness for a server seed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let opened = Instant::now();
+        let opens_at = now_ms();
+        let window = shared.cfg.betting_window;
+        let mut round = OpenRound {
+            info: RoundInfo {
+                game_id: game_id.clone(),
+                round_id: format!("{game_id}-{nonce}"),
+                nonce,
+                commitment: fairness::commitment(&server_seed),
+                betting_opens_at: opens_at,
+                betting_closes_at: opens_at + window.as_millis() as u64,
+            },
+            server_seed,
+            acks: Vec::new(),
+            accepted: 0,
+        };
+        shared
+            .publish(
+                Target::Room(game_id.clone()),
+                frames::round_started(&round.info, opens_at),
+                opens_at,
+            )
+            .await;
+        for bet in std::mem::take(&mut carried) {
+            take_bet(&shared, &mut round, bet).await;
+        }
+        let closes = opened + window;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shared.shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(closes) => break,
+                bet = rx.recv() => match bet {
+                    Some(bet) => take_bet(&shared, &mut round, bet).await,
+                    None => break,
+                },
+            }
+        }
+        settle(&shared, &round).await;
+        shared.metrics.rounds.inc();
+        shared
+            .metrics
+            .round_duration
+            .observe(opened.elapsed().as_secs_f64());
+
+        let resume = Instant::now() + shared.cfg.result_pause;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shared.shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(resume) => break,
+                bet = rx.recv() => match bet {
+                    Some(bet) => carried.push(bet),
+                    None => break,
+                },
+            }
+        }
+        if shared.shutdown.is_cancelled() {
+            // Carried bets stay unacknowledged: a durable bus redelivers them.
+            return;
+        }
+        if carried.is_empty()
+            && !shared.is_active(&game_id)
+            && shared.try_retire(&game_id, generation, &mut rx)
+        {
+            tracing::debug!(game_id, "room idle; stopped");
+            return;
+        }
+    }
+}
+
+/// Apply every rule to one bet and, if it passes, debit it into the open round.
+async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
+    let bet = &q.bet;
+    let lookup = shared.ledger.bet(&bet.user_id, &bet.idempotency_key).await;
+    shared.metrics.ledger("bet_lookup", &lookup);
+    match lookup {
+        Ok(Some(existing)) => return answer_existing(shared, round, &q, existing).await,
+        Ok(None) => {}
+        Err(e) => return ledger_unavailable(&q, &e),
+    }
+    let raw = Wager {
+        user_id: bet.user_id.clone(),
+        key: bet.idempotency_key.clone(),
+        game_id: bet.game_id.clone(),
+        round_id: String::new(),
+        amount: bet.amount,
+        selection: bet.selection.clone(),
+        client_seed: bet.client_seed.clone(),
+    };
+    let selection = match Selection::from_json(&bet.selection)
+        .and_then(|s| check_amount(&s, bet.amount).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(key = %bet.idempotency_key, error = %e, "bet refused");
+            return reject(shared, &q, &raw, e.code()).await;
+        }
+    };
+    if let Some(seed) = &bet.client_seed {
+        if seed.is_empty() || seed.len() > MAX_CLIENT_SEED || seed.chars().any(char::is_control) {
+            return reject(shared, &q, &raw, "INVALID_CLIENT_SEED").await;
+        }
+    }
+    if round.accepted >= shared.cfg.max_bets_per_round {
+        return reject(shared, &q, &raw, "ROUND_FULL").await;
+    }
+    if let Some(amount) = shared.cfg.starting_balance {
+        credit_starting_balance(shared, &bet.user_id, amount).await;
+    }
+    let wager = Wager {
+        round_id: round.info.round_id.clone(),
+        selection: selection.to_json(),
+        ..raw.clone()
+    };
+    let placed = shared.ledger.place_bet(&wager).await;
+    shared.metrics.ledger("place_bet", &placed);
+    match placed {
+        Ok(Placed::Accepted(_)) => {
+            round.accepted += 1;
+            round.acks.push(q.delivery_id);
+        }
+        Ok(Placed::Existing(existing)) => answer_existing(shared, round, &q, existing).await,
+        Ok(Placed::Insufficient(record)) => {
+            shared
+                .metrics
+                .bets_rejected
+                .with_label_values(&["INSUFFICIENT_BALANCE"])
+                .inc();
+            send_outcome(shared, &record).await;
+            shared.ack(&q.delivery_id).await;
+        }
+        Err(LedgerError::InvalidAmount(_) | LedgerError::Overflow(_)) => {
+            reject(shared, &q, &raw, "INVALID_AMOUNT").await
+        }
+        Err(e) => ledger_unavailable(&q, &e),
+    }
+}
+
+/// Local mode: the first bet of a player credits the starting balance (once per player, keyed).
+async fn credit_starting_balance(shared: &Shared, user_id: &str, amount: i64) {
+    if shared.was_credited(user_id) {
+        return;
+    }
+    let t = Transfer {
+        key: format!("starting-balance:{user_id}"),
+        kind: EntryKind::Deposit,
+        from: TREASURY.to_owned(),
+        to: user_account(user_id),
+        amount,
+        memo: "starting balance".into(),
+    };
+    let r = shared.ledger.transfer(&t).await;
+    shared.metrics.ledger("transfer", &r);
+    match r {
+        Ok(_) => shared.mark_credited(user_id),
+        Err(e) => tracing::warn!(user_id, error = %e, "starting balance not credited"),
+    }
+}
+
+/// A key seen before gets its original outcome; a pending one is settled with its round.
+async fn answer_existing(shared: &Shared, round: &mut OpenRound, q: &QueuedBet, rec: BetRecord) {
+    if let BetState::Pending { .. } = rec.state {
+        if rec.wager.round_id == round.info.round_id {
+            round.acks.push(q.delivery_id.clone());
+        } else {
+            tracing::warn!(key = %rec.wager.key, round = %rec.wager.round_id, "duplicate of a bet pending in another round");
+            shared.ack(&q.delivery_id).await;
+        }
+        return;
+    }
+    send_outcome(shared, &rec).await;
+    shared.ack(&q.delivery_id).await;
+}
+
+async fn reject(shared: &Shared, q: &QueuedBet, wager: &Wager, reason: &str) {
+    let r = shared.ledger.reject_bet(wager, reason).await;
+    shared.metrics.ledger("reject_bet", &r);
+    match r {
+        Ok(record) => {
+            shared
+                .metrics
+                .bets_rejected
+                .with_label_values(&[reason])
+                .inc();
+            send_outcome(shared, &record).await;
+            shared.ack(&q.delivery_id).await;
+        }
+        Err(e) => ledger_unavailable(q, &e),
+    }
+}
+
+fn ledger_unavailable(q: &QueuedBet, e: &LedgerError) {
+    // Not acknowledged: a durable bus redelivers it once the ledger is back.
+    tracing::warn!(key = %q.bet.idempotency_key, error = %e, "ledger unavailable; bet left for redelivery");
+}
+
+async fn send_outcome(shared: &Shared, record: &BetRecord) {
+    let at = now_ms();
+    if let Some(frame) = frames::bet_outcome(record, at) {
+        shared
+            .publish(Target::User(record.wager.user_id.clone()), frame, at)
+            .await;
+    }
+}
+
+/// Roll and settle every bet of the round. The ledger's list of the round's bets is the source
+/// of truth, so settlement covers exactly what was debited.
+async fn settle(shared: &Shared, round: &OpenRound) {
+    let bets = loop {
+        let r = shared.ledger.round_bets(&round.info.round_id).await;
+        shared.metrics.ledger("round_bets", &r);
+        match r {
+            Ok(b) => break b,
+            Err(e) => {
+                tracing::warn!(round = %round.info.round_id, error = %e, "cannot list round bets; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mix = ClientSeedMix::new(bets.iter().filter_map(|b| b.wager.client_seed.clone()));
+    let roll = fairness::roll(&round.server_seed, &mix.mix, round.info.nonce);
+    let reveal = Reveal {
+        roll,
+        server_seed: round.server_seed.clone(),
+        client_seed_mix: mix.mix,
+        client_seeds: mix.seeds,
+        bets: bets.len(),
+    };
+    let at = now_ms();
+    let room = Target::Room(round.info.game_id.clone());
+    shared
+        .publish(
+            room.clone(),
+            frames::dice_rolled(&round.info, &reveal, at),
+            at,
+        )
+        .await;
+
+    let mut totals = RoundTotals::default();
+    for rec in &bets {
+        let w = &rec.wager;
+        // Stored selections were normalised when placed; if one cannot be read back the stake
+        // is returned rather than guessed at.
+        let payout = Selection::from_json(&w.selection)
+            .and_then(|s| s.payout(w.amount, roll))
+            .unwrap_or(w.amount);
+        let settled = loop {
+            let r = shared
+                .ledger
+                .settle_bet(&w.user_id, &w.key, roll, payout)
+                .await;
+            shared.metrics.ledger("settle_bet", &r);
+            match r {
+                Ok(s) => break s,
+                Err(e @ (LedgerError::Unavailable(_) | LedgerError::Corrupt(_))) => {
+                    tracing::warn!(key = %w.key, error = %e, "settlement failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::error!(key = %w.key, error = %e, "settlement refused");
+                    break rec.clone();
+                }
+            }
+        };
+        if let BetState::Settled {
+            outcome, payout, ..
+        } = &settled.state
+        {
+            let label = if *payout > 0 { "win" } else { "lose" };
+            shared
+                .metrics
+                .bets_settled
+                .with_label_values(&[label])
+                .inc();
+            totals.bets += 1;
+            totals.wagered = totals.wagered.saturating_add(w.amount);
+            totals.paid = totals.paid.saturating_add(*payout);
+            if matches!(outcome, crate::ledger::Outcome::Win) {
+                totals.winners += 1;
+            }
+        }
+        send_outcome(shared, &settled).await;
+    }
+    for id in &round.acks {
+        shared.ack(id).await;
+    }
+    let at = now_ms();
+    shared
+        .publish(
+            room,
+            frames::round_result(&round.info, &reveal, &totals, at),
+            at,
+        )
+        .await;
+}

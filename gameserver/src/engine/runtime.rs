@@ -1,0 +1,241 @@
+//! Wiring: the bet intake loop, the room supervisor, and routing of bets to room tasks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{BusError, Delivery, EngineBus, QueuedBet, Target};
+use crate::ledger::Ledger;
+
+use super::{room, EngineConfig, EngineMetrics};
+
+/// Bets queued towards one room task before the intake waits.
+const ROOM_QUEUE: usize = 4_096;
+
+/// State shared by the intake, the supervisor and every room task.
+pub(super) struct Shared {
+    pub bus: Arc<dyn EngineBus>,
+    pub ledger: Arc<dyn Ledger>,
+    pub cfg: EngineConfig,
+    pub metrics: EngineMetrics,
+    pub shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// Room → (generation, sender) of its running task.
+    rooms: Mutex<HashMap<String, (u64, mpsc::Sender<QueuedBet>)>>,
+    next_generation: AtomicU64,
+    active: RwLock<HashSet<String>>,
+    /// Players already given their starting balance (the ledger key makes it idempotent; this
+    /// only saves a ledger call per bet).
+    credited: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn is_active(&self, game_id: &str) -> bool {
+        self.active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(game_id)
+    }
+
+    pub fn was_credited(&self, user_id: &str) -> bool {
+        lock(&self.credited).contains(user_id)
+    }
+
+    pub fn mark_credited(&self, user_id: &str) {
+        lock(&self.credited).insert(user_id.to_owned());
+    }
+
+    /// Stop routing to this room task if nothing is queued for it; true if it may exit.
+    pub fn try_retire(
+        &self,
+        game_id: &str,
+        generation: u64,
+        rx: &mut mpsc::Receiver<QueuedBet>,
+    ) -> bool {
+        let mut rooms = lock(&self.rooms);
+        if !rx.is_empty() {
+            return false;
+        }
+        if rooms.get(game_id).is_some_and(|(g, _)| *g == generation) {
+            rooms.remove(game_id);
+        }
+        rx.close();
+        self.metrics.rooms.set(rooms.len() as i64);
+        true
+    }
+
+    /// Send a frame; failures are logged (players re-sync from later frames or a re-sent bet).
+    pub async fn publish(&self, target: Target, frame: String, at_ms: u64) {
+        let delivery = Delivery {
+            target,
+            emitted_at_ms: at_ms,
+            except_connection: None,
+            frame: Arc::from(frame),
+        };
+        if let Err(e) = self.bus.publish(delivery).await {
+            tracing::warn!(error = %e, "publish failed");
+        }
+    }
+
+    pub async fn ack(&self, delivery_id: &str) {
+        if let Err(e) = self.bus.ack_bet(delivery_id).await {
+            tracing::warn!(error = %e, delivery_id, "bet ack failed; it will be redelivered");
+        }
+    }
+
+    /// Start a room task; the caller holds the rooms lock.
+    fn spawn_room(
+        self: &Arc<Self>,
+        rooms: &mut HashMap<String, (u64, mpsc::Sender<QueuedBet>)>,
+        game_id: &str,
+    ) {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        rooms.insert(game_id.to_owned(), (generation, tx));
+        self.metrics.rooms.set(rooms.len() as i64);
+        tracing::debug!(game_id, "room started");
+        self.tracker.spawn(room::run(
+            Arc::clone(self),
+            game_id.to_owned(),
+            generation,
+            rx,
+        ));
+    }
+
+    /// Hand a bet to its room's task, starting the task if needed.
+    async fn route(self: &Arc<Self>, mut bet: QueuedBet) {
+        loop {
+            let sender = {
+                let mut rooms = lock(&self.rooms);
+                let Some((_, tx)) = rooms.get(&bet.bet.game_id) else {
+                    let game_id = bet.bet.game_id.clone();
+                    self.spawn_room(&mut rooms, &game_id);
+                    continue;
+                };
+                match tx.try_send(bet) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(b)) => {
+                        bet = b;
+                        tx.clone()
+                    }
+                    Err(mpsc::error::TrySendError::Closed(b)) => {
+                        bet = b;
+                        rooms.remove(&bet.bet.game_id);
+                        continue;
+                    }
+                }
+            };
+            match sender.send(bet).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(b)) => bet = b,
+            }
+        }
+    }
+}
+
+pub(super) struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl Runtime {
+    pub fn new(
+        bus: Arc<dyn EngineBus>,
+        ledger: Arc<dyn Ledger>,
+        cfg: EngineConfig,
+        metrics: EngineMetrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                bus,
+                ledger,
+                cfg,
+                metrics,
+                shutdown,
+                tracker: TaskTracker::new(),
+                rooms: Mutex::new(HashMap::new()),
+                next_generation: AtomicU64::new(1),
+                active: RwLock::new(HashSet::new()),
+                credited: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    pub async fn run(self) {
+        let shared = self.shared;
+        tracing::info!(engine = %shared.cfg.engine_id, "engine started");
+        shared.tracker.spawn(intake(Arc::clone(&shared)));
+        let mut tick = tokio::time::interval(shared.cfg.rooms_poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                _ = tick.tick() => refresh_rooms(&shared).await,
+            }
+        }
+        shared.tracker.close();
+        shared.tracker.wait().await;
+        tracing::info!(engine = %shared.cfg.engine_id, "engine stopped");
+    }
+}
+
+async fn refresh_rooms(shared: &Arc<Shared>) {
+    let list = match shared.bus.active_rooms().await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list active rooms");
+            return;
+        }
+    };
+    let set: HashSet<String> = list.into_iter().collect();
+    {
+        let mut rooms = lock(&shared.rooms);
+        for game_id in &set {
+            if !rooms.contains_key(game_id) {
+                shared.spawn_room(&mut rooms, game_id);
+            }
+        }
+    }
+    *shared.active.write().unwrap_or_else(|e| e.into_inner()) = set;
+}
+
+async fn intake(shared: Arc<Shared>) {
+    let mut failures = 0u32;
+    while !shared.shutdown.is_cancelled() {
+        match shared
+            .bus
+            .next_bets(shared.cfg.bet_batch, Duration::from_millis(100))
+            .await
+        {
+            Ok(bets) => {
+                failures = 0;
+                for bet in bets {
+                    shared.route(bet).await;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(50) {
+                    tracing::warn!(error = %e, failures, "cannot read bets");
+                }
+                let pause = match e {
+                    BusError::Unavailable(_) => Duration::from_millis(200),
+                    BusError::Protocol(_) => Duration::from_millis(50),
+                };
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}

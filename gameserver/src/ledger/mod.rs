@@ -1,0 +1,259 @@
+//! The money ledger: integer minor units, idempotent by key, append-only entry log.
+//!
+//! Accounts are strings: players are `user:<userId>` ([`user_account`]), and two system
+//! accounts stand on the other side of every movement: [`HOUSE`] (stakes in, payouts out) and
+//! [`TREASURY`] (deposits and withdrawals). System accounts may go negative; player accounts
+//! never do. Every movement is an [`Entry`] from one account to another, so the sum of all
+//! balances never changes (it is zero): money is neither created nor destroyed.
+//!
+//! Bets have their own records ([`BetRecord`]) so that a repeated idempotency key always gets the
+//! original outcome, whichever engine sees it. Each bet operation is one atomic step.
+
+pub mod admin;
+pub mod memory;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryLedger;
+
+/// Receives stakes and pays winnings.
+pub const HOUSE: &str = "house";
+/// Source of deposits (admin credits, local-mode starting balances) and sink of withdrawals.
+pub const TREASURY: &str = "treasury";
+
+/// The ledger account of a player.
+pub fn user_account(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+fn is_system(account: &str) -> bool {
+    account == HOUSE || account == TREASURY
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Stake: player → house.
+    Bet,
+    /// Winnings: house → player.
+    Payout,
+    /// Treasury → player (admin credit, starting balance).
+    Deposit,
+    /// Player → treasury (admin debit).
+    Withdrawal,
+}
+
+/// A requested movement of money, applied at most once per `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub key: String,
+    pub kind: EntryKind,
+    pub from: String,
+    pub to: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub memo: String,
+}
+
+/// One line of the append-only log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// 1, 2, 3, … in the order applied.
+    pub seq: u64,
+    pub key: String,
+    pub kind: EntryKind,
+    pub from: String,
+    pub to: String,
+    pub amount: i64,
+    /// Balances of `from` and `to` right after this entry.
+    pub from_balance: i64,
+    pub to_balance: i64,
+    pub at_ms: u64,
+    #[serde(default)]
+    pub memo: String,
+}
+
+/// The result of [`Ledger::transfer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Posted {
+    pub entry: Entry,
+    /// The key had been applied before; `entry` is the original one and nothing moved now.
+    pub duplicate: bool,
+}
+
+/// A bet as the engine accepted it into a round (or tried to).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wager {
+    pub user_id: String,
+    /// The client's idempotency key (unique per user).
+    pub key: String,
+    pub game_id: String,
+    /// Empty when the bet was rejected before it reached a round.
+    #[serde(default)]
+    pub round_id: String,
+    pub amount: i64,
+    /// Normalised selection (`{"direction","target"}`), or the raw one for rejected bets.
+    pub selection: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_seed: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Win,
+    Lose,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum BetState {
+    /// Stake debited; waiting for its round's roll.
+    #[serde(rename_all = "camelCase")]
+    Pending { balance: i64 },
+    #[serde(rename_all = "camelCase")]
+    Settled {
+        roll: u32,
+        outcome: Outcome,
+        payout: i64,
+        balance: i64,
+    },
+    /// Nothing was debited. `balance` is known when the ledger rejected it.
+    #[serde(rename_all = "camelCase")]
+    Rejected {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        balance: Option<i64>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BetRecord {
+    pub wager: Wager,
+    #[serde(flatten)]
+    pub state: BetState,
+}
+
+/// The result of [`Ledger::place_bet`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// Stake debited now; the record is `Pending`.
+    Accepted(BetRecord),
+    /// The key was seen before: this is its record, unchanged.
+    Existing(BetRecord),
+    /// Not enough balance; recorded as rejected `INSUFFICIENT_BALANCE` (final for this key).
+    Insufficient(BetRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("amount must be a positive integer number of minor units, got {0}")]
+    InvalidAmount(i64),
+    #[error("account {account} has {balance}, needs {needed}")]
+    InsufficientBalance {
+        account: String,
+        balance: i64,
+        needed: i64,
+    },
+    #[error("balance of {0} would overflow")]
+    Overflow(String),
+    #[error("invalid account {0:?}")]
+    InvalidAccount(String),
+    #[error("idempotency key {0:?} was already used for a different operation")]
+    KeyReused(String),
+    #[error("no bet {key:?} of user {user_id:?}")]
+    UnknownBet { user_id: String, key: String },
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    #[error("ledger data corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl LedgerError {
+    /// Stable machine-readable code for APIs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LedgerError::InvalidAmount(_) => "INVALID_AMOUNT",
+            LedgerError::InsufficientBalance { .. } => "INSUFFICIENT_BALANCE",
+            LedgerError::Overflow(_) => "AMOUNT_OVERFLOW",
+            LedgerError::InvalidAccount(_) => "INVALID_ACCOUNT",
+            LedgerError::KeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
+            LedgerError::UnknownBet { .. } => "UNKNOWN_BET",
+            LedgerError::Unavailable(_) => "LEDGER_UNAVAILABLE",
+            LedgerError::Corrupt(_) => "LEDGER_CORRUPT",
+        }
+    }
+}
+
+/// Checks shared by every implementation, before anything is touched.
+pub fn check_transfer(t: &Transfer) -> Result<(), LedgerError> {
+    if t.amount <= 0 {
+        return Err(LedgerError::InvalidAmount(t.amount));
+    }
+    for account in [&t.from, &t.to] {
+        if account.is_empty() || !(is_system(account) || account.starts_with("user:")) {
+            return Err(LedgerError::InvalidAccount(account.clone()));
+        }
+    }
+    if t.from == t.to {
+        return Err(LedgerError::InvalidAccount(t.to.clone()));
+    }
+    if t.key.is_empty() {
+        return Err(LedgerError::KeyReused(String::new()));
+    }
+    Ok(())
+}
+
+/// The money store. One implementation per backend (memory, Redis); every method is one atomic
+/// step, safe to call concurrently from many tasks and processes.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Balance of an account (0 if it never moved).
+    async fn balance(&self, account: &str) -> Result<i64, LedgerError>;
+
+    /// Move money once per key. Debits from a player account never overdraw. A repeated key
+    /// with the same movement returns the original entry with `duplicate: true`.
+    async fn transfer(&self, t: &Transfer) -> Result<Posted, LedgerError>;
+
+    /// Check the key, check the balance, debit the stake to the house, record the bet as
+    /// pending in its round, append the entry: all or nothing.
+    async fn place_bet(&self, wager: &Wager) -> Result<Placed, LedgerError>;
+
+    /// Settle a pending bet: credit `payout` (0 on a loss) from the house and mark it settled.
+    /// Settling an already settled bet returns its record unchanged.
+    async fn settle_bet(
+        &self,
+        user_id: &str,
+        key: &str,
+        roll: u32,
+        payout: i64,
+    ) -> Result<BetRecord, LedgerError>;
+
+    /// Record a rejection for a key that has no record yet; returns the key's record (the
+    /// existing one if there was one: the first outcome is final).
+    async fn reject_bet(&self, wager: &Wager, reason: &str) -> Result<BetRecord, LedgerError>;
+
+    /// The record of a bet, if its key was seen.
+    async fn bet(&self, user_id: &str, key: &str) -> Result<Option<BetRecord>, LedgerError>;
+
+    /// Every bet placed in a round, in placement order.
+    async fn round_bets(&self, round_id: &str) -> Result<Vec<BetRecord>, LedgerError>;
+
+    /// Entries with `seq > after`, oldest first, at most `limit`.
+    async fn entries(&self, after: u64, limit: usize) -> Result<Vec<Entry>, LedgerError>;
+
+    /// Every account with its balance (audits and conservation checks).
+    async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,22 @@
+//! The ledger behaviour suite against the in-memory ledger.
+
+mod ledger_suite;
+
+use std::sync::Arc;
+
+use gameserver::ledger::MemoryLedger;
+
+#[tokio::test]
+async fn transfers_validate_and_are_idempotent() {
+    ledger_suite::transfers_validate_and_are_idempotent(Arc::new(MemoryLedger::new())).await;
+}
+
+#[tokio::test]
+async fn bets_have_one_final_outcome() {
+    ledger_suite::bets_have_one_final_outcome(Arc::new(MemoryLedger::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn money_is_conserved_under_concurrency() {
+    ledger_suite::money_is_conserved_under_concurrency(Arc::new(MemoryLedger::new())).await;
+}

@@ -1,0 +1,271 @@
+//! Behaviour every `Ledger` implementation must have; run against each backend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gameserver::ledger::{
+    user_account, BetState, EntryKind, Ledger, LedgerError, Outcome, Placed, Transfer, Wager,
+    HOUSE, TREASURY,
+};
+use serde_json::json;
+
+pub fn deposit(user: &str, amount: i64, key: &str) -> Transfer {
+    Transfer {
+        key: key.into(),
+        kind: EntryKind::Deposit,
+        from: TREASURY.into(),
+        to: user_account(user),
+        amount,
+        memo: String::new(),
+    }
+}
+
+pub fn wager(user: &str, key: &str, round: &str, amount: i64) -> Wager {
+    Wager {
+        user_id: user.into(),
+        key: key.into(),
+        game_id: "g1".into(),
+        round_id: round.into(),
+        amount,
+        selection: json!({"direction":"over","target":50.0}),
+        client_seed: None,
+    }
+}
+
+pub async fn total(ledger: &dyn Ledger) -> i64 {
+    ledger
+        .accounts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b)
+        .sum()
+}
+
+pub async fn transfers_validate_and_are_idempotent(ledger: Arc<dyn Ledger>) {
+    let l = ledger.as_ref();
+    for bad in [0, -1, i64::MIN] {
+        assert_eq!(
+            l.transfer(&deposit("a", bad, "k0")).await,
+            Err(LedgerError::InvalidAmount(bad))
+        );
+    }
+    let mut t = deposit("a", 5, "k0");
+    t.to = "nobody".into();
+    assert!(matches!(
+        l.transfer(&t).await,
+        Err(LedgerError::InvalidAccount(_))
+    ));
+
+    let first = l.transfer(&deposit("a", 500, "dep-1")).await.unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.entry.to_balance, 500);
+    let again = l.transfer(&deposit("a", 500, "dep-1")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.entry, first.entry);
+    assert_eq!(l.balance(&user_account("a")).await.unwrap(), 500);
+    assert_eq!(
+        l.transfer(&deposit("a", 501, "dep-1")).await,
+        Err(LedgerError::KeyReused("dep-1".into()))
+    );
+
+    // Player accounts never overdraw; system accounts may go negative.
+    let withdraw = Transfer {
+        key: "wd-1".into(),
+        kind: EntryKind::Withdrawal,
+        from: user_account("a"),
+        to: TREASURY.into(),
+        amount: 501,
+        memo: String::new(),
+    };
+    assert_eq!(
+        l.transfer(&withdraw).await,
+        Err(LedgerError::InsufficientBalance {
+            account: user_account("a"),
+            balance: 500,
+            needed: 501
+        })
+    );
+    assert_eq!(l.balance(TREASURY).await.unwrap(), -500);
+
+    // Overflow is refused, not wrapped.
+    l.transfer(&deposit("rich", i64::MAX - 1_000, "dep-max"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        l.transfer(&deposit("rich", 2_000, "dep-more")).await,
+        Err(LedgerError::Overflow(_))
+    ));
+    assert_eq!(total(l).await, 0);
+
+    let entries = l.entries(0, 100).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].seq, 1);
+    assert_eq!(entries[1].seq, 2);
+    assert_eq!(l.entries(1, 100).await.unwrap()[0].key, "dep-max");
+}
+
+pub async fn bets_have_one_final_outcome(ledger: Arc<dyn Ledger>) {
+    let l = ledger.as_ref();
+    l.transfer(&deposit("b", 1_000, "dep-b")).await.unwrap();
+
+    let placed = l.place_bet(&wager("b", "k1", "g1-1", 300)).await.unwrap();
+    let Placed::Accepted(rec) = placed else {
+        panic!("{placed:?}")
+    };
+    assert_eq!(rec.state, BetState::Pending { balance: 700 });
+    assert_eq!(l.balance(HOUSE).await.unwrap(), 300);
+    // Same key again: nothing debited, existing record returned.
+    assert!(matches!(
+        l.place_bet(&wager("b", "k1", "g1-2", 300)).await.unwrap(),
+        Placed::Existing(_)
+    ));
+    assert_eq!(l.balance(&user_account("b")).await.unwrap(), 700);
+    // The key is per user: another user's "k1" is a different bet.
+    l.transfer(&deposit("c", 100, "dep-c")).await.unwrap();
+    assert!(matches!(
+        l.place_bet(&wager("c", "k1", "g1-1", 100)).await.unwrap(),
+        Placed::Accepted(_)
+    ));
+
+    let settled = l.settle_bet("b", "k1", 5001, 594).await.unwrap();
+    assert_eq!(
+        settled.state,
+        BetState::Settled {
+            roll: 5001,
+            outcome: Outcome::Win,
+            payout: 594,
+            balance: 1_294
+        }
+    );
+    // Settling twice pays once.
+    assert_eq!(l.settle_bet("b", "k1", 5001, 594).await.unwrap(), settled);
+    assert_eq!(l.balance(&user_account("b")).await.unwrap(), 1_294);
+    let lost = l.settle_bet("c", "k1", 5001, 0).await.unwrap();
+    assert!(matches!(
+        lost.state,
+        BetState::Settled {
+            outcome: Outcome::Lose,
+            payout: 0,
+            balance: 0,
+            ..
+        }
+    ));
+    assert_eq!(l.bet("b", "k1").await.unwrap(), Some(settled));
+    assert_eq!(l.round_bets("g1-1").await.unwrap().len(), 2);
+
+    // Insufficient balance is final for that key, even after a deposit.
+    let placed = l.place_bet(&wager("c", "k2", "g1-2", 50)).await.unwrap();
+    assert!(
+        matches!(&placed, Placed::Insufficient(r) if matches!(&r.state, BetState::Rejected { reason, balance: Some(0) } if reason == "INSUFFICIENT_BALANCE")),
+        "{placed:?}"
+    );
+    l.transfer(&deposit("c", 100, "dep-c2")).await.unwrap();
+    assert!(matches!(
+        l.place_bet(&wager("c", "k2", "g1-2", 50)).await.unwrap(),
+        Placed::Existing(_)
+    ));
+
+    // A rejection recorded first stays; a second rejection reason does not replace it.
+    let r1 = l
+        .reject_bet(&wager("c", "k3", "", 5), "INVALID_SELECTION")
+        .await
+        .unwrap();
+    let r2 = l
+        .reject_bet(&wager("c", "k3", "", 5), "ROUND_CLOSED")
+        .await
+        .unwrap();
+    assert_eq!(r1, r2);
+    assert!(matches!(
+        l.place_bet(&wager("c", "k3", "g1-3", 5)).await.unwrap(),
+        Placed::Existing(_)
+    ));
+    assert!(matches!(
+        l.settle_bet("c", "nope", 1, 0).await,
+        Err(LedgerError::UnknownBet { .. })
+    ));
+    assert_eq!(total(l).await, 0);
+}
+
+/// Many tasks bet concurrently, with every bet submitted twice; stakes never overdraw, each key
+/// is debited once, and the sum of all balances is unchanged.
+pub async fn money_is_conserved_under_concurrency(ledger: Arc<dyn Ledger>) {
+    const USERS: usize = 20;
+    const BETS: usize = 30;
+    const START: i64 = 1_000;
+    for u in 0..USERS {
+        ledger
+            .transfer(&deposit(&format!("u{u}"), START, &format!("dep-{u}")))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for u in 0..USERS {
+        for copy in 0..2 {
+            let ledger = Arc::clone(&ledger);
+            tasks.push(tokio::spawn(async move {
+                let user = format!("u{u}");
+                let mut accepted = 0;
+                for b in 0..BETS {
+                    // 30 bets of 50..=99 exceed the 1,000 balance: some must be refused.
+                    let amount = 50 + ((u * 7 + b * 13) % 50) as i64;
+                    let key = format!("bet-{b}");
+                    let round = format!("r{}", b % 3);
+                    let w = wager(&user, &key, &round, amount);
+                    match ledger.place_bet(&w).await.unwrap() {
+                        Placed::Accepted(_) => accepted += 1,
+                        Placed::Existing(_) | Placed::Insufficient(_) => {}
+                    }
+                    if (b + copy) % 2 == 0 {
+                        // Settle from both copies: must pay once.
+                        if let Some(rec) = ledger.bet(&user, &key).await.unwrap() {
+                            if matches!(
+                                rec.state,
+                                BetState::Pending { .. } | BetState::Settled { .. }
+                            ) {
+                                let payout = if b % 3 == 0 { amount * 2 } else { 0 };
+                                ledger.settle_bet(&user, &key, 1, payout).await.unwrap();
+                            }
+                        }
+                    }
+                }
+                accepted
+            }));
+        }
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap();
+    }
+    let total_after = total(ledger.as_ref()).await;
+    assert_eq!(total_after, 0, "money created or destroyed");
+    let entries = ledger.entries(0, 1_000_000).await.unwrap();
+    let mut per_key: HashMap<&str, usize> = HashMap::new();
+    for e in &entries {
+        *per_key.entry(e.key.as_str()).or_default() += 1;
+    }
+    assert!(per_key.values().all(|&n| n == 1), "a key was applied twice");
+    let stakes = entries.iter().filter(|e| e.kind == EntryKind::Bet).count();
+    assert_eq!(stakes, accepted, "each accepted bet debited exactly once");
+    assert!(accepted > 0 && accepted < USERS * BETS, "{accepted}");
+    for (account, balance) in ledger.accounts().await.unwrap() {
+        if account.starts_with("user:") {
+            assert!(balance >= 0, "{account} overdrawn: {balance}");
+        }
+    }
+    // Replaying the log reproduces every balance.
+    let mut replay: HashMap<String, i64> = HashMap::new();
+    for e in &entries {
+        *replay.entry(e.from.clone()).or_default() -= e.amount;
+        *replay.entry(e.to.clone()).or_default() += e.amount;
+        assert_eq!(replay[&e.from], e.from_balance);
+        assert_eq!(replay[&e.to], e.to_balance);
+    }
+    for (account, balance) in ledger.accounts().await.unwrap() {
+        assert_eq!(
+            replay.get(&account).copied().unwrap_or(0),
+            balance,
+            "{account}"
+        );
+    }
+}
