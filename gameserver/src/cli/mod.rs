@@ -24,8 +24,9 @@ pub enum Command {
     Local(crate::local::LocalArgs),
     /// Mint a development player token (HS256 JWT).
     Token(token::TokenArgs),
-    // `gateway` and `engine` (separate processes over Redis) and `bench` (load generator)
-    // are added here by their own modules.
+    /// Load generator: hold many authenticated connections, bet, report latency and memory.
+    Bench(crate::bench::BenchArgs),
+    // `gateway` and `engine` (separate processes over Redis) are added here by their modules.
 }
 
 pub fn main() -> ExitCode {
@@ -34,6 +35,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Token(args) => token::run(&args),
         Command::Local(args) => block_on(crate::local::run(args)),
+        Command::Bench(args) => block_on(crate::bench::main(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

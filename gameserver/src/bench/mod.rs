@@ -1,0 +1,171 @@
+//! `gameserver bench`: a load generator that opens many authenticated WebSocket connections in
+//! rooms, holds them, optionally places bets, and reports delivery latency, bet latency and the
+//! server's memory per connection.
+//!
+//! One process may hold only so many open files, so the coordinator spreads connections over
+//! worker processes (re-executions of this binary) and merges their reports. Each worker binds
+//! its sockets to several 127.0.0.x source addresses so one address's ephemeral ports are never
+//! the limit.
+
+mod client;
+mod coordinator;
+mod report;
+mod worker;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+pub use coordinator::run;
+
+/// `gameserver bench`: run, then print the merged report (workers print their own lines).
+pub async fn main(args: BenchArgs) -> Result<(), String> {
+    match run(&args).await.map_err(|e| e.to_string())? {
+        Some(report) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            );
+        }
+        Some(report) => print!("{}", report.to_text()),
+        None => {}
+    }
+    Ok(())
+}
+pub use report::Report;
+
+/// Arguments of `gameserver bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Gateway WebSocket URL (loopback only).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Total connections to open and hold.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Rooms to spread the connections over (connection i joins room i mod rooms).
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    /// Worker processes; 0 picks one per 15,000 connections.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Source addresses 127.0.0.1 ..= 127.0.0.N to bind client sockets to; 0 picks one per
+    /// 20,000 connections.
+    #[arg(long, default_value_t = 0)]
+    pub source_ips: u8,
+    /// Secret to mint player tokens with (must match the gateway's).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    /// New connections per second, across all workers.
+    #[arg(long, default_value_t = 2000)]
+    pub connect_rate: u32,
+    /// Seconds to measure after every connection is up.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Bets per second across all connections (0: only hold and receive).
+    #[arg(long, default_value_t = 0)]
+    pub bet_rate: u32,
+    /// Bet amount in minor units.
+    #[arg(long, default_value_t = 1)]
+    pub bet_amount: i64,
+    /// Prefix of the user ids (distinct runs against one ledger should differ).
+    #[arg(long, default_value = "bench")]
+    pub user_prefix: String,
+    /// PID of the server, to report its resident memory per connection.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the merged report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: run as worker K of the coordinator.
+    #[arg(long, hide = true)]
+    pub worker_index: Option<usize>,
+}
+
+impl BenchArgs {
+    fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            self.connections.div_ceil(15_000).max(1)
+        }
+    }
+
+    fn source_addrs(&self) -> Vec<Ipv4Addr> {
+        let n = if self.source_ips > 0 {
+            self.source_ips
+        } else {
+            u8::try_from(self.connections.div_ceil(20_000).max(1)).unwrap_or(u8::MAX)
+        };
+        (1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
+    }
+
+    /// The connection indices worker `k` of `n` owns.
+    fn share(&self, k: usize, n: usize) -> std::ops::Range<usize> {
+        let start = self.connections * k / n;
+        let end = self.connections * (k + 1) / n;
+        start..end
+    }
+
+    fn measure_for(&self) -> Duration {
+        Duration::from_secs(self.duration)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench targets loopback only; {0} is not a 127.0.0.0/8 ws:// URL")]
+    NotLoopback(String),
+    #[error("--connections, --rooms and --duration must be > 0")]
+    Empty,
+    #[error("worker process: {0}")]
+    Worker(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("report: {0}")]
+    Report(#[from] serde_json::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn args(extra: &[&str]) -> BenchArgs {
+        let mut argv = vec!["bench", "--jwt-secret", "s"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).args
+    }
+
+    #[test]
+    fn shares_cover_every_connection_exactly_once() {
+        let a = args(&["--connections", "10001"]);
+        let n = 3;
+        let mut covered = 0;
+        let mut next = 0;
+        for k in 0..n {
+            let r = a.share(k, n);
+            assert_eq!(r.start, next);
+            next = r.end;
+            covered += r.len();
+        }
+        assert_eq!(covered, 10001);
+        assert_eq!(next, 10001);
+    }
+
+    #[test]
+    fn defaults_scale_workers_and_source_addresses_with_connections() {
+        assert_eq!(args(&["--connections", "19000"]).worker_count(), 2);
+        assert_eq!(args(&["--connections", "100"]).worker_count(), 1);
+        assert_eq!(args(&["--connections", "100000"]).source_addrs().len(), 5);
+        assert_eq!(
+            args(&["--source-ips", "2"]).source_addrs(),
+            [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)]
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! What workers measure and how the coordinator merges it. Latencies are recorded in
+//! microseconds in HdrHistograms and travel between processes as (value, count) pairs.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Highest latency recorded (µs); anything slower is clamped to it.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+pub fn new_histogram() -> Histogram<u64> {
+    // Three significant digits: 1 µs resolution below 1 ms, 1 ms resolution near 1 s.
+    // The bounds are constants that satisfy hdrhistogram's rules, so this cannot fail.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
+}
+
+pub fn record(h: &mut Histogram<u64>, micros: u64) {
+    h.saturating_record(micros.clamp(1, MAX_LATENCY_US));
+}
+
+/// A histogram as sparse (value, count) pairs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Samples(pub Vec<(u64, u64)>);
+
+impl Samples {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        Self(
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        )
+    }
+
+    pub fn add_to(&self, h: &mut Histogram<u64>) {
+        for &(value, count) in &self.0 {
+            // Values came from a histogram with the same bounds.
+            let _ = h.record_n(value.clamp(1, MAX_LATENCY_US), count);
+        }
+    }
+}
+
+/// One worker's results.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub connected: u64,
+    pub connect_failures: BTreeMap<String, u64>,
+    pub disconnects: u64,
+    pub events: u64,
+    pub delivery: Samples,
+    pub bets_sent: u64,
+    pub bets_acknowledged: u64,
+    pub bets_settled: u64,
+    pub bets_rejected: BTreeMap<String, u64>,
+    pub ack: Samples,
+    pub settle: Samples,
+    pub measured_secs: f64,
+}
+
+/// Percentiles of one latency, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// The merged result of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub connections_requested: usize,
+    pub workers: usize,
+    pub connected: u64,
+    pub connect_failures: BTreeMap<String, u64>,
+    pub disconnects: u64,
+    pub measured_secs: f64,
+    pub events_received: u64,
+    pub events_per_sec: f64,
+    pub delivery: Percentiles,
+    pub bets_sent: u64,
+    pub bets_acknowledged: u64,
+    pub bets_settled: u64,
+    pub bets_rejected: BTreeMap<String, u64>,
+    pub acks_per_sec: f64,
+    pub settles_per_sec: f64,
+    pub ack: Percentiles,
+    pub settle: Percentiles,
+    /// Server resident memory before connecting and with every connection up (KiB).
+    pub server_rss_kib_before: Option<u64>,
+    pub server_rss_kib_connected: Option<u64>,
+    pub server_kib_per_connection: Option<f64>,
+}
+
+impl Report {
+    pub fn merge(connections_requested: usize, workers: &[WorkerReport]) -> Self {
+        let mut delivery = new_histogram();
+        let mut ack = new_histogram();
+        let mut settle = new_histogram();
+        let mut r = Report {
+            connections_requested,
+            workers: workers.len(),
+            ..Report::default()
+        };
+        for w in workers {
+            r.connected += w.connected;
+            r.disconnects += w.disconnects;
+            r.events_received += w.events;
+            r.bets_sent += w.bets_sent;
+            r.bets_acknowledged += w.bets_acknowledged;
+            r.bets_settled += w.bets_settled;
+            r.measured_secs = r.measured_secs.max(w.measured_secs);
+            add_counts(&mut r.connect_failures, &w.connect_failures);
+            add_counts(&mut r.bets_rejected, &w.bets_rejected);
+            w.delivery.add_to(&mut delivery);
+            w.ack.add_to(&mut ack);
+            w.settle.add_to(&mut settle);
+        }
+        let per_sec = |n: u64| {
+            if r.measured_secs > 0.0 {
+                n as f64 / r.measured_secs
+            } else {
+                0.0
+            }
+        };
+        r.events_per_sec = per_sec(r.events_received);
+        r.acks_per_sec = per_sec(r.bets_acknowledged);
+        r.settles_per_sec = per_sec(r.bets_settled);
+        r.delivery = Percentiles::of(&delivery);
+        r.ack = Percentiles::of(&ack);
+        r.settle = Percentiles::of(&settle);
+        r
+    }
+
+    pub fn set_server_memory(&mut self, before_kib: Option<u64>, connected_kib: Option<u64>) {
+        self.server_rss_kib_before = before_kib;
+        self.server_rss_kib_connected = connected_kib;
+        if let (Some(b), Some(c)) = (before_kib, connected_kib) {
+            if self.connected > 0 {
+                self.server_kib_per_connection =
+                    Some(c.saturating_sub(b) as f64 / self.connected as f64);
+            }
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let p = |l: &Percentiles| {
+            format!(
+                "n={} p50={:.2}ms p95={:.2}ms p99={:.2}ms max={:.2}ms",
+                l.count, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
+            )
+        };
+        let mut s = String::new();
+        s.push_str(&format!(
+            "connections: {}/{} up ({} workers), failures {:?}, disconnects {}\n",
+            self.connected,
+            self.connections_requested,
+            self.workers,
+            self.connect_failures,
+            self.disconnects
+        ));
+        s.push_str(&format!(
+            "events:      {} in {:.1}s ({:.0}/s), delivery {}\n",
+            self.events_received,
+            self.measured_secs,
+            self.events_per_sec,
+            p(&self.delivery)
+        ));
+        s.push_str(&format!(
+            "bets:        sent {}, acknowledged {} ({:.0}/s), settled {} ({:.0}/s), rejected {:?}\n",
+            self.bets_sent,
+            self.bets_acknowledged,
+            self.acks_per_sec,
+            self.bets_settled,
+            self.settles_per_sec,
+            self.bets_rejected
+        ));
+        s.push_str(&format!("bet ack:     {}\n", p(&self.ack)));
+        s.push_str(&format!("bet settle:  {}\n", p(&self.settle)));
+        if let Some(per) = self.server_kib_per_connection {
+            s.push_str(&format!(
+                "server RSS:  {} KiB before, {} KiB connected, {:.2} KiB per connection\n",
+                self.server_rss_kib_before.unwrap_or(0),
+                self.server_rss_kib_connected.unwrap_or(0),
+                per
+            ));
+        }
+        s
+    }
+}
+
+fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+/// Resident set size of a process in KiB, from /proc (Linux).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(latencies_us: &[u64], connected: u64) -> WorkerReport {
+        let mut h = new_histogram();
+        for &l in latencies_us {
+            record(&mut h, l);
+        }
+        WorkerReport {
+            connected,
+            events: latencies_us.len() as u64,
+            delivery: Samples::from_histogram(&h),
+            measured_secs: 2.0,
+            bets_rejected: BTreeMap::from([("ROUND_CLOSED".to_string(), 1)]),
+            ..WorkerReport::default()
+        }
+    }
+
+    #[test]
+    fn merging_workers_combines_counts_and_latency_distributions() {
+        let a = worker(&[1_000; 98], 10);
+        let b = worker(&[50_000, 90_000], 5);
+        let r = Report::merge(20, &[a, b]);
+        assert_eq!(r.connected, 15);
+        assert_eq!(r.events_received, 100);
+        assert_eq!(r.events_per_sec, 50.0);
+        assert_eq!(r.delivery.count, 100);
+        assert!((r.delivery.p50_ms - 1.0).abs() < 0.01, "{:?}", r.delivery);
+        assert!(r.delivery.p99_ms >= 49.9, "{:?}", r.delivery);
+        assert!((r.delivery.max_ms - 90.0).abs() < 0.1, "{:?}", r.delivery);
+        assert_eq!(r.bets_rejected["ROUND_CLOSED"], 2);
+    }
+
+    #[test]
+    fn memory_per_connection_is_the_growth_divided_by_connections() {
+        let mut r = Report::merge(4, &[worker(&[], 4)]);
+        r.set_server_memory(Some(1000), Some(1040));
+        assert_eq!(r.server_kib_per_connection, Some(10.0));
+    }
+
+    #[test]
+    fn reads_this_process_rss() {
+        assert!(rss_kib(std::process::id()).unwrap_or(0) > 0);
+    }
+}

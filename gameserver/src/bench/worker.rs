@@ -1,0 +1,176 @@
+//! A worker process: opens its share of the connections, tells the coordinator when they are up,
+//! measures from the coordinator's "start" until the duration passes, then prints its report.
+//! Lines on stdout are JSON [`WorkerLine`]s; the coordinator writes "start" on stdin.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+
+use super::client::{self, Phase, Player, Tally};
+use super::report::{Samples, WorkerReport};
+use super::{BenchArgs, BenchError};
+use crate::auth::mint_token;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum WorkerLine {
+    Connected { connected: u64, failed: u64 },
+    Report { report: Box<WorkerReport> },
+}
+
+/// Resolve a loopback `ws://host:port/path` URL to its socket address.
+pub fn server_addr(url: &str) -> Result<SocketAddr, BenchError> {
+    let bad = || BenchError::NotLoopback(url.to_owned());
+    let rest = url.strip_prefix("ws://").ok_or_else(bad)?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|_| bad())?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(bad)?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(bad())
+    }
+}
+
+pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
+    let workers = args.worker_count();
+    let server = server_addr(&args.url)?;
+    let sources = args.source_addrs();
+    let share = args.share(index, workers);
+    let tally = Arc::new(Tally::default());
+    let (phase_tx, phase_rx) = watch::channel(Phase::Holding);
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+
+    let per_worker_rate = (f64::from(args.connect_rate.max(1)) / workers as f64).max(1.0);
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / per_worker_rate));
+    let bet_period = (args.bet_rate > 0)
+        .then(|| Duration::from_secs_f64(args.connections as f64 / f64::from(args.bet_rate)));
+    let now_secs = crate::clock::now_ms() / 1000;
+    let secret = args.jwt_secret.as_bytes();
+    for i in share.clone() {
+        pace.tick().await;
+        let user_id = format!("{}-{i}", args.user_prefix);
+        let token = match mint_token(secret, &user_id, now_secs, 300) {
+            Ok(t) => t,
+            Err(e) => return Err(BenchError::Worker(format!("cannot mint tokens: {e}"))),
+        };
+        let player = Player {
+            server,
+            url: args.url.clone(),
+            source: sources[i % sources.len()],
+            user_id,
+            token,
+            room: format!("room-{}", i % args.rooms),
+        };
+        // Spread bet timers evenly over one period so bets arrive at a steady rate.
+        let bet = bet_period.map(|period| {
+            let offset = period.mul_f64((i % 1000) as f64 / 1000.0);
+            (period, offset, args.bet_amount)
+        });
+        let (tally, phase, up) = (tally.clone(), phase_rx.clone(), up_tx.clone());
+        tokio::spawn(async move {
+            match client::join(&player).await {
+                Ok(ws) => {
+                    let _ = up.send(Ok(()));
+                    client::play(ws, player, tally, phase, bet).await;
+                }
+                Err(e) => {
+                    let _ = up.send(Err(e.label()));
+                }
+            }
+        });
+    }
+    drop(up_tx);
+
+    let mut connected = 0u64;
+    let mut failed = 0u64;
+    for _ in share {
+        match up_rx.recv().await {
+            Some(Ok(())) => connected += 1,
+            Some(Err(label)) => {
+                failed += 1;
+                tally.count_failure(label);
+            }
+            None => break,
+        }
+    }
+    say(&WorkerLine::Connected { connected, failed })?;
+
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = stdin.next_line().await? {
+        if line.trim() == "start" {
+            break;
+        }
+    }
+    let started = Instant::now();
+    let _ = phase_tx.send(Phase::Measuring);
+    tokio::time::sleep(args.measure_for()).await;
+    let measured_secs = started.elapsed().as_secs_f64();
+    let _ = phase_tx.send(Phase::Done);
+    // Let in-flight settlements for bets sent just before the end arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut report = tally.take_report();
+    report.connected = connected;
+    report.measured_secs = measured_secs;
+    say(&WorkerLine::Report {
+        report: Box::new(report),
+    })
+}
+
+impl Tally {
+    fn count_failure(&self, label: String) {
+        let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        *r.connect_failures.entry(label).or_default() += 1;
+    }
+
+    fn take_report(&self) -> WorkerReport {
+        let samples = |slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>| {
+            slot.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(Samples::from_histogram)
+                .unwrap_or_default()
+        };
+        let mut r = std::mem::take(&mut *self.report.lock().unwrap_or_else(|e| e.into_inner()));
+        r.delivery = samples(&self.delivery);
+        r.ack = samples(&self.ack);
+        r.settle = samples(&self.settle);
+        r
+    }
+}
+
+fn say(line: &WorkerLine) -> Result<(), BenchError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, line)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_websocket_urls_are_accepted() {
+        assert_eq!(
+            server_addr("ws://127.0.0.1:8080/ws").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert!(server_addr("ws://127.0.0.9:1").is_ok());
+        assert!(matches!(
+            server_addr("ws://10.0.0.1:8080/ws"),
+            Err(BenchError::NotLoopback(_))
+        ));
+        assert!(server_addr("http://127.0.0.1:8080/").is_err());
+    }
+}
