@@ -14,4 +14,5 @@ pub mod ledger;
 pub mod local;
 pub mod metrics;
 pub mod protocol;
+pub mod redisx;
 pub mod server;

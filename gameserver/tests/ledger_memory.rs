@@ -8,7 +8,8 @@ use gameserver::ledger::MemoryLedger;
 
 #[tokio::test]
 async fn transfers_validate_and_are_idempotent() {
-    ledger_suite::transfers_validate_and_are_idempotent(Arc::new(MemoryLedger::new())).await;
+    ledger_suite::transfers_validate_and_are_idempotent(Arc::new(MemoryLedger::new()), i64::MAX)
+        .await;
 }
 
 #[tokio::test]

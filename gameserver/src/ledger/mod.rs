@@ -11,10 +11,12 @@
 
 pub mod admin;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::RedisLedger;
 pub use memory::MemoryLedger;
 
 /// Receives stakes and pays winnings.

@@ -1,0 +1,463 @@
+//! Ledger in Redis. Each operation is one Lua script, so the idempotency check, the balance
+//! check, the debit and the entry record happen atomically on the server (no client-side locks
+//! that could expire mid-operation). Every entry is also appended to a Redis stream
+//! (`<prefix>:ledger:log`, id `<seq>-1`) for audit and dispute resolution.
+//!
+//! Keys (prefix `gf` by default): `ledger:balances` (hash account → balance),
+//! `ledger:applied` (hash transfer key → entry), `ledger:seq`, `ledger:log` (stream),
+//! `bet:<len(user)>:<user>:<key>` (hash: one bet record), `round:<roundId>:bets` (list).
+//! Nothing expires: idempotency keys and bet records are kept for good.
+//!
+//! Lua numbers are doubles, so balances are limited to ±(2^53 − 1) minor units here; larger
+//! movements are refused as overflow rather than rounded.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use super::{
+    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Ledger,
+    LedgerError, Outcome, Placed, Posted, Transfer, Wager, HOUSE,
+};
+
+/// Largest balance magnitude representable exactly in Redis Lua.
+pub const MAX_BALANCE: i64 = (1 << 53) - 1;
+
+const TRANSFER_FN: &str = r#"
+local function fmt(n) return string.format('%.0f', n) end
+local function transfer(key, kind, from, to, amount, memo, now, from_system, max)
+  local prev = redis.call('HGET', KEYS[2], key)
+  if prev then return {'dup', prev} end
+  local fb = tonumber(redis.call('HGET', KEYS[1], from) or '0')
+  local tb = tonumber(redis.call('HGET', KEYS[1], to) or '0')
+  if (not from_system) and fb < amount then return {'insufficient', fmt(fb)} end
+  if fb - amount < -max then return {'overflow', from} end
+  if tb + amount > max then return {'overflow', to} end
+  fb = redis.call('HINCRBY', KEYS[1], from, fmt(-amount))
+  tb = redis.call('HINCRBY', KEYS[1], to, fmt(amount))
+  local seq = redis.call('INCR', KEYS[3])
+  local entry = cjson.encode({fmt(seq), key, kind, from, to, fmt(amount), fmt(fb), fmt(tb), now, memo})
+  redis.call('HSET', KEYS[2], key, entry)
+  redis.call('XADD', KEYS[4], fmt(seq) .. '-1', 'entry', entry)
+  return {'ok', entry}
+end
+"#;
+
+const TRANSFER: &str = r#"
+return transfer(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7],
+  ARGV[8] == '1', tonumber(ARGV[9]))
+"#;
+
+const PLACE_BET: &str = r#"
+local status
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  status = 'existing'
+else
+  local t = transfer(ARGV[1], 'bet', ARGV[2], ARGV[8], tonumber(ARGV[3]), ARGV[5], ARGV[6],
+    false, tonumber(ARGV[7]))
+  if t[1] == 'ok' then
+    local e = cjson.decode(t[2])
+    redis.call('HSET', KEYS[5], 'wager', ARGV[4], 'state', 'pending', 'balance', e[7], 'round', ARGV[5])
+    redis.call('RPUSH', KEYS[6], KEYS[5])
+    status = 'accepted'
+  elseif t[1] == 'insufficient' then
+    redis.call('HSET', KEYS[5], 'wager', ARGV[4], 'state', 'rejected',
+      'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[5])
+    status = 'insufficient'
+  else
+    return {t[1], t[2]}
+  end
+end
+local r = redis.call('HGETALL', KEYS[5])
+table.insert(r, 1, status)
+return r
+"#;
+
+const SETTLE_BET: &str = r#"
+local st = redis.call('HGET', KEYS[5], 'state')
+if not st then return {'unknown'} end
+if st == 'pending' then
+  local payout = tonumber(ARGV[3])
+  local bal
+  if payout > 0 then
+    local round = redis.call('HGET', KEYS[5], 'round') or ''
+    local t = transfer(ARGV[1], 'payout', ARGV[7], ARGV[2], payout, round, ARGV[5], true,
+      tonumber(ARGV[6]))
+    if t[1] == 'overflow' then return {'overflow', t[2]} end
+    bal = cjson.decode(t[2])[8]
+  else
+    bal = redis.call('HGET', KEYS[1], ARGV[2]) or '0'
+  end
+  local outcome = 'lose'
+  if payout > 0 then outcome = 'win' end
+  redis.call('HSET', KEYS[5], 'state', 'settled', 'roll', ARGV[4], 'payout', ARGV[3],
+    'outcome', outcome, 'balance', bal)
+end
+local r = redis.call('HGETALL', KEYS[5])
+table.insert(r, 1, 'ok')
+return r
+"#;
+
+const REJECT_BET: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'wager', ARGV[1], 'state', 'rejected', 'reason', ARGV[2], 'round', '')
+end
+return redis.call('HGETALL', KEYS[1])
+"#;
+
+pub struct RedisLedger {
+    conn: ConnectionManager,
+    prefix: String,
+    transfer: Script,
+    place: Script,
+    settle: Script,
+    reject: Script,
+}
+
+fn unavailable(e: redis::RedisError) -> LedgerError {
+    LedgerError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Corrupt(what.to_string())
+}
+
+fn kind_str(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Bet => "bet",
+        EntryKind::Payout => "payout",
+        EntryKind::Deposit => "deposit",
+        EntryKind::Withdrawal => "withdrawal",
+    }
+}
+
+fn parse_kind(s: &str) -> Result<EntryKind, LedgerError> {
+    Ok(match s {
+        "bet" => EntryKind::Bet,
+        "payout" => EntryKind::Payout,
+        "deposit" => EntryKind::Deposit,
+        "withdrawal" => EntryKind::Withdrawal,
+        other => return Err(corrupt(format!("entry kind {other:?}"))),
+    })
+}
+
+fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, LedgerError> {
+    s.parse()
+        .map_err(|_| corrupt(format!("{what} is not a number: {s:?}")))
+}
+
+/// Entries are stored as JSON arrays of strings (Lua cannot print 64-bit integers in JSON).
+fn parse_entry(text: &str) -> Result<Entry, LedgerError> {
+    let f: Vec<String> = serde_json::from_str(text).map_err(corrupt)?;
+    let [seq, key, kind, from, to, amount, fb, tb, at, memo] = f.as_slice() else {
+        return Err(corrupt(format!("entry {text}")));
+    };
+    Ok(Entry {
+        seq: num(seq, "seq")?,
+        key: key.clone(),
+        kind: parse_kind(kind)?,
+        from: from.clone(),
+        to: to.clone(),
+        amount: num(amount, "amount")?,
+        from_balance: num(fb, "balance")?,
+        to_balance: num(tb, "balance")?,
+        at_ms: num(at, "time")?,
+        memo: memo.clone(),
+    })
+}
+
+/// A bet record from its hash fields (flat name/value list).
+fn parse_record(fields: &[String]) -> Result<BetRecord, LedgerError> {
+    let get = |name: &str| {
+        fields
+            .chunks_exact(2)
+            .find(|p| p[0] == name)
+            .map(|p| p[1].as_str())
+    };
+    let need = |name: &str| get(name).ok_or_else(|| corrupt(format!("bet record lacks {name}")));
+    let wager: Wager = serde_json::from_str(need("wager")?).map_err(corrupt)?;
+    let state = match need("state")? {
+        "pending" => BetState::Pending {
+            balance: num(need("balance")?, "balance")?,
+        },
+        "settled" => BetState::Settled {
+            roll: num(need("roll")?, "roll")?,
+            outcome: if need("outcome")? == "win" {
+                Outcome::Win
+            } else {
+                Outcome::Lose
+            },
+            payout: num(need("payout")?, "payout")?,
+            balance: num(need("balance")?, "balance")?,
+        },
+        "rejected" => BetState::Rejected {
+            reason: need("reason")?.to_owned(),
+            balance: get("balance").map(|b| num(b, "balance")).transpose()?,
+        },
+        other => return Err(corrupt(format!("bet state {other:?}"))),
+    };
+    Ok(BetRecord { wager, state })
+}
+
+impl RedisLedger {
+    /// `prefix` namespaces every key (several fleets may share one Redis).
+    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        let script = |body: &str| Script::new(&format!("{TRANSFER_FN}\n{body}"));
+        Self {
+            conn,
+            prefix: prefix.into(),
+            transfer: script(TRANSFER),
+            place: script(PLACE_BET),
+            settle: script(SETTLE_BET),
+            reject: Script::new(REJECT_BET),
+        }
+    }
+
+    /// Connect (lazily: Redis may come up later) to `url`.
+    pub fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, LedgerError> {
+        Ok(Self::new(
+            crate::redisx::manager(url).map_err(unavailable)?,
+            prefix,
+        ))
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    fn bet_key(&self, user_id: &str, key: &str) -> String {
+        // The length prefix keeps ("a:b","c") and ("a","b:c") apart.
+        format!("{}:bet:{}:{user_id}:{key}", self.prefix, user_id.len())
+    }
+
+    fn round_key(&self, round_id: &str) -> String {
+        format!("{}:round:{round_id}:bets", self.prefix)
+    }
+
+    /// The four keys every money-moving script uses, in the order the Lua expects.
+    fn money_keys(&self) -> [String; 4] {
+        [
+            self.key("ledger:balances"),
+            self.key("ledger:applied"),
+            self.key("ledger:seq"),
+            self.key("ledger:log"),
+        ]
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+#[async_trait]
+impl Ledger for RedisLedger {
+    async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
+        let v: Option<i64> = redis::cmd("HGET")
+            .arg(self.key("ledger:balances"))
+            .arg(account)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn transfer(&self, t: &Transfer) -> Result<Posted, LedgerError> {
+        check_transfer(t)?;
+        if t.amount > MAX_BALANCE {
+            return Err(LedgerError::Overflow(t.to.clone()));
+        }
+        let mut inv = self.transfer.prepare_invoke();
+        for k in self.money_keys() {
+            inv.key(k);
+        }
+        let from_system = super::is_system(&t.from);
+        inv.arg(&t.key)
+            .arg(kind_str(t.kind))
+            .arg(&t.from)
+            .arg(&t.to)
+            .arg(t.amount)
+            .arg(&t.memo)
+            .arg(now_ms())
+            .arg(if from_system { "1" } else { "0" })
+            .arg(MAX_BALANCE);
+        let r: Vec<String> = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match r.first().map(String::as_str) {
+            Some("ok") => Ok(Posted {
+                entry: parse_entry(&r[1])?,
+                duplicate: false,
+            }),
+            Some("dup") => {
+                let e = parse_entry(&r[1])?;
+                if e.from != t.from || e.to != t.to || e.amount != t.amount || e.kind != t.kind {
+                    return Err(LedgerError::KeyReused(t.key.clone()));
+                }
+                Ok(Posted {
+                    entry: e,
+                    duplicate: true,
+                })
+            }
+            Some("insufficient") => Err(LedgerError::InsufficientBalance {
+                account: t.from.clone(),
+                balance: num(&r[1], "balance")?,
+                needed: t.amount,
+            }),
+            Some("overflow") => Err(LedgerError::Overflow(r[1].clone())),
+            _ => Err(corrupt(format!("transfer script answered {r:?}"))),
+        }
+    }
+
+    async fn place_bet(&self, w: &Wager) -> Result<Placed, LedgerError> {
+        if w.amount <= 0 {
+            return Err(LedgerError::InvalidAmount(w.amount));
+        }
+        if w.amount > MAX_BALANCE {
+            return Err(LedgerError::Overflow(HOUSE.into()));
+        }
+        let wager = serde_json::to_string(w).map_err(corrupt)?;
+        let mut inv = self.place.prepare_invoke();
+        for k in self.money_keys() {
+            inv.key(k);
+        }
+        inv.key(self.bet_key(&w.user_id, &w.key))
+            .key(self.round_key(&w.round_id));
+        inv.arg(super::memory::stake_key(&w.user_id, &w.key))
+            .arg(user_account(&w.user_id))
+            .arg(w.amount)
+            .arg(wager)
+            .arg(&w.round_id)
+            .arg(now_ms())
+            .arg(MAX_BALANCE)
+            .arg(HOUSE);
+        let r: Vec<String> = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match r.first().map(String::as_str) {
+            Some("accepted") => Ok(Placed::Accepted(parse_record(&r[1..])?)),
+            Some("existing") => Ok(Placed::Existing(parse_record(&r[1..])?)),
+            Some("insufficient") => Ok(Placed::Insufficient(parse_record(&r[1..])?)),
+            Some("overflow") => Err(LedgerError::Overflow(r.get(1).cloned().unwrap_or_default())),
+            _ => Err(corrupt(format!("place_bet script answered {r:?}"))),
+        }
+    }
+
+    async fn settle_bet(
+        &self,
+        user_id: &str,
+        key: &str,
+        roll: u32,
+        payout: i64,
+    ) -> Result<BetRecord, LedgerError> {
+        if payout < 0 {
+            return Err(LedgerError::InvalidAmount(payout));
+        }
+        if payout > MAX_BALANCE {
+            return Err(LedgerError::Overflow(user_account(user_id)));
+        }
+        let mut inv = self.settle.prepare_invoke();
+        for k in self.money_keys() {
+            inv.key(k);
+        }
+        inv.key(self.bet_key(user_id, key));
+        inv.arg(super::memory::payout_key(user_id, key))
+            .arg(user_account(user_id))
+            .arg(payout)
+            .arg(roll)
+            .arg(now_ms())
+            .arg(MAX_BALANCE)
+            .arg(HOUSE);
+        let r: Vec<String> = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match r.first().map(String::as_str) {
+            Some("ok") => parse_record(&r[1..]),
+            Some("unknown") => Err(LedgerError::UnknownBet {
+                user_id: user_id.into(),
+                key: key.into(),
+            }),
+            Some("overflow") => Err(LedgerError::Overflow(r.get(1).cloned().unwrap_or_default())),
+            _ => Err(corrupt(format!("settle_bet script answered {r:?}"))),
+        }
+    }
+
+    async fn reject_bet(&self, w: &Wager, reason: &str) -> Result<BetRecord, LedgerError> {
+        let wager = serde_json::to_string(w).map_err(corrupt)?;
+        let r: Vec<String> = self
+            .reject
+            .key(self.bet_key(&w.user_id, &w.key))
+            .arg(wager)
+            .arg(reason)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        parse_record(&r)
+    }
+
+    async fn bet(&self, user_id: &str, key: &str) -> Result<Option<BetRecord>, LedgerError> {
+        let fields: Vec<String> = redis::cmd("HGETALL")
+            .arg(self.bet_key(user_id, key))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_record(&fields).map(Some)
+    }
+
+    async fn round_bets(&self, round_id: &str) -> Result<Vec<BetRecord>, LedgerError> {
+        let keys: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.round_key(round_id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("HGETALL").arg(k);
+        }
+        let all: Vec<Vec<String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        all.iter().map(|f| parse_record(f)).collect()
+    }
+
+    async fn entries(&self, after: u64, limit: usize) -> Result<Vec<Entry>, LedgerError> {
+        let start = format!("{}-0", after.saturating_add(1));
+        let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(self.key("ledger:log"))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        rows.iter()
+            .filter_map(|(_, fields)| fields.iter().find(|(k, _)| k == "entry"))
+            .map(|(_, v)| parse_entry(v))
+            .collect()
+    }
+
+    async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        let mut all: Vec<(String, i64)> = redis::cmd("HGETALL")
+            .arg(self.key("ledger:balances"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        all.sort();
+        Ok(all)
+    }
+}

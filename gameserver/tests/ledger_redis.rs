@@ -1,0 +1,75 @@
+//! The ledger behaviour suite against the Redis ledger on a real redis-server.
+
+mod ledger_suite;
+mod support;
+
+use std::sync::Arc;
+
+use gameserver::ledger::redis::MAX_BALANCE;
+use gameserver::ledger::{Ledger, RedisLedger};
+use support::RedisServer;
+
+fn ledger(server: &RedisServer, prefix: &str) -> Arc<dyn Ledger> {
+    Arc::new(RedisLedger::connect(&server.url(), prefix).unwrap())
+}
+
+#[tokio::test]
+async fn transfers_validate_and_are_idempotent() {
+    let server = RedisServer::start();
+    ledger_suite::transfers_validate_and_are_idempotent(ledger(&server, "t1"), MAX_BALANCE).await;
+}
+
+#[tokio::test]
+async fn bets_have_one_final_outcome() {
+    let server = RedisServer::start();
+    ledger_suite::bets_have_one_final_outcome(ledger(&server, "t2")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn money_is_conserved_under_concurrency() {
+    let server = RedisServer::start();
+    ledger_suite::money_is_conserved_under_concurrency(ledger(&server, "t3")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_ledger_clients_share_one_truth() {
+    // Two processes' worth of clients on the same keys: the same key debits once.
+    let server = RedisServer::start();
+    let a = ledger(&server, "t4");
+    let b = ledger(&server, "t4");
+    a.transfer(&ledger_suite::deposit("x", 100, "d"))
+        .await
+        .unwrap();
+    let w = ledger_suite::wager("x", "k", "r1", 60);
+    let (ra, rb) = tokio::join!(a.place_bet(&w), b.place_bet(&w));
+    let accepted = [ra.unwrap(), rb.unwrap()]
+        .iter()
+        .filter(|p| matches!(p, gameserver::ledger::Placed::Accepted(_)))
+        .count();
+    assert_eq!(accepted, 1);
+    assert_eq!(b.balance("user:x").await.unwrap(), 40);
+    assert_eq!(ledger_suite::total(b.as_ref()).await, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_reported_not_panicked() {
+    let mut server = RedisServer::start();
+    let l = ledger(&server, "t5");
+    l.transfer(&ledger_suite::deposit("y", 5, "d"))
+        .await
+        .unwrap();
+    server.kill();
+    let err = l.balance("user:y").await.unwrap_err();
+    assert_eq!(err.code(), "LEDGER_UNAVAILABLE", "{err}");
+    server.restart();
+    // Reconnects by itself (data is gone: the test server keeps nothing on disk).
+    let mut ok = false;
+    for _ in 0..50 {
+        if l.balance("user:y").await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "ledger did not reconnect");
+}
