@@ -346,3 +346,97 @@ async fn many_players_many_rounds_conserve_money() {
     assert_eq!(stakes, keys.len(), "every bet debited exactly once");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_round_left_open_by_a_dead_engine_is_settled_with_its_committed_seed() {
+    use gameserver::ledger::{Placed, RoundState, Transfer, Wager};
+    // What a crashed owner leaves behind: an open round with a debited, unsettled bet.
+    let ledger = Arc::new(MemoryLedger::new());
+    let seed = "ab".repeat(32);
+    let nonce = ledger.next_nonce("g1").await.unwrap();
+    let round = RoundState {
+        game_id: "g1".into(),
+        round_id: format!("g1-{nonce}"),
+        nonce,
+        server_seed: seed.clone(),
+        commitment: fairness::commitment(&seed),
+        betting_opens_at: 1,
+        betting_closes_at: 2,
+    };
+    ledger.open_round(&round).await.unwrap();
+    ledger
+        .transfer(&Transfer {
+            key: "dep".into(),
+            kind: EntryKind::Deposit,
+            from: "treasury".into(),
+            to: user_account("erin"),
+            amount: 500,
+            memo: String::new(),
+        })
+        .await
+        .unwrap();
+    let w = Wager {
+        user_id: "erin".into(),
+        key: "e1".into(),
+        game_id: "g1".into(),
+        round_id: round.round_id.clone(),
+        amount: 100,
+        selection: json!({"direction":"over","target":50.0}),
+        client_seed: Some("mine".into()),
+    };
+    assert!(matches!(
+        ledger.place_bet(&w).await.unwrap(),
+        Placed::Accepted(_)
+    ));
+
+    let bus = Arc::new(MemoryBus::new());
+    let mut rx = bus.take_deliveries().unwrap();
+    bus.subscribe_room("g1").await.unwrap();
+    bus.join_room("g1", "c1").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let cfg = EngineConfig {
+        betting_window: Duration::from_millis(200),
+        result_pause: Duration::from_millis(20),
+        rooms_poll: Duration::from_millis(20),
+        ..EngineConfig::default()
+    };
+    let engine = tokio::spawn(engine::run(
+        bus.clone(),
+        ledger.clone(),
+        cfg,
+        prometheus::Registry::new(),
+        shutdown.clone(),
+    ));
+    let mix = fairness::ClientSeedMix::new(["mine"]).mix;
+    let roll = fairness::roll(&seed, &mix, nonce);
+    let mut saw_reveal = false;
+    loop {
+        let d = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(&d.frame).unwrap();
+        if v["event"] == "dice_rolled" && v["data"]["roundId"] == json!(round.round_id) {
+            assert_eq!(v["data"]["serverSeed"], json!(seed));
+            saw_reveal = true;
+        }
+        if v["type"] == "bet_settled" {
+            assert_eq!(v["idempotencyKey"], "e1");
+            assert_eq!(v["roll"], gameserver::game::rules::hundredths_json(roll));
+            break;
+        }
+    }
+    assert!(saw_reveal);
+    // The next round the engine opens continues the room's nonce sequence.
+    let next = loop {
+        let d = rx.recv().await.unwrap();
+        let v: Value = serde_json::from_str(&d.frame).unwrap();
+        if v["event"] == "round_started" {
+            break v;
+        }
+    };
+    assert_eq!(next["data"]["nonce"], nonce + 1);
+    assert_eq!(total(ledger.as_ref()).await, 0);
+    shutdown.cancel();
+    engine.await.unwrap().unwrap();
+}

@@ -21,3 +21,8 @@ async fn bets_have_one_final_outcome() {
 async fn money_is_conserved_under_concurrency() {
     ledger_suite::money_is_conserved_under_concurrency(Arc::new(MemoryLedger::new())).await;
 }
+
+#[tokio::test]
+async fn rounds_are_fenced() {
+    ledger_suite::rounds_are_fenced(Arc::new(MemoryLedger::new())).await;
+}

@@ -73,3 +73,9 @@ async fn an_unreachable_redis_is_reported_not_panicked() {
     }
     assert!(ok, "ledger did not reconnect");
 }
+
+#[tokio::test]
+async fn rounds_are_fenced() {
+    let server = RedisServer::start();
+    ledger_suite::rounds_are_fenced(ledger(&server, "t6")).await;
+}

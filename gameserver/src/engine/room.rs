@@ -12,7 +12,8 @@ use crate::bus::{QueuedBet, Target};
 use crate::game::fairness::{self, ClientSeedMix};
 use crate::game::rules::{check_amount, Selection};
 use crate::ledger::{
-    user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, Transfer, Wager, TREASURY,
+    user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, RoundState, Transfer, Wager,
+    TREASURY,
 };
 
 use super::frames::{self, Reveal, RoundInfo, RoundTotals};
@@ -26,9 +27,76 @@ const MAX_CLIENT_SEED: usize = 64;
 struct OpenRound {
     info: RoundInfo,
     server_seed: String,
-    /// Bus deliveries to acknowledge once the round is settled.
-    acks: Vec<String>,
     accepted: usize,
+}
+
+impl OpenRound {
+    fn from_state(r: RoundState) -> Self {
+        Self {
+            info: RoundInfo {
+                game_id: r.game_id,
+                round_id: r.round_id,
+                nonce: r.nonce,
+                commitment: r.commitment,
+                betting_opens_at: r.betting_opens_at,
+                betting_closes_at: r.betting_closes_at,
+            },
+            server_seed: r.server_seed,
+            accepted: 0,
+        }
+    }
+}
+
+/// Retry a ledger call until it succeeds or the engine stops (`None`).
+macro_rules! retry {
+    ($shared:expr, $op:literal, $call:expr) => {{
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let r = $call;
+            $shared.metrics.ledger($op, &r);
+            match r {
+                Ok(v) => break Some(v),
+                Err(e) => {
+                    tracing::warn!(op = $op, error = %e, "ledger call failed; retrying");
+                    if $shared.shutdown.is_cancelled() {
+                        break None;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }};
+}
+
+/// Open a new round: next nonce, fresh seed, saved before its commitment is published.
+async fn open(shared: &Shared, game_id: &str) -> Option<OpenRound> {
+    let nonce = retry!(
+        shared,
+        "next_nonce",
+        shared.ledger.next_nonce(game_id).await
+    )?;
+    let server_seed = loop {
+        match fairness::new_server_seed() {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::error!(error = %e, "no randomness for a server seed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let opens_at = now_ms();
+    let state = RoundState {
+        game_id: game_id.to_owned(),
+        round_id: format!("{game_id}-{nonce}"),
+        nonce,
+        commitment: fairness::commitment(&server_seed),
+        server_seed,
+        betting_opens_at: opens_at,
+        betting_closes_at: opens_at + shared.cfg.betting_window.as_millis() as u64,
+    };
+    retry!(shared, "open_round", shared.ledger.open_round(&state).await)?;
+    Some(OpenRound::from_state(state))
 }
 
 pub(super) async fn run(
@@ -37,34 +105,24 @@ pub(super) async fn run(
     generation: u64,
     mut rx: mpsc::Receiver<QueuedBet>,
 ) {
-    let mut nonce = 0u64;
+    // A round left open by a previous owner of the room (e.g. an engine that died) is rolled
+    // and settled first, with the seed it committed to.
+    if let Some(Some(left)) = retry!(
+        shared,
+        "current_round",
+        shared.ledger.current_round(&game_id).await
+    ) {
+        tracing::info!(round = %left.round_id, "finishing a round left open");
+        settle(&shared, &OpenRound::from_state(left)).await;
+    }
     let mut carried: Vec<QueuedBet> = Vec::new();
     loop {
-        nonce += 1;
-        let server_seed = match fairness::new_server_seed() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "no randomness for a server seed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
         let opened = Instant::now();
-        let opens_at = now_ms();
-        let window = shared.cfg.betting_window;
-        let mut round = OpenRound {
-            info: RoundInfo {
-                game_id: game_id.clone(),
-                round_id: format!("{game_id}-{nonce}"),
-                nonce,
-                commitment: fairness::commitment(&server_seed),
-                betting_opens_at: opens_at,
-                betting_closes_at: opens_at + window.as_millis() as u64,
-            },
-            server_seed,
-            acks: Vec::new(),
-            accepted: 0,
+        let Some(mut round) = open(&shared, &game_id).await else {
+            return;
         };
+        let opens_at = round.info.betting_opens_at;
+        let window = shared.cfg.betting_window;
         shared
             .publish(
                 Target::Room(game_id.clone()),
@@ -168,9 +226,12 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
     shared.metrics.ledger("place_bet", &placed);
     match placed {
         Ok(Placed::Accepted(_)) => {
+            // Durable in the ledger as pending in this round: whoever settles the round (this
+            // engine, or the room's next owner) settles it, so the bus may forget it.
             round.accepted += 1;
-            round.acks.push(q.delivery_id);
+            shared.ack(&q.delivery_id).await;
         }
+        Ok(Placed::RoundClosed) => reject(shared, &q, &raw, "ROUND_CLOSED").await,
         Ok(Placed::Existing(existing)) => answer_existing(shared, round, &q, existing).await,
         Ok(Placed::Insufficient(record)) => {
             shared
@@ -212,12 +273,9 @@ async fn credit_starting_balance(shared: &Shared, user_id: &str, amount: i64) {
 /// A key seen before gets its original outcome; a pending one is settled with its round.
 async fn answer_existing(shared: &Shared, round: &mut OpenRound, q: &QueuedBet, rec: BetRecord) {
     if let BetState::Pending { .. } = rec.state {
-        if rec.wager.round_id == round.info.round_id {
-            round.acks.push(q.delivery_id.clone());
-        } else {
-            tracing::warn!(key = %rec.wager.key, round = %rec.wager.round_id, "duplicate of a bet pending in another round");
-            shared.ack(&q.delivery_id).await;
-        }
+        // Already debited into a round that will settle it; nothing to add.
+        tracing::debug!(key = %rec.wager.key, round = %rec.wager.round_id, current = %round.info.round_id, "duplicate of a pending bet");
+        shared.ack(&q.delivery_id).await;
         return;
     }
     send_outcome(shared, &rec).await;
@@ -258,16 +316,14 @@ async fn send_outcome(shared: &Shared, record: &BetRecord) {
 /// Roll and settle every bet of the round. The ledger's list of the round's bets is the source
 /// of truth, so settlement covers exactly what was debited.
 async fn settle(shared: &Shared, round: &OpenRound) {
-    let bets = loop {
-        let r = shared.ledger.round_bets(&round.info.round_id).await;
-        shared.metrics.ledger("round_bets", &r);
-        match r {
-            Ok(b) => break b,
-            Err(e) => {
-                tracing::warn!(round = %round.info.round_id, error = %e, "cannot list round bets; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+    let id = &round.info.round_id;
+    // Closing first makes the list of bets final: a stalled engine still placing into this
+    // round is refused, so every engine that rolls it gets the same roll.
+    if retry!(shared, "close_round", shared.ledger.close_round(id).await).is_none() {
+        return;
+    }
+    let Some(bets) = retry!(shared, "round_bets", shared.ledger.round_bets(id).await) else {
+        return;
     };
     let mix = ClientSeedMix::new(bets.iter().filter_map(|b| b.wager.client_seed.clone()));
     let roll = fairness::roll(&round.server_seed, &mix.mix, round.info.nonce);
@@ -305,6 +361,11 @@ async fn settle(shared: &Shared, round: &OpenRound) {
             match r {
                 Ok(s) => break s,
                 Err(e @ (LedgerError::Unavailable(_) | LedgerError::Corrupt(_))) => {
+                    if shared.shutdown.is_cancelled() {
+                        // The round stays open in the ledger; the room's next owner settles it.
+                        tracing::warn!(round = %id, error = %e, "stopping with the round unsettled");
+                        return;
+                    }
                     tracing::warn!(key = %w.key, error = %e, "settlement failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -333,9 +394,11 @@ async fn settle(shared: &Shared, round: &OpenRound) {
         }
         send_outcome(shared, &settled).await;
     }
-    for id in &round.acks {
-        shared.ack(id).await;
-    }
+    let _ = retry!(
+        shared,
+        "finish_round",
+        shared.ledger.finish_round(&round.info.game_id, id).await
+    );
     let at = now_ms();
     shared
         .publish(

@@ -1,14 +1,14 @@
 //! In-process ledger for local mode and tests: one mutex around the whole state makes every
 //! operation atomic (check and debit happen under the same lock).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
 use super::{
     check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Ledger,
-    LedgerError, Outcome, Placed, Posted, Transfer, Wager, HOUSE,
+    LedgerError, Outcome, Placed, Posted, RoundState, Transfer, Wager, HOUSE,
 };
 
 #[derive(Default)]
@@ -21,6 +21,9 @@ struct State {
     bets: HashMap<(String, String), BetRecord>,
     /// Round id → bets in placement order.
     rounds: HashMap<String, Vec<(String, String)>>,
+    nonces: HashMap<String, u64>,
+    open: HashMap<String, RoundState>,
+    closed: HashSet<String>,
 }
 
 impl State {
@@ -126,6 +129,9 @@ impl Ledger for MemoryLedger {
         let id = bet_key(&w.user_id, &w.key);
         if let Some(existing) = s.bets.get(&id) {
             return Ok(Placed::Existing(existing.clone()));
+        }
+        if s.closed.contains(&w.round_id) {
+            return Ok(Placed::RoundClosed);
         }
         let t = Transfer {
             key: stake_key(&w.user_id, &w.key),
@@ -264,5 +270,36 @@ impl Ledger for MemoryLedger {
             .collect();
         all.sort();
         Ok(all)
+    }
+
+    async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError> {
+        let mut s = self.lock();
+        let n = s.nonces.entry(game_id.to_owned()).or_insert(0);
+        *n += 1;
+        Ok(*n)
+    }
+
+    async fn open_round(&self, round: &RoundState) -> Result<(), LedgerError> {
+        self.lock()
+            .open
+            .insert(round.game_id.clone(), round.clone());
+        Ok(())
+    }
+
+    async fn current_round(&self, game_id: &str) -> Result<Option<RoundState>, LedgerError> {
+        Ok(self.lock().open.get(game_id).cloned())
+    }
+
+    async fn close_round(&self, round_id: &str) -> Result<(), LedgerError> {
+        self.lock().closed.insert(round_id.to_owned());
+        Ok(())
+    }
+
+    async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError> {
+        let mut s = self.lock();
+        if s.open.get(game_id).is_some_and(|r| r.round_id == round_id) {
+            s.open.remove(game_id);
+        }
+        Ok(())
     }
 }

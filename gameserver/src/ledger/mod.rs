@@ -149,6 +149,22 @@ pub enum Placed {
     Existing(BetRecord),
     /// Not enough balance; recorded as rejected `INSUFFICIENT_BALANCE` (final for this key).
     Insufficient(BetRecord),
+    /// The round no longer takes bets (it is being rolled); nothing was recorded.
+    RoundClosed,
+}
+
+/// A round that has been opened and not yet finished: enough to roll and settle it, by this
+/// engine or, after a crash, by the room's next owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoundState {
+    pub game_id: String,
+    pub round_id: String,
+    pub nonce: u64,
+    pub server_seed: String,
+    pub commitment: String,
+    pub betting_opens_at: u64,
+    pub betting_closes_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -250,6 +266,22 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Every account with its balance (audits and conservation checks).
     async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError>;
+
+    /// The next round nonce of a room (1, 2, 3, … across engines and restarts).
+    async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError>;
+
+    /// Record that a round is open (replaces the room's previous open round).
+    async fn open_round(&self, round: &RoundState) -> Result<(), LedgerError>;
+
+    /// The room's open round, if one was opened and not finished.
+    async fn current_round(&self, game_id: &str) -> Result<Option<RoundState>, LedgerError>;
+
+    /// Stop the round taking bets: afterwards `place_bet` for it answers `RoundClosed`, so the
+    /// set of bets the roll depends on is final. Idempotent.
+    async fn close_round(&self, round_id: &str) -> Result<(), LedgerError>;
+
+    /// The round is settled: forget it as the room's open round (if it still is).
+    async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -17,7 +17,7 @@ use redis::Script;
 
 use super::{
     check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Ledger,
-    LedgerError, Outcome, Placed, Posted, Transfer, Wager, HOUSE,
+    LedgerError, Outcome, Placed, Posted, RoundState, Transfer, Wager, HOUSE,
 };
 
 /// Largest balance magnitude representable exactly in Redis Lua.
@@ -52,6 +52,8 @@ const PLACE_BET: &str = r#"
 local status
 if redis.call('EXISTS', KEYS[5]) == 1 then
   status = 'existing'
+elseif redis.call('EXISTS', KEYS[7]) == 1 then
+  return {'closed'}
 else
   local t = transfer(ARGV[1], 'bet', ARGV[2], ARGV[8], tonumber(ARGV[3]), ARGV[5], ARGV[6],
     false, tonumber(ARGV[7]))
@@ -98,6 +100,12 @@ table.insert(r, 1, 'ok')
 return r
 "#;
 
+const FINISH_ROUND: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v).roundId == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"#;
+
 const REJECT_BET: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'wager', ARGV[1], 'state', 'rejected', 'reason', ARGV[2], 'round', '')
@@ -112,6 +120,7 @@ pub struct RedisLedger {
     place: Script,
     settle: Script,
     reject: Script,
+    finish: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> LedgerError {
@@ -210,6 +219,7 @@ impl RedisLedger {
             place: script(PLACE_BET),
             settle: script(SETTLE_BET),
             reject: Script::new(REJECT_BET),
+            finish: Script::new(FINISH_ROUND),
         }
     }
 
@@ -232,6 +242,14 @@ impl RedisLedger {
 
     fn round_key(&self, round_id: &str) -> String {
         format!("{}:round:{round_id}:bets", self.prefix)
+    }
+
+    fn closed_key(&self, round_id: &str) -> String {
+        format!("{}:round:{round_id}:closed", self.prefix)
+    }
+
+    fn room_key(&self, game_id: &str, what: &str) -> String {
+        format!("{}:room:{}:{game_id}:{what}", self.prefix, game_id.len())
     }
 
     /// The four keys every money-moving script uses, in the order the Lua expects.
@@ -322,7 +340,8 @@ impl Ledger for RedisLedger {
             inv.key(k);
         }
         inv.key(self.bet_key(&w.user_id, &w.key))
-            .key(self.round_key(&w.round_id));
+            .key(self.round_key(&w.round_id))
+            .key(self.closed_key(&w.round_id));
         inv.arg(super::memory::stake_key(&w.user_id, &w.key))
             .arg(user_account(&w.user_id))
             .arg(w.amount)
@@ -339,6 +358,7 @@ impl Ledger for RedisLedger {
             Some("accepted") => Ok(Placed::Accepted(parse_record(&r[1..])?)),
             Some("existing") => Ok(Placed::Existing(parse_record(&r[1..])?)),
             Some("insufficient") => Ok(Placed::Insufficient(parse_record(&r[1..])?)),
+            Some("closed") => Ok(Placed::RoundClosed),
             Some("overflow") => Err(LedgerError::Overflow(r.get(1).cloned().unwrap_or_default())),
             _ => Err(corrupt(format!("place_bet script answered {r:?}"))),
         }
@@ -459,5 +479,54 @@ impl Ledger for RedisLedger {
             .map_err(unavailable)?;
         all.sort();
         Ok(all)
+    }
+
+    async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError> {
+        redis::cmd("INCR")
+            .arg(self.room_key(game_id, "nonce"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn open_round(&self, round: &RoundState) -> Result<(), LedgerError> {
+        let json = serde_json::to_string(round).map_err(corrupt)?;
+        redis::cmd("SET")
+            .arg(self.room_key(&round.game_id, "round"))
+            .arg(json)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn current_round(&self, game_id: &str) -> Result<Option<RoundState>, LedgerError> {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(self.room_key(game_id, "round"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        v.map(|j| serde_json::from_str(&j).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn close_round(&self, round_id: &str) -> Result<(), LedgerError> {
+        // Kept a day: long enough that no stalled engine can still be placing into the round.
+        redis::cmd("SET")
+            .arg(self.closed_key(round_id))
+            .arg(1)
+            .arg("EX")
+            .arg(86_400)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError> {
+        self.finish
+            .key(self.room_key(game_id, "round"))
+            .arg(round_id)
+            .invoke_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
     }
 }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gameserver::ledger::{
-    user_account, BetState, EntryKind, Ledger, LedgerError, Outcome, Placed, Transfer, Wager,
-    HOUSE, TREASURY,
+    user_account, BetState, EntryKind, Ledger, LedgerError, Outcome, Placed, RoundState, Transfer,
+    Wager, HOUSE, TREASURY,
 };
 use serde_json::json;
 
@@ -217,6 +217,7 @@ pub async fn money_is_conserved_under_concurrency(ledger: Arc<dyn Ledger>) {
                     match ledger.place_bet(&w).await.unwrap() {
                         Placed::Accepted(_) => accepted += 1,
                         Placed::Existing(_) | Placed::Insufficient(_) => {}
+                        Placed::RoundClosed => panic!("no round was closed"),
                     }
                     if (b + copy) % 2 == 0 {
                         // Settle from both copies: must pay once.
@@ -270,4 +271,44 @@ pub async fn money_is_conserved_under_concurrency(ledger: Arc<dyn Ledger>) {
             "{account}"
         );
     }
+}
+
+/// Round bookkeeping: nonces count up per room, the open round is remembered until finished,
+/// and a closed round refuses new bets while keeping the ones it has.
+pub async fn rounds_are_fenced(ledger: Arc<dyn Ledger>) {
+    let l = ledger.as_ref();
+    assert_eq!(l.next_nonce("g1").await.unwrap(), 1);
+    assert_eq!(l.next_nonce("g1").await.unwrap(), 2);
+    assert_eq!(l.next_nonce("g2").await.unwrap(), 1);
+    assert_eq!(l.current_round("g1").await.unwrap(), None);
+    let round = RoundState {
+        game_id: "g1".into(),
+        round_id: "g1-2".into(),
+        nonce: 2,
+        server_seed: "seed".into(),
+        commitment: "c".into(),
+        betting_opens_at: 1,
+        betting_closes_at: 2,
+    };
+    l.open_round(&round).await.unwrap();
+    assert_eq!(l.current_round("g1").await.unwrap(), Some(round.clone()));
+    l.transfer(&deposit("f", 100, "dep-f")).await.unwrap();
+    assert!(matches!(
+        l.place_bet(&wager("f", "k1", "g1-2", 10)).await.unwrap(),
+        Placed::Accepted(_)
+    ));
+    l.close_round("g1-2").await.unwrap();
+    l.close_round("g1-2").await.unwrap();
+    assert_eq!(
+        l.place_bet(&wager("f", "k2", "g1-2", 10)).await.unwrap(),
+        Placed::RoundClosed
+    );
+    // Nothing recorded for the refused bet: the key stays free.
+    assert_eq!(l.bet("f", "k2").await.unwrap(), None);
+    assert_eq!(l.round_bets("g1-2").await.unwrap().len(), 1);
+    l.finish_round("g1", "g1-1").await.unwrap(); // not the open one: no effect
+    assert!(l.current_round("g1").await.unwrap().is_some());
+    l.finish_round("g1", "g1-2").await.unwrap();
+    assert_eq!(l.current_round("g1").await.unwrap(), None);
+    assert_eq!(l.balance(&user_account("f")).await.unwrap(), 90);
 }
