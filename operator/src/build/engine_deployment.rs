@@ -1,0 +1,165 @@
+//! The engine Deployment: `gameserver engine`, running rounds and the ledger.
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::pod::{self, ADMIN_PORT_NAME};
+use super::{names, Component, Owner};
+use crate::crd::GameFleetSpec;
+use crate::drain;
+
+/// Engines hand their rooms to a live engine on shutdown, so a rollout starts the new engine
+/// first (surge 1) and never stops one before its replacement is ready (maxUnavailable 0).
+pub const MAX_SURGE: i32 = 1;
+
+/// Engines have no player port; only the admin port (see the gateway for why `$(POD_IP)`).
+pub fn args(spec: &GameFleetSpec) -> Vec<String> {
+    vec![
+        "engine".into(),
+        format!("--admin-listen=$(POD_IP):{}", spec.engine.admin_port),
+    ]
+}
+
+/// The engine image: its own, or the gateway's (one binary runs both roles).
+pub fn image(spec: &GameFleetSpec) -> String {
+    spec.engine
+        .image
+        .clone()
+        .unwrap_or_else(|| spec.gateway.image.clone())
+}
+
+pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
+    let e = &spec.engine;
+    let container = Container {
+        name: "engine".into(),
+        image: Some(image(spec)),
+        image_pull_policy: Some(spec.gateway.image_pull_policy.as_str().into()),
+        args: Some(args(spec)),
+        ports: Some(vec![pod::port(ADMIN_PORT_NAME, e.admin_port)]),
+        env: Some(pod::env(spec)),
+        resources: Some(pod::resources(e.resources.as_ref())),
+        readiness_probe: Some(pod::readiness_probe()),
+        liveness_probe: Some(pod::liveness_probe()),
+        security_context: Some(pod::container_security_context()),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: owner.child_meta(names::engine(&owner.name), Some(Component::Engine)),
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(owner.selector(Some(Component::Engine))),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(MAX_SURGE)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(owner.labels(Some(Component::Engine))),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    termination_grace_period_seconds: Some(
+                        drain::termination_grace_period_seconds(&spec.drain),
+                    ),
+                    security_context: Some(pod::pod_security_context()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    node_selector: (!e.node_selector.is_empty()).then(|| e.node_selector.clone()),
+                    tolerations: (!e.tolerations.is_empty()).then(|| e.tolerations.clone()),
+                    affinity: e.affinity.clone(),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::test_support::{fleet, spec};
+
+    fn deploy(spec: &GameFleetSpec, replicas: i32) -> Deployment {
+        build(spec, &Owner::of(&fleet()).unwrap(), replicas)
+    }
+
+    #[test]
+    fn metadata_replicas_selector() {
+        let d = deploy(&spec(), 2);
+        assert_eq!(d.metadata.name.as_deref(), Some("dice-engine"));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("games"));
+        assert_eq!(
+            d.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "GameFleet"
+        );
+        let s = d.spec;
+        assert_eq!(s.replicas, Some(2));
+        assert_eq!(
+            s.selector.match_labels.unwrap()["app.kubernetes.io/component"],
+            "engine"
+        );
+        assert_eq!(
+            s.template.metadata.unwrap().labels.unwrap()["app.kubernetes.io/component"],
+            "engine"
+        );
+        let ru = s.strategy.unwrap().rolling_update.unwrap();
+        assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(ru.max_surge, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn image_defaults_to_the_gateway_image() {
+        let mut sp = spec();
+        assert_eq!(image(&sp), "ghcr.io/gamefleet/gameserver:1.0.0");
+        sp.engine.image = Some("example/engine:2".into());
+        let d = deploy(&sp, 1);
+        let c = &d.spec.template.spec.unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some("example/engine:2"));
+    }
+
+    #[test]
+    fn container() {
+        let mut sp = spec();
+        sp.engine.admin_port = 9500;
+        sp.drain.timeout_seconds = 20;
+        sp.engine.node_selector = BTreeMap::from([("pool".to_string(), "cpu".to_string())]);
+        let d = deploy(&sp, 1);
+        let p = d.spec.template.spec.unwrap();
+        let c = &p.containers[0];
+        assert_eq!(c.name, "engine");
+        assert_eq!(
+            c.args.clone().unwrap(),
+            vec!["engine", "--admin-listen=$(POD_IP):9500"]
+        );
+        let ports = c.ports.clone().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(
+            (ports[0].name.as_deref(), ports[0].container_port),
+            (Some("admin"), 9500)
+        );
+        assert_eq!(c.env.clone().unwrap(), pod::env(&sp));
+        assert_eq!(c.readiness_probe, Some(pod::readiness_probe()));
+        assert_eq!(c.liveness_probe, Some(pod::liveness_probe()));
+        assert_eq!(c.security_context, Some(pod::container_security_context()));
+        assert_eq!(c.resources, Some(pod::resources(None)));
+        assert_eq!(p.termination_grace_period_seconds, Some(30));
+        assert_eq!(p.security_context, Some(pod::pod_security_context()));
+        assert_eq!(p.node_selector, Some(sp.engine.node_selector.clone()));
+        assert_eq!(p.automount_service_account_token, Some(false));
+    }
+}

@@ -1,0 +1,249 @@
+//! The gateway Deployment: `gameserver gateway`, holding player WebSockets.
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::pod::{self, ADMIN_PORT_NAME, PLAYER_PORT_NAME};
+use super::{names, Component, Owner};
+use crate::crd::GameFleetSpec;
+use crate::drain;
+
+/// Extra pods a rollout may start before old ones stop. Never below one pod (rounded up), so a
+/// rollout always surges rather than dropping capacity (maxUnavailable is 0).
+pub const MAX_SURGE: &str = "25%";
+
+/// Listen addresses bind the pod IP, which the kubelet substitutes for `$(POD_IP)`: pods sharing
+/// a network namespace (or a host) cannot all bind 0.0.0.0 on the same port.
+pub fn args(spec: &GameFleetSpec) -> Vec<String> {
+    vec![
+        "gateway".into(),
+        format!("--listen=$(POD_IP):{}", spec.gateway.player_port),
+        format!("--admin-listen=$(POD_IP):{}", spec.gateway.admin_port),
+    ]
+}
+
+pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
+    let g = &spec.gateway;
+    let container = Container {
+        name: "gateway".into(),
+        image: Some(g.image.clone()),
+        image_pull_policy: Some(g.image_pull_policy.as_str().into()),
+        args: Some(args(spec)),
+        ports: Some(vec![
+            pod::port(PLAYER_PORT_NAME, g.player_port),
+            pod::port(ADMIN_PORT_NAME, g.admin_port),
+        ]),
+        env: Some(pod::env(spec)),
+        resources: Some(pod::resources(g.resources.as_ref())),
+        readiness_probe: Some(pod::readiness_probe()),
+        liveness_probe: Some(pod::liveness_probe()),
+        security_context: Some(pod::container_security_context()),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: owner.child_meta(names::gateway(&owner.name), Some(Component::Gateway)),
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(owner.selector(Some(Component::Gateway))),
+                ..Default::default()
+            },
+            min_ready_seconds: Some(g.min_ready_seconds),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::String(MAX_SURGE.into())),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(owner.labels(Some(Component::Gateway))),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    termination_grace_period_seconds: Some(
+                        drain::termination_grace_period_seconds(&spec.drain),
+                    ),
+                    security_context: Some(pod::pod_security_context()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    node_selector: (!g.node_selector.is_empty()).then(|| g.node_selector.clone()),
+                    tolerations: (!g.tolerations.is_empty()).then(|| g.tolerations.clone()),
+                    affinity: g.affinity.clone(),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{Affinity, NodeAffinity, Toleration};
+
+    use super::*;
+    use crate::test_support::{fleet, spec};
+
+    fn deploy(spec: &GameFleetSpec, replicas: i32) -> Deployment {
+        build(spec, &Owner::of(&fleet()).unwrap(), replicas)
+    }
+
+    fn container(d: &Deployment) -> Container {
+        d.spec.template.spec.as_ref().unwrap().containers[0].clone()
+    }
+
+    fn pod_spec(d: &Deployment) -> PodSpec {
+        d.spec.template.spec.clone().unwrap()
+    }
+
+    #[test]
+    fn metadata() {
+        let d = deploy(&spec(), 3);
+        assert_eq!(d.metadata.name.as_deref(), Some("dice-gateway"));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("games"));
+        assert_eq!(
+            d.metadata.labels.as_ref().unwrap()["app.kubernetes.io/component"],
+            "gateway"
+        );
+        assert_eq!(
+            d.metadata.owner_references.as_ref().unwrap()[0].name,
+            "dice"
+        );
+    }
+
+    #[test]
+    fn replicas_and_selector() {
+        let d = deploy(&spec(), 7);
+        let s = d.spec;
+        assert_eq!(s.replicas, Some(7));
+        let sel = s.selector.match_labels.clone().unwrap();
+        assert_eq!(sel.len(), 3);
+        assert_eq!(sel["app.kubernetes.io/component"], "gateway");
+        assert_eq!(sel["app.kubernetes.io/instance"], "dice");
+        // Every selector label is on the pod template.
+        let pod_labels = s
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        for (k, v) in &sel {
+            assert_eq!(pod_labels.get(k), Some(v), "{k}");
+        }
+    }
+
+    #[test]
+    fn rolling_update_never_drops_capacity() {
+        let mut sp = spec();
+        sp.gateway.min_ready_seconds = 8;
+        let d = deploy(&sp, 3);
+        let s = d.spec;
+        assert_eq!(s.min_ready_seconds, Some(8));
+        let strategy = s.strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        let ru = strategy.rolling_update.unwrap();
+        assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(ru.max_surge, Some(IntOrString::String("25%".into())));
+    }
+
+    #[test]
+    fn container_image_args_ports() {
+        let mut sp = spec();
+        sp.gateway.player_port = 7000;
+        sp.gateway.admin_port = 7001;
+        sp.gateway.image_pull_policy = crate::crd::PullPolicy::Always;
+        let c = container(&deploy(&sp, 1));
+        assert_eq!(c.name, "gateway");
+        assert_eq!(
+            c.image.as_deref(),
+            Some("ghcr.io/gamefleet/gameserver:1.0.0")
+        );
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            c.command, None,
+            "the image entrypoint is the gameserver binary"
+        );
+        assert_eq!(
+            c.args.unwrap(),
+            vec![
+                "gateway",
+                "--listen=$(POD_IP):7000",
+                "--admin-listen=$(POD_IP):7001"
+            ]
+        );
+        let ports = c.ports.unwrap();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            (ports[0].name.as_deref(), ports[0].container_port),
+            (Some("player"), 7000)
+        );
+        assert_eq!(
+            (ports[1].name.as_deref(), ports[1].container_port),
+            (Some("admin"), 7001)
+        );
+    }
+
+    #[test]
+    fn container_env_probes_resources_security() {
+        let c = container(&deploy(&spec(), 1));
+        let env = c.env.unwrap();
+        assert_eq!(env, pod::env(&spec()));
+        // POD_IP must be defined for $(POD_IP) in args to expand.
+        assert!(env.iter().any(|e| e.name == "POD_IP"));
+        assert_eq!(c.readiness_probe, Some(pod::readiness_probe()));
+        assert_eq!(c.liveness_probe, Some(pod::liveness_probe()));
+        assert_eq!(c.resources, Some(pod::resources(None)));
+        assert_eq!(c.security_context, Some(pod::container_security_context()));
+    }
+
+    #[test]
+    fn pod_spec_hardening_and_drain_budget() {
+        let mut sp = spec();
+        sp.drain.timeout_seconds = 50;
+        let p = pod_spec(&deploy(&sp, 1));
+        assert_eq!(p.termination_grace_period_seconds, Some(60));
+        assert_eq!(p.security_context, Some(pod::pod_security_context()));
+        assert_eq!(p.automount_service_account_token, Some(false));
+        assert_eq!(p.enable_service_links, Some(false));
+        assert_eq!(p.node_selector, None);
+        assert_eq!(p.tolerations, None);
+        assert_eq!(p.affinity, None);
+    }
+
+    #[test]
+    fn scheduling_overrides() {
+        let mut sp = spec();
+        sp.gateway.node_selector = BTreeMap::from([("pool".to_string(), "edge".to_string())]);
+        sp.gateway.tolerations = vec![Toleration {
+            key: Some("edge".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }];
+        sp.gateway.affinity = Some(Affinity {
+            node_affinity: Some(NodeAffinity::default()),
+            ..Default::default()
+        });
+        let p = pod_spec(&deploy(&sp, 1));
+        assert_eq!(p.node_selector, Some(sp.gateway.node_selector.clone()));
+        assert_eq!(p.tolerations, Some(sp.gateway.tolerations.clone()));
+        assert_eq!(p.affinity, sp.gateway.affinity);
+    }
+
+    #[test]
+    fn status_is_never_applied() {
+        assert!(deploy(&spec(), 1).status.is_none());
+    }
+}

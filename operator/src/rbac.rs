@@ -1,0 +1,125 @@
+//! Every API call the operator makes, as RBAC rules.
+//!
+//! The chart's ClusterRole and Role are kept identical to these lists by a test, and the
+//! controller tests record the requests the operator really sends and check them against these
+//! lists, both ways (nothing missing, nothing granted that is never used).
+
+/// One permission: `verb` on `resource` in API group `group` ("" is the core group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Permission {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verb: &'static str,
+}
+
+const fn p(group: &'static str, resource: &'static str, verb: &'static str) -> Permission {
+    Permission {
+        group,
+        resource,
+        verb,
+    }
+}
+
+/// Cluster-wide: fleets may live in any namespace.
+pub const CLUSTER: &[Permission] = &[
+    // The controller's watch of GameFleets.
+    p("gamefleet.dev", "gamefleets", "list"),
+    p("gamefleet.dev", "gamefleets", "watch"),
+    // Status writes.
+    p("gamefleet.dev", "gamefleets/status", "patch"),
+    // Owned objects: watched by the controller, applied (server-side apply is authorized as
+    // patch, and as create when the object does not exist), orphans deleted.
+    p("apps", "deployments", "create"),
+    p("apps", "deployments", "delete"),
+    // Current Deployment state (replicas for the autoscaling seam, create-vs-update events).
+    p("apps", "deployments", "get"),
+    p("apps", "deployments", "list"),
+    p("apps", "deployments", "patch"),
+    p("apps", "deployments", "watch"),
+    p("", "services", "create"),
+    p("", "services", "delete"),
+    p("", "services", "list"),
+    p("", "services", "patch"),
+    p("", "services", "watch"),
+    p("policy", "poddisruptionbudgets", "create"),
+    p("policy", "poddisruptionbudgets", "delete"),
+    p("policy", "poddisruptionbudgets", "list"),
+    p("policy", "poddisruptionbudgets", "patch"),
+    p("policy", "poddisruptionbudgets", "watch"),
+    // Dereference: the Secrets a fleet names must exist and hold the key.
+    p("", "secrets", "get"),
+    // kube-runtime's event recorder: create, then patch to count repeats.
+    p("events.k8s.io", "events", "create"),
+    p("events.k8s.io", "events", "patch"),
+];
+
+/// In the operator's own namespace only: the leader-election Lease.
+pub const LEADER_ELECTION: &[Permission] = &[
+    p("coordination.k8s.io", "leases", "create"),
+    p("coordination.k8s.io", "leases", "get"),
+    p("coordination.k8s.io", "leases", "update"),
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Permissions granted by the `rules:` of a chart template (the rules are plain YAML).
+    fn rules_in(template: &str) -> BTreeSet<(String, String, String)> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../charts/gamefleet-operator/templates")
+            .join(template);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.find("\nrules:").expect("rules: block") + 1;
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| !l.starts_with("---") && !l.starts_with("{{"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let doc: Value = serde_saphyr::from_str(&block).unwrap();
+        let mut out = BTreeSet::new();
+        for rule in doc["rules"].as_array().unwrap() {
+            for g in rule["apiGroups"].as_array().unwrap() {
+                for r in rule["resources"].as_array().unwrap() {
+                    for v in rule["verbs"].as_array().unwrap() {
+                        let s = |x: &Value| x.as_str().unwrap().to_string();
+                        out.insert((s(g), s(r), s(v)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn set(perms: &[Permission]) -> BTreeSet<(String, String, String)> {
+        perms
+            .iter()
+            .map(|p| (p.group.into(), p.resource.into(), p.verb.into()))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_role_grants_exactly_the_cluster_calls() {
+        assert_eq!(rules_in("clusterrole.yaml"), set(CLUSTER));
+    }
+
+    #[test]
+    fn role_grants_exactly_the_leader_election_calls() {
+        assert_eq!(rules_in("role.yaml"), set(LEADER_ELECTION));
+    }
+
+    #[test]
+    fn no_wildcards_and_no_duplicates() {
+        let all: Vec<Permission> = CLUSTER.iter().chain(LEADER_ELECTION).copied().collect();
+        let unique: BTreeSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+        assert!(all
+            .iter()
+            .all(|p| p.verb != "*" && p.resource != "*" && p.group != "*"));
+    }
+}
