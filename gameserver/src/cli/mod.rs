@@ -24,6 +24,8 @@ pub enum Command {
     Local(crate::local::LocalArgs),
     /// Mint a development player token (HS256 JWT).
     Token(token::TokenArgs),
+    /// Re-derive a round's roll from its revealed seeds and check the commitment.
+    Verify(crate::game::verify::VerifyArgs),
     /// Load generator: hold many authenticated connections, bet, report latency and memory.
     Bench(crate::bench::BenchArgs),
     // `gateway` and `engine` (separate processes over Redis) are added here by their modules.
@@ -33,6 +35,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Verify(args) => return crate::game::verify::run(args),
         Command::Token(args) => token::run(&args),
         Command::Local(args) => block_on(crate::local::run(args)),
         Command::Bench(args) => block_on(crate::bench::main(args)),

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
@@ -18,7 +19,9 @@ use crate::admin::{self, AdminState, Health};
 use crate::auth::{mint_token, now_secs, Authenticator, MAX_TOKEN_AGE_SECS};
 use crate::bus::memory::MemoryBus;
 use crate::cli::args::ServerArgs;
+use crate::engine::{self, EngineConfig};
 use crate::gateway::Gateway;
+use crate::ledger::{admin as ledger_admin, Ledger, MemoryLedger};
 use crate::server;
 
 const PAGE: &str = include_str!("page.html");
@@ -30,6 +33,15 @@ pub struct LocalArgs {
     /// Minor units credited to every new player so a fresh user can bet.
     #[arg(long, env = "STARTING_BALANCE", default_value_t = 100_000)]
     pub starting_balance: i64,
+    /// How long each round takes bets, milliseconds.
+    #[arg(long, env = "BETTING_WINDOW_MS", default_value_t = 4_000)]
+    pub betting_window_ms: u64,
+    /// Pause between a round's result and the next round, milliseconds.
+    #[arg(long, env = "RESULT_PAUSE_MS", default_value_t = 1_000)]
+    pub result_pause_ms: u64,
+    /// Bearer token for the admin ledger API (credit/debit); unset leaves it disabled (503).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
+    pub admin_token: String,
 }
 
 /// A running local-mode process (also used by tests, with port 0).
@@ -87,9 +99,33 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
     let registry = prometheus::Registry::new();
     let health = Arc::new(Health::default());
     let bus = Arc::new(MemoryBus::new());
+    let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::new());
+    let engine_cfg = EngineConfig {
+        engine_id: "local-engine".into(),
+        betting_window: Duration::from_millis(args.betting_window_ms),
+        result_pause: Duration::from_millis(args.result_pause_ms),
+        starting_balance: Some(args.starting_balance),
+        ..EngineConfig::default()
+    };
+    engine_cfg.validate().map_err(|e| e.to_string())?;
     let gateway = Gateway::new(cfg, bus.clone(), auth, &registry, Arc::clone(&health))
         .map_err(|e| e.to_string())?;
     gateway.start(shutdown.clone()).map_err(|e| e.to_string())?;
+    {
+        let (bus, ledger, registry, shutdown) = (
+            bus.clone(),
+            Arc::clone(&ledger),
+            registry.clone(),
+            shutdown.clone(),
+        );
+        let health = Arc::clone(&health);
+        tokio::spawn(async move {
+            if let Err(e) = engine::run(bus, ledger, engine_cfg, registry, shutdown).await {
+                tracing::error!(error = %e, "engine stopped");
+                health.set_ready(false);
+            }
+        });
+    }
 
     let player = server::bind(args.server.listen)
         .await
@@ -112,7 +148,8 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
     let admin_router = admin::router(AdminState {
         registry,
         health: Arc::clone(&health),
-    });
+    })
+    .merge(ledger_admin::routes(ledger, args.admin_token.clone()));
     spawn_server("player", player, player_router, shutdown.clone());
     spawn_server("admin", admin_listener, admin_router, shutdown);
     health.set_ready(true);

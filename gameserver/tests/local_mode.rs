@@ -1,0 +1,179 @@
+//! `gameserver local` in-process: page, dev tokens, and a bet settled by the real engine with
+//! the round's revealed seed checked against its commitment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use gameserver::game::verify::{verify, VerifyArgs};
+use gameserver::local::{self, LocalArgs};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    args: LocalArgs,
+}
+
+async fn start() -> (local::LocalServer, CancellationToken) {
+    let args = Wrapper::parse_from([
+        "gameserver",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--betting-window-ms",
+        "400",
+        "--result-pause-ms",
+        "100",
+        "--starting-balance",
+        "10000",
+    ])
+    .args;
+    let shutdown = CancellationToken::new();
+    let server = local::start(&args, shutdown.clone()).await.unwrap();
+    (server, shutdown)
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+#[tokio::test]
+async fn page_token_and_a_bet_settled_by_the_engine() {
+    let (server, shutdown) = start().await;
+    let (status, page) = http_get(server.player_addr, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("GameFleet dice"));
+    let (status, body) = http_get(server.player_addr, "/dev/token?user=alice").await;
+    assert_eq!(status, 200);
+    let token: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(token["userId"], "alice");
+
+    // The root path upgrades, as reference clients expect.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", server.player_addr))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut ws).await["type"], "connected");
+    send(
+        &mut ws,
+        json!({"type":"authenticate","token":token["token"]}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type":"authenticated","userId":"alice"})
+    );
+    send(&mut ws, json!({"type":"join_game","gameId":"dice-1"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "game_joined");
+
+    let bet = json!({"type":"place_bet","gameId":"dice-1","amount":100,
+        "selection":{"direction":"over","target":49.5},"idempotencyKey":"b1","clientSeed":"alice-seed"});
+    send(&mut ws, bet.clone()).await;
+    let mut commitments = std::collections::HashMap::new();
+    let mut settled = None;
+    let mut rolled = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while settled.is_none() || rolled.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "bet not settled");
+        let f = recv(&mut ws).await;
+        match (f["type"].as_str(), f["event"].as_str()) {
+            (Some("bet_acknowledged"), _) => {
+                assert_eq!(
+                    f,
+                    json!({"type":"bet_acknowledged","idempotencyKey":"b1","status":"processing"})
+                );
+            }
+            (Some("bet_settled"), _) => settled = Some(f),
+            (Some("game_event"), Some("round_started")) => {
+                commitments.insert(
+                    f["data"]["roundId"].clone(),
+                    f["data"]["commitment"].clone(),
+                );
+            }
+            (Some("game_event"), Some("dice_rolled"))
+                if f["data"]["clientSeeds"]
+                    .as_array()
+                    .is_some_and(|s| s.contains(&json!("alice-seed"))) =>
+            {
+                rolled = Some(f);
+            }
+            _ => {}
+        }
+    }
+    let (settled, rolled) = (settled.unwrap(), rolled.unwrap());
+    assert_eq!(settled["idempotencyKey"], "b1");
+    assert_eq!(settled["roundId"], rolled["data"]["roundId"]);
+    let payout = settled["payout"].as_i64().unwrap();
+    assert_eq!(settled["balance"].as_i64().unwrap(), 10_000 - 100 + payout);
+    assert_eq!(settled["outcome"] == "win", payout > 0);
+
+    // The revealed seed reproduces the roll and matches the commitment published before.
+    let d = &rolled["data"];
+    let commitment = commitments.get(&d["roundId"]).unwrap_or(&d["commitment"]);
+    let report = verify(&VerifyArgs {
+        server_seed: d["serverSeed"].as_str().unwrap().into(),
+        commitment: Some(commitment.as_str().unwrap().into()),
+        client_seeds: vec!["alice-seed".into()],
+        client_seed_mix: Some(d["clientSeedMix"].as_str().unwrap().into()),
+        nonce: d["nonce"].as_u64().unwrap(),
+        roll: Some(d["roll"].to_string()),
+    })
+    .unwrap();
+    assert!(report.ok(), "{report:?}");
+
+    // A repeated key never debits twice: the same outcome comes back.
+    send(&mut ws, bet).await;
+    loop {
+        let f = recv(&mut ws).await;
+        if f["type"] == "bet_settled" {
+            assert_eq!(f["balance"], settled["balance"]);
+            assert_eq!(f["payout"], settled["payout"]);
+            break;
+        }
+    }
+
+    let (status, metrics) = http_get(server.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("ws_active_connections 1"));
+    assert!(metrics.contains("ws_message_latency_ms_bucket"));
+    // The ledger admin path is merged in, and closed without an admin token.
+    assert_eq!(
+        http_get(server.admin_addr, "/admin/ledger/balance/alice")
+            .await
+            .0,
+        503
+    );
+    shutdown.cancel();
+}
