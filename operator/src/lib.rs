@@ -4,12 +4,19 @@
 //! [`build`] (pure: spec → objects) → apply (server-side apply, delete orphans) → [`status`]
 //! (pure computation, written only when it changes).
 
+pub mod apply;
 pub mod build;
+pub mod controller;
 pub mod crd;
 pub mod drain;
+pub mod error;
+pub mod leader;
+pub mod metrics;
 pub mod rbac;
 pub mod render;
+pub mod runtime;
 pub mod scaling;
+pub mod server;
 pub mod status;
 pub mod validate;
 
