@@ -26,6 +26,13 @@ pub fn args(spec: &GameFleetSpec) -> Vec<String> {
     ]
 }
 
+/// The common environment plus `GATEWAY_ID` (the pod name: the gateway's stable name on the bus).
+pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let mut env = pod::env(spec);
+    env.push(pod::field("GATEWAY_ID", "metadata.name"));
+    env
+}
+
 pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
     let g = &spec.gateway;
     let container = Container {
@@ -37,7 +44,7 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
             pod::port(PLAYER_PORT_NAME, g.player_port),
             pod::port(ADMIN_PORT_NAME, g.admin_port),
         ]),
-        env: Some(pod::env(spec)),
+        env: Some(env(spec)),
         resources: Some(pod::resources(g.resources.as_ref())),
         readiness_probe: Some(pod::readiness_probe()),
         liveness_probe: Some(pod::liveness_probe()),
@@ -199,7 +206,20 @@ mod tests {
     fn container_env_probes_resources_security() {
         let c = container(&deploy(&spec(), 1));
         let env = c.env.unwrap();
-        assert_eq!(env, pod::env(&spec()));
+        let common = pod::env(&spec());
+        assert_eq!(env[..common.len()], common[..]);
+        let id = env.last().unwrap();
+        assert_eq!(id.name, "GATEWAY_ID");
+        assert_eq!(
+            id.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.name"
+        );
         // POD_IP must be defined for $(POD_IP) in args to expand.
         assert!(env.iter().any(|e| e.name == "POD_IP"));
         assert_eq!(c.readiness_probe, Some(pod::readiness_probe()));

@@ -122,7 +122,7 @@ fn secret(name: &str, r: &SecretKeyRef) -> EnvVar {
     }
 }
 
-fn field(name: &str, path: &str) -> EnvVar {
+pub fn field(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -149,12 +149,9 @@ pub fn env(spec: &GameFleetSpec) -> Vec<EnvVar> {
     env.push(field("POD_NAMESPACE", "metadata.namespace"));
     env.push(field("POD_IP", "status.podIP"));
     let r = &spec.rooms;
-    env.push(value(
-        "MAX_PLAYERS_PER_ROOM",
-        r.max_players_per_room.to_string(),
-    ));
+    env.push(value("ROOM_CAPACITY", r.max_players_per_room.to_string()));
     env.push(value("BETTING_WINDOW_MS", r.betting_window_ms.to_string()));
-    env.push(value("ROUND_PAUSE_MS", r.round_pause_ms.to_string()));
+    env.push(value("RESULT_PAUSE_MS", r.round_pause_ms.to_string()));
     for (k, v) in drain::env(&spec.drain) {
         env.push(value(k, v));
     }
@@ -225,9 +222,9 @@ mod tests {
         s.drain.reconnect_spread_seconds = 9;
         let env = env(&s);
         let v = |n: &str| find(&env, n).value.clone().unwrap();
-        assert_eq!(v("MAX_PLAYERS_PER_ROOM"), "42");
+        assert_eq!(v("ROOM_CAPACITY"), "42");
         assert_eq!(v("BETTING_WINDOW_MS"), "1500");
-        assert_eq!(v("ROUND_PAUSE_MS"), "250");
+        assert_eq!(v("RESULT_PAUSE_MS"), "250");
         assert_eq!(v("DRAIN_TIMEOUT_SECONDS"), "60");
         assert_eq!(v("RECONNECT_SPREAD_SECONDS"), "9");
         let path = |n: &str| {
