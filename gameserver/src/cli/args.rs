@@ -17,10 +17,10 @@ pub struct ServerArgs {
     pub admin_listen: SocketAddr,
     /// HS256 secret for player tokens (never logged).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// Redis URL for the distributed bus and ledger.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }
@@ -91,5 +91,92 @@ impl GatewayArgs {
             cfg.gateway_id = id.clone();
         }
         Ok(cfg)
+    }
+}
+
+/// A secret from the command line or environment; its `Debug` never shows the value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let cli = Cli::parse_from([
+            "x",
+            "--jwt-secret",
+            "hunter2",
+            "--redis-url",
+            "redis://u:pw@h",
+        ]);
+        let shown = format!("{cli:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw@h"),
+            "{shown}"
+        );
+        assert_eq!(cli.server.jwt_secret.unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn limits_are_validated_with_clear_messages() {
+        let cli = Cli::parse_from([
+            "x",
+            "--heartbeat-interval-ms",
+            "500",
+            "--heartbeat-timeout-ms",
+            "100",
+        ]);
+        let err = cli.server.gateway.config().unwrap_err();
+        assert!(err.contains("--heartbeat-timeout-ms (100)"), "{err}");
+        let cli = Cli::parse_from(["x", "--send-queue", "0"]);
+        assert_eq!(
+            cli.server.gateway.config().unwrap_err(),
+            "--send-queue must be > 0, got 0"
+        );
+        let cli = Cli::parse_from([
+            "x",
+            "--room-capacity",
+            "7",
+            "--heartbeat-interval-ms",
+            "100",
+            "--heartbeat-timeout-ms",
+            "300",
+        ]);
+        let cfg = cli.server.gateway.config().unwrap();
+        assert_eq!(cfg.room_capacity, 7);
+        assert_eq!(cfg.heartbeat_timeout, Duration::from_millis(300));
     }
 }

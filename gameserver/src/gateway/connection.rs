@@ -50,7 +50,7 @@ pub(super) async fn run(gw: Arc<Gateway>, ws: WebSocket) {
     };
     let cause = conn.serve(&mut rx).await;
     drop(rx);
-    conn.finish(cause).await;
+    Box::pin(conn.finish(cause)).await;
 }
 
 impl Conn {
@@ -60,7 +60,7 @@ impl Conn {
             connection_id: &id,
             server_time: now_ms(),
         };
-        if let Err(cause) = self.reply(&hello).await {
+        if let Err(cause) = Box::pin(self.reply(&hello)).await {
             return cause;
         }
         let handle = Arc::clone(&self.handle);
@@ -70,7 +70,7 @@ impl Conn {
                 cause = handle.wait_killed() => return cause,
                 out = rx.recv() => {
                     let Some(out) = out else { return CloseCause::Shutdown };
-                    if let Err(cause) = self.write_queued(out, rx).await {
+                    if let Err(cause) = Box::pin(self.write_queued(out, rx)).await {
                         return cause;
                     }
                 }
@@ -78,7 +78,9 @@ impl Conn {
                     let result = match msg {
                         None => Err(CloseCause::ClientClosed),
                         Some(Err(e)) => Err(read_error_cause(e)),
-                        Some(Ok(msg)) => self.on_message(msg).await,
+                        // Boxed: the message-handling state is large and only lives while a
+                        // message is handled, so idle connections do not carry it.
+                        Some(Ok(msg)) => Box::pin(self.on_message(msg)).await,
                     };
                     if let Err(cause) = result {
                         return cause;
@@ -543,5 +545,27 @@ fn read_error_cause(e: axum::Error) -> CloseCause {
         Some(tungstenite::Error::Utf8(_)) => CloseCause::InvalidUtf8,
         Some(tungstenite::Error::Protocol(_)) => CloseCause::ProtocolError,
         _ => CloseCause::ClientClosed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, Fut, F: FnOnce(A, B) -> Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every idle connection keeps its task's future in memory; message handling, writing and
+    /// cleanup are boxed so that future stays small (the per-connection RSS budget is 12 KiB).
+    #[test]
+    fn idle_connection_future_stays_small() {
+        let idle = future_size(run);
+        let handling = future_size(|c: &mut Conn, m: Message| c.on_message(m));
+        assert!(idle <= 1536, "connection future is {idle} bytes");
+        assert!(
+            idle < handling,
+            "message handling ({handling} bytes) must not be inline"
+        );
     }
 }

@@ -65,7 +65,7 @@ impl Default for GatewayConfig {
             connections_per_user: 5,
             send_queue: 256,
             max_message_bytes: 16 * 1024,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 2 * 1024,
             write_buffer_bytes: 4 * 1024,
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(45),

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState, Health};
 use crate::auth::{mint_token, now_secs, Authenticator, MAX_TOKEN_AGE_SECS};
 use crate::bus::memory::MemoryBus;
-use crate::cli::args::ServerArgs;
+use crate::cli::args::{Secret, ServerArgs};
 use crate::engine::{self, EngineConfig};
 use crate::gateway::Gateway;
 use crate::ledger::{admin as ledger_admin, Ledger, MemoryLedger};
@@ -41,7 +41,7 @@ pub struct LocalArgs {
     pub result_pause_ms: u64,
     /// Bearer token for the admin ledger API (credit/debit); unset leaves it disabled (503).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
-    pub admin_token: String,
+    pub admin_token: Secret,
 }
 
 /// A running local-mode process (also used by tests, with port 0).
@@ -85,7 +85,7 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
     // Local mode needs no configuration: without a secret, tokens are signed with a random one
     // that only this process (and its dev-token endpoint) knows.
     let secret: Arc<[u8]> = match &args.server.jwt_secret {
-        Some(s) if !s.is_empty() => Arc::from(s.as_bytes()),
+        Some(s) if !s.is_empty() => Arc::from(s.expose().as_bytes()),
         _ => Arc::from(
             format!(
                 "{}{}",
@@ -149,7 +149,7 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
         registry,
         health: Arc::clone(&health),
     })
-    .merge(ledger_admin::routes(ledger, args.admin_token.clone()));
+    .merge(ledger_admin::routes(ledger, args.admin_token.expose()));
     spawn_server("player", player, player_router, shutdown.clone());
     spawn_server("admin", admin_listener, admin_router, shutdown);
     health.set_ready(true);
