@@ -470,10 +470,18 @@ impl Conn {
             }
             ws.flush().await
         };
-        let result = tokio::select! {
-            biased;
-            cause = handle.wait_killed() => return Err(cause),
-            r = tokio::time::timeout(timeout, work) => r,
+        // Most writes complete at once; only a write that has to wait arms the timer and the
+        // kill check (both cost more than the write itself on the hot path).
+        let result = {
+            let mut work = std::pin::pin!(work);
+            match futures_util::FutureExt::now_or_never(work.as_mut()) {
+                Some(r) => Ok(r),
+                None => tokio::select! {
+                    biased;
+                    cause = handle.wait_killed() => return Err(cause),
+                    r = tokio::time::timeout(timeout, work) => r,
+                },
+            }
         };
         match result {
             Err(_) => return Err(CloseCause::WriteTimeout),

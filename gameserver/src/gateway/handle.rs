@@ -1,10 +1,14 @@
 //! The shared face of one connection: what the dispatcher and the heartbeat sweeper may do
 //! to it (queue a frame, ask it to close) without touching its socket.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::task::{Context, Poll};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{mpsc, Notify};
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::protocol::FrameKind;
@@ -101,7 +105,9 @@ impl CloseCause {
 pub struct ConnHandle {
     pub id: Uuid,
     tx: mpsc::Sender<Outbound>,
-    kill: Notify,
+    /// Wakes the connection task on kill. Only that task waits, so an AtomicWaker suffices
+    /// and re-arming it on every poll costs a few atomics instead of a lock.
+    kill_waker: AtomicWaker,
     kill_cause: AtomicU8,
     last_seen_ms: AtomicU64,
     pub connected_at_ms: u64,
@@ -123,7 +129,7 @@ impl ConnHandle {
         Self {
             id: Uuid::new_v4(),
             tx,
-            kill: Notify::new(),
+            kill_waker: AtomicWaker::new(),
             kill_cause: AtomicU8::new(0),
             last_seen_ms: AtomicU64::new(now_mono_ms),
             connected_at_ms: now_mono_ms,
@@ -151,7 +157,7 @@ impl ConnHandle {
             .compare_exchange(0, cause as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.kill.notify_one();
+            self.kill_waker.wake();
         }
     }
 
@@ -160,13 +166,9 @@ impl ConnHandle {
     }
 
     /// Resolves once [`kill`](Self::kill) has been called (immediately if it already was).
-    pub async fn wait_killed(&self) -> CloseCause {
-        loop {
-            if let Some(c) = self.killed() {
-                return c;
-            }
-            self.kill.notified().await;
-        }
+    /// For the connection's own task only (one waiter).
+    pub fn wait_killed(&self) -> Killed<'_> {
+        Killed(self)
     }
 
     pub fn touch(&self, now_mono_ms: u64) {
@@ -183,6 +185,25 @@ impl ConnHandle {
 
     pub fn is_authenticated(&self) -> bool {
         self.authenticated.load(Ordering::Acquire)
+    }
+}
+
+/// See [`ConnHandle::wait_killed`].
+pub struct Killed<'a>(&'a ConnHandle);
+
+impl Future for Killed<'_> {
+    type Output = CloseCause;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseCause> {
+        if let Some(c) = self.0.killed() {
+            return Poll::Ready(c);
+        }
+        self.0.kill_waker.register(cx.waker());
+        // Re-check: a kill between the first check and registering would otherwise be missed.
+        match self.0.killed() {
+            Some(c) => Poll::Ready(c),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -216,6 +237,20 @@ mod tests {
         rx.close();
         while rx.try_recv().is_ok() {}
         assert_eq!(h.offer(frame()), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_task_is_woken_by_kill() {
+        let (tx, _rx) = mpsc::channel(1);
+        let h = std::sync::Arc::new(ConnHandle::new(tx, 0));
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.wait_killed().await }
+        });
+        tokio::task::yield_now().await;
+        h.kill(CloseCause::HeartbeatTimeout);
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert_eq!(woken.unwrap().unwrap(), CloseCause::HeartbeatTimeout);
     }
 
     #[test]
