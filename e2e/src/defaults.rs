@@ -1,0 +1,105 @@
+//! Defaults the API server fills in for built-in kinds (the subset clients rely on).
+
+use serde_json::{json, Value};
+
+fn default(obj: &mut Value, ptr: &str, v: Value) {
+    if obj.pointer(ptr).is_none() {
+        let segs: Vec<&str> = ptr.trim_start_matches('/').split('/').collect();
+        let mut cur = &mut *obj;
+        for (i, s) in segs.iter().enumerate() {
+            if !cur.is_object() {
+                return;
+            }
+            if i == segs.len() - 1 {
+                cur[*s] = v;
+                return;
+            }
+            if cur.get(*s).is_none() {
+                cur[*s] = json!({});
+            }
+            cur = &mut cur[*s];
+        }
+    }
+}
+
+pub fn pod_spec(spec: &mut Value) {
+    default(spec, "/restartPolicy", json!("Always"));
+    default(spec, "/terminationGracePeriodSeconds", json!(30));
+    default(spec, "/dnsPolicy", json!("ClusterFirst"));
+    default(spec, "/schedulerName", json!("default-scheduler"));
+    default(spec, "/serviceAccountName", json!("default"));
+    default(spec, "/securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs {
+                default(c, "/imagePullPolicy", json!("IfNotPresent"));
+                default(c, "/terminationMessagePath", json!("/dev/termination-log"));
+                default(c, "/terminationMessagePolicy", json!("File"));
+                default(c, "/resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        default(p, "/protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn pod(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec") {
+        pod_spec(spec);
+    }
+    default(obj, "/spec/nodeName", json!("kubesim"));
+    obj["status"] = json!({
+        "phase": "Pending",
+        "qosClass": "BestEffort",
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": crate::apiserver::now()}],
+    });
+}
+
+pub fn service(obj: &mut Value) {
+    default(obj, "/spec/type", json!("ClusterIP"));
+    default(obj, "/spec/sessionAffinity", json!("None"));
+    if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            default(p, "/protocol", json!("TCP"));
+            if p.get("targetPort").is_none() {
+                p["targetPort"] = p.get("port").cloned().unwrap_or(json!(0));
+            }
+        }
+    }
+}
+
+pub fn deployment(obj: &mut Value) {
+    default(obj, "/spec/replicas", json!(1));
+    default(obj, "/spec/revisionHistoryLimit", json!(10));
+    default(obj, "/spec/progressDeadlineSeconds", json!(600));
+    default(obj, "/spec/strategy/type", json!("RollingUpdate"));
+    if obj.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("RollingUpdate") {
+        default(obj, "/spec/strategy/rollingUpdate/maxSurge", json!("25%"));
+        default(
+            obj,
+            "/spec/strategy/rollingUpdate/maxUnavailable",
+            json!("25%"),
+        );
+    }
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        pod_spec(spec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_defaults_fill_only_missing_fields() {
+        let mut d =
+            json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "c"}]}}}});
+        deployment(&mut d);
+        assert_eq!(d["spec"]["replicas"], 3);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    }
+}

@@ -1,0 +1,26 @@
+//! kubesim: a simulated Kubernetes cluster for tests and demos.
+//!
+//! An API server double (real `kubectl`, `helm` and `kube::Client` talk to it
+//! through a generated kubeconfig), the Deployment/ReplicaSet/GC/endpoints
+//! controllers, a kubelet that runs pods as local processes on loopback IPs,
+//! and Services as loopback TCP proxies. Not a Kubernetes distribution.
+
+pub mod apiserver;
+mod cluster;
+pub mod controllers;
+pub mod defaults;
+pub mod discovery;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod kubelet;
+pub mod merge;
+pub mod openapi;
+pub mod registry;
+pub mod schema;
+pub mod selector;
+pub mod ssa;
+pub mod store;
+pub mod table;
+
+pub use cluster::{Cluster, ClusterConfig, Error};
