@@ -21,3 +21,15 @@ pub fn manager(url: &str) -> redis::RedisResult<ConnectionManager> {
 pub fn now_ms() -> u64 {
     crate::ledger::now_ms()
 }
+
+/// A connection for blocking commands (XREADGROUP BLOCK): its response timeout is longer than
+/// any block the bus asks for.
+pub fn blocking_manager(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, config)
+}

@@ -3,6 +3,7 @@
 //! [`memory::MemoryBus`] joins them in one process (local mode); a Redis bus joins processes.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,4 +105,10 @@ pub trait EngineBus: Send + Sync + 'static {
     async fn publish(&self, delivery: Delivery) -> Result<(), BusError>;
     /// Rooms that have at least one member on some gateway (rounds run only there).
     async fn active_rooms(&self) -> Result<Vec<String>, BusError>;
+    /// Whether a bet left unacknowledged is handed out again (to this or another engine).
+    /// When true, an engine that stops running a room leaves its unplaced bets to the room's
+    /// next owner instead of refusing them.
+    fn redelivers(&self) -> bool {
+        false
+    }
 }

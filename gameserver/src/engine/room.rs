@@ -20,6 +20,9 @@ use super::frames::{self, Reveal, RoundInfo, RoundTotals};
 use super::now_ms;
 use super::runtime::Shared;
 
+/// How long after its betting closed a round may still be settling on its previous owner.
+const RECOVERY_GRACE: Duration = Duration::from_secs(2);
+
 /// Longest client seed accepted (it is published with the round).
 const MAX_CLIENT_SEED: usize = 64;
 
@@ -105,13 +108,28 @@ pub(super) async fn run(
     generation: u64,
     mut rx: mpsc::Receiver<QueuedBet>,
 ) {
-    // A round left open by a previous owner of the room (e.g. an engine that died) is rolled
-    // and settled first, with the seed it committed to.
-    if let Some(Some(left)) = retry!(
-        shared,
-        "current_round",
-        shared.ledger.current_round(&game_id).await
-    ) {
+    // A round left open by a previous owner of the room is rolled and settled first, with the
+    // seed it committed to. One still within its time may be finishing on that owner (a
+    // handover): wait for it, and take it over only once it is overdue.
+    loop {
+        let Some(current) = retry!(
+            shared,
+            "current_round",
+            shared.ledger.current_round(&game_id).await
+        ) else {
+            return;
+        };
+        let Some(left) = current else { break };
+        let overdue_at =
+            left.betting_closes_at + (shared.cfg.result_pause + RECOVERY_GRACE).as_millis() as u64;
+        let now = now_ms();
+        if now < overdue_at {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis((overdue_at - now).min(1_000))) => {}
+            }
+            continue;
+        }
         tracing::info!(round = %left.round_id, "finishing a round left open");
         settle(&shared, &OpenRound::from_state(left)).await;
     }
@@ -168,12 +186,26 @@ pub(super) async fn run(
             // Carried bets stay unacknowledged: a durable bus redelivers them.
             return;
         }
-        if carried.is_empty()
-            && !shared.is_active(&game_id)
-            && shared.try_retire(&game_id, generation, &mut rx)
-        {
-            tracing::debug!(game_id, "room idle; stopped");
-            return;
+        if !shared.is_active(&game_id) {
+            // No members any more, or another engine owns the room now: stop opening rounds.
+            // Bets that arrived meanwhile cannot join a round here.
+            loop {
+                for bet in carried.drain(..) {
+                    if shared.bus.redelivers() {
+                        // Unacknowledged: the room's next owner takes it over.
+                        continue;
+                    }
+                    let wager = unplaced(&bet);
+                    reject(&shared, &bet, &wager, "ROUND_CLOSED").await;
+                }
+                if shared.try_retire(&game_id, generation, &mut rx) {
+                    tracing::debug!(game_id, "room stopped");
+                    return;
+                }
+                while let Ok(bet) = rx.try_recv() {
+                    carried.push(bet);
+                }
+            }
         }
     }
 }
@@ -188,15 +220,7 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
         Ok(None) => {}
         Err(e) => return ledger_unavailable(&q, &e),
     }
-    let raw = Wager {
-        user_id: bet.user_id.clone(),
-        key: bet.idempotency_key.clone(),
-        game_id: bet.game_id.clone(),
-        round_id: String::new(),
-        amount: bet.amount,
-        selection: bet.selection.clone(),
-        client_seed: bet.client_seed.clone(),
-    };
+    let raw = unplaced(&q);
     let selection = match Selection::from_json(&bet.selection)
         .and_then(|s| check_amount(&s, bet.amount).map(|()| s))
     {
@@ -246,6 +270,20 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
             reject(shared, &q, &raw, "INVALID_AMOUNT").await
         }
         Err(e) => ledger_unavailable(&q, &e),
+    }
+}
+
+/// The bet as recorded when it never reached a round.
+fn unplaced(q: &QueuedBet) -> Wager {
+    let bet = &q.bet;
+    Wager {
+        user_id: bet.user_id.clone(),
+        key: bet.idempotency_key.clone(),
+        game_id: bet.game_id.clone(),
+        round_id: String::new(),
+        amount: bet.amount,
+        selection: bet.selection.clone(),
+        client_seed: bet.client_seed.clone(),
     }
 }
 

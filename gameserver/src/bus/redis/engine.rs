@@ -1,0 +1,346 @@
+//! The engine side of the Redis bus: room leases, reading the owned rooms' bet streams
+//! (with takeover of stale pending entries), acknowledgements and the backlog gauge.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prometheus::{IntCounter, IntGauge, Registry};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::Script;
+
+use super::{lease, lock, unavailable, RedisBus, RedisBusConfig};
+use crate::bus::{BetRequest, BusError, Delivery, EngineBus, QueuedBet};
+
+const GROUP: &str = "engines";
+
+#[derive(Clone)]
+pub(super) struct EngineBusMetrics {
+    backlog: IntGauge,
+    leases: IntGauge,
+    claimed: IntCounter,
+}
+
+impl EngineBusMetrics {
+    fn new() -> prometheus::Result<Self> {
+        Ok(Self {
+            backlog: IntGauge::new(
+                "bet_stream_backlog",
+                "Bets in the active rooms' streams not yet taken into the ledger (pending + unread), fleet-wide",
+            )?,
+            leases: IntGauge::new("engine_room_leases", "Room leases this engine holds")?,
+            claimed: IntCounter::new(
+                "bet_stream_claimed_total",
+                "Bets taken over from an engine that stopped processing them",
+            )?,
+        })
+    }
+
+    pub(super) fn register(&self, r: &Registry) -> prometheus::Result<()> {
+        r.register(Box::new(self.backlog.clone()))?;
+        r.register(Box::new(self.leases.clone()))?;
+        r.register(Box::new(self.claimed.clone()))
+    }
+}
+
+pub(super) struct EngineSide {
+    /// Lease value and consumer name: unique to this process.
+    owner: String,
+    owned: Mutex<BTreeMap<String, u64>>,
+    groups: Mutex<HashSet<String>>,
+    last_claim: Mutex<Option<Instant>>,
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    pub(super) metrics: EngineBusMetrics,
+}
+
+impl EngineSide {
+    pub(super) fn new(cfg: &RedisBusConfig) -> prometheus::Result<Self> {
+        let mut nonce = [0u8; 6];
+        // Uniqueness across restarts of the same node id; the time is a fallback.
+        if getrandom::fill(&mut nonce).is_err() {
+            nonce.copy_from_slice(&crate::redisx::now_ms().to_be_bytes()[2..]);
+        }
+        Ok(Self {
+            owner: format!("{}-{}", cfg.node_id, hex::encode(nonce)),
+            owned: Mutex::new(BTreeMap::new()),
+            groups: Mutex::new(HashSet::new()),
+            last_claim: Mutex::new(None),
+            acquire: Script::new(lease::ACQUIRE),
+            renew: Script::new(lease::RENEW),
+            release: Script::new(lease::RELEASE),
+            metrics: EngineBusMetrics::new()?,
+        })
+    }
+}
+
+impl RedisBus {
+    fn owned_rooms(&self) -> Vec<String> {
+        lock(&self.engine.owned).keys().cloned().collect()
+    }
+
+    async fn ensure_group(&self, game_id: &str) -> Result<(), BusError> {
+        if lock(&self.engine.groups).contains(game_id) {
+            return Ok(());
+        }
+        // From id 0: bets submitted before any engine read this room are not skipped.
+        let r = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(Self::bets_key(&self.cfg.prefix, game_id))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async::<()>(&mut self.conn.clone())
+            .await;
+        match r {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        lock(&self.engine.groups).insert(game_id.to_owned());
+        Ok(())
+    }
+
+    fn to_queued(&self, game_id: &str, entry: &StreamId) -> Result<QueuedBet, String> {
+        let json: String = entry
+            .get("bet")
+            .ok_or_else(|| format!("entry {} has no bet field", entry.id))?;
+        let bet: BetRequest = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        Ok(QueuedBet {
+            delivery_id: format!("{game_id}\n{}", entry.id),
+            bet,
+        })
+    }
+
+    /// Turn stream entries into bets; malformed ones are dropped (acknowledged) with a warning.
+    async fn collect(&self, game_id: &str, entries: &[StreamId], out: &mut Vec<QueuedBet>) {
+        for entry in entries {
+            match self.to_queued(game_id, entry) {
+                Ok(q) => out.push(q),
+                Err(e) => {
+                    tracing::warn!(game_id, id = %entry.id, error = %e, "dropping malformed bet entry");
+                    let _ = self.ack_bet(&format!("{game_id}\n{}", entry.id)).await;
+                }
+            }
+        }
+    }
+
+    /// Take over entries another engine read but never acknowledged.
+    async fn claim_stale(&self, rooms: &[String], max: usize) -> Result<Vec<QueuedBet>, BusError> {
+        let mut out = Vec::new();
+        for game_id in rooms {
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(Self::bets_key(&self.cfg.prefix, game_id))
+                .arg(GROUP)
+                .arg(&self.engine.owner)
+                .arg(self.cfg.claim_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(max)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            if !reply.claimed.is_empty() {
+                self.engine
+                    .metrics
+                    .claimed
+                    .inc_by(reply.claimed.len() as u64);
+                tracing::info!(game_id, n = reply.claimed.len(), "took over stale bets");
+            }
+            self.collect(game_id, &reply.claimed, &mut out).await;
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn game_of_key<'a>(&self, key: &'a str) -> &'a str {
+        key.strip_prefix(&format!("{}:bets:", self.cfg.prefix))
+            .unwrap_or(key)
+    }
+}
+
+#[async_trait]
+impl EngineBus for RedisBus {
+    async fn next_bets(&self, max: usize, wait: Duration) -> Result<Vec<QueuedBet>, BusError> {
+        let rooms = self.owned_rooms();
+        if rooms.is_empty() {
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        let claim_due = {
+            let mut last = lock(&self.engine.last_claim);
+            let due = last.is_none_or(|t| t.elapsed() >= self.cfg.claim_idle / 2);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if claim_due {
+            let claimed = self.claim_stale(&rooms, max).await?;
+            if !claimed.is_empty() {
+                return Ok(claimed);
+            }
+        }
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.engine.owner)
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            .arg(wait.as_millis().max(1) as u64)
+            .arg("STREAMS");
+        for g in &rooms {
+            cmd.arg(Self::bets_key(&self.cfg.prefix, g));
+        }
+        for _ in &rooms {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> = match cmd.query_async(&mut self.blocking.clone()).await
+        {
+            Ok(r) => r,
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // Redis lost the groups (restart): create them again.
+                lock(&self.engine.groups).clear();
+                for g in &rooms {
+                    self.ensure_group(g).await?;
+                }
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let game_id = self.game_of_key(&key.key).to_owned();
+            self.collect(&game_id, &key.ids, &mut out).await;
+        }
+        Ok(out)
+    }
+
+    async fn ack_bet(&self, delivery_id: &str) -> Result<(), BusError> {
+        let Some((game_id, id)) = delivery_id.split_once('\n') else {
+            return Err(BusError::Protocol(format!(
+                "bad delivery id {delivery_id:?}"
+            )));
+        };
+        let key = Self::bets_key(&self.cfg.prefix, game_id);
+        // Acknowledged entries are deleted too, so a stream's length is its backlog.
+        redis::pipe()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(id)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
+        self.publish_delivery(&delivery).await
+    }
+
+    fn redelivers(&self) -> bool {
+        true
+    }
+
+    /// Renew, release and acquire room leases, then return the rooms this engine owns.
+    async fn active_rooms(&self) -> Result<Vec<String>, BusError> {
+        let p = &self.cfg.prefix;
+        let now = crate::redisx::now_ms();
+        let ttl = self.cfg.lease_ttl.as_millis() as u64;
+        let (rooms, _, _, engines): (BTreeSet<String>, (), (), usize) = redis::pipe()
+            .cmd("SMEMBERS")
+            .arg(format!("{p}:rooms"))
+            .cmd("ZADD")
+            .arg(format!("{p}:engines"))
+            .arg(now)
+            .arg(&self.engine.owner)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(format!("{p}:engines"))
+            .arg("-inf")
+            .arg(now.saturating_sub(ttl * 2))
+            .ignore()
+            .cmd("ZCARD")
+            .arg(format!("{p}:engines"))
+            .query_async::<(BTreeSet<String>, usize)>(&mut self.conn.clone())
+            .await
+            .map(|(r, n)| (r, (), (), n))
+            .map_err(unavailable)?;
+        let owned = lock(&self.engine.owned).clone();
+        let plan = lease::plan(&self.engine.owner, &owned, &rooms, engines);
+        let mut conn = self.conn.clone();
+        for room in &plan.release {
+            lock(&self.engine.owned).remove(room);
+            let _: i64 = self
+                .engine
+                .release
+                .key(format!("{p}:lease:{room}"))
+                .arg(&self.engine.owner)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(room, "room lease released");
+        }
+        for room in &plan.renew {
+            let kept: i64 = self
+                .engine
+                .renew
+                .key(format!("{p}:lease:{room}"))
+                .arg(&self.engine.owner)
+                .arg(ttl)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if kept == 0 {
+                lock(&self.engine.owned).remove(room);
+                tracing::warn!(room, "room lease lost");
+            }
+        }
+        let mut budget = plan.budget;
+        for room in &plan.acquire {
+            if budget == 0 {
+                break;
+            }
+            let token: u64 = self
+                .engine
+                .acquire
+                .key(format!("{p}:lease:{room}"))
+                .key(format!("{p}:fence:{room}"))
+                .arg(&self.engine.owner)
+                .arg(ttl)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if token > 0 {
+                self.ensure_group(room).await?;
+                lock(&self.engine.owned).insert(room.clone(), token);
+                budget -= 1;
+                tracing::info!(room, token, "room lease acquired");
+            }
+        }
+        // Backlog over every active room (fleet-wide), for scaling decisions.
+        if !rooms.is_empty() {
+            let mut pipe = redis::pipe();
+            for room in &rooms {
+                pipe.cmd("XLEN").arg(Self::bets_key(p, room));
+            }
+            let lens: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            self.engine.metrics.backlog.set(lens.iter().sum());
+        } else {
+            self.engine.metrics.backlog.set(0);
+        }
+        let owned = self.owned_rooms();
+        self.engine.metrics.leases.set(owned.len() as i64);
+        Ok(owned)
+    }
+}

@@ -1,0 +1,264 @@
+//! The bus over Redis, joining any number of gateway and engine processes.
+//!
+//! * **Bets**: one stream per room (`<p>:bets:<gameId>`), consumer group `engines`. A gateway
+//!   acknowledges a bet to the player only after `XADD` returned. Only the engine that owns a
+//!   room reads its stream; entries are acknowledged (`XACK` + `XDEL`) once the ledger holds the
+//!   bet, and entries left pending by a dead engine are taken over with `XAUTOCLAIM`. Blocking
+//!   reads use their own connection so they never delay other commands.
+//! * **Deliveries**: room frames on the pub/sub channel `<p>:room:<gameId>`, which a gateway
+//!   subscribes to only while it has members in the room; user frames on `<p>:users`; frames for
+//!   everyone on `<p>:all`.
+//! * **Presence**: `<p>:members:<gameId>` (set of connections) and `<p>:rooms` (rooms with
+//!   members), updated atomically by scripts. Each gateway keeps a copy of its own memberships
+//!   and writes them again after Redis comes back.
+//! * **Room ownership**: see [`lease`].
+//!
+//! Every Redis failure surfaces as [`BusError::Unavailable`]; connections are re-established in
+//! the background.
+
+mod engine;
+pub mod lease;
+mod pubsub;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use tokio::sync::mpsc;
+
+use super::{BetRequest, BusError, Delivery, GatewayBus, Target};
+
+/// How a process joins the Redis bus.
+#[derive(Clone, Debug)]
+pub struct RedisBusConfig {
+    pub url: String,
+    /// Namespace for every key and channel.
+    pub prefix: String,
+    /// Unique name of this process (gateway or engine id).
+    pub node_id: String,
+    /// Room lease lifetime; an owner renews it every `active_rooms` call (several per TTL).
+    pub lease_ttl: Duration,
+    /// A bet pending this long with a consumer is taken over by another engine.
+    pub claim_idle: Duration,
+}
+
+impl RedisBusConfig {
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "gf".into(),
+            node_id: node_id.into(),
+            lease_ttl: Duration::from_secs(3),
+            claim_idle: Duration::from_secs(2),
+        }
+    }
+}
+
+pub(crate) fn unavailable(e: redis::RedisError) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+/// Deliveries queued towards the gateway before the subscriber waits.
+const DELIVERY_QUEUE: usize = 16_384;
+
+const JOIN: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return redis.call('SCARD', KEYS[1])
+"#;
+
+const LEAVE: &str = r#"
+redis.call('SREM', KEYS[1], ARGV[1])
+local n = redis.call('SCARD', KEYS[1])
+if n == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return n
+"#;
+
+pub struct RedisBus {
+    cfg: RedisBusConfig,
+    conn: ConnectionManager,
+    /// Only for blocking stream reads.
+    blocking: ConnectionManager,
+    join: Script,
+    leave: Script,
+    /// This gateway's memberships (room → connections), re-written after a Redis restart.
+    members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    subscriber: pubsub::Subscriber,
+    deliveries_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
+    engine: engine::EngineSide,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RedisBus {
+    /// Connect lazily (Redis may be down at start) and start the subscriber task. Must be called
+    /// inside a Tokio runtime.
+    pub fn connect(cfg: RedisBusConfig) -> Result<Arc<Self>, BusError> {
+        let conn = crate::redisx::manager(&cfg.url).map_err(unavailable)?;
+        let blocking = crate::redisx::blocking_manager(&cfg.url).map_err(unavailable)?;
+        let client = redis::Client::open(cfg.url.as_str()).map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
+        let members = Arc::new(Mutex::new(HashMap::new()));
+        let subscriber = pubsub::Subscriber::start(
+            client,
+            cfg.prefix.clone(),
+            tx,
+            conn.clone(),
+            Arc::clone(&members),
+        )
+        .map_err(|e| BusError::Protocol(e.to_string()))?;
+        Ok(Arc::new(Self {
+            engine: engine::EngineSide::new(&cfg).map_err(|e| BusError::Protocol(e.to_string()))?,
+            cfg,
+            conn,
+            blocking,
+            join: Script::new(JOIN),
+            leave: Script::new(LEAVE),
+            members,
+            subscriber,
+            deliveries_rx: Mutex::new(Some(rx)),
+        }))
+    }
+
+    /// Register the bus metrics (pub/sub lag, bet backlog, leases) on a registry.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        self.subscriber.metrics.register(registry)?;
+        self.engine.metrics.register(registry)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.cfg.prefix)
+    }
+
+    pub(crate) fn bets_key(prefix: &str, game_id: &str) -> String {
+        format!("{prefix}:bets:{game_id}")
+    }
+
+    pub(crate) fn channel(prefix: &str, target: &Target) -> String {
+        match target {
+            Target::Room(g) => format!("{prefix}:room:{g}"),
+            Target::User(_) => format!("{prefix}:users"),
+            Target::All => format!("{prefix}:all"),
+        }
+    }
+
+    async fn publish_delivery(&self, delivery: &Delivery) -> Result<(), BusError> {
+        let payload =
+            serde_json::to_string(delivery).map_err(|e| BusError::Protocol(e.to_string()))?;
+        redis::cmd("PUBLISH")
+            .arg(Self::channel(&self.cfg.prefix, &delivery.target))
+            .arg(payload)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl GatewayBus for RedisBus {
+    async fn submit_bet(&self, bet: &BetRequest) -> Result<(), BusError> {
+        let json = serde_json::to_string(bet).map_err(|e| BusError::Protocol(e.to_string()))?;
+        redis::cmd("XADD")
+            .arg(Self::bets_key(&self.cfg.prefix, &bet.game_id))
+            .arg("*")
+            .arg("bet")
+            .arg(json)
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
+        self.publish_delivery(&delivery).await
+    }
+
+    async fn subscribe_room(&self, game_id: &str) -> Result<(), BusError> {
+        self.subscriber
+            .subscribe(Self::channel(
+                &self.cfg.prefix,
+                &Target::Room(game_id.into()),
+            ))
+            .await
+    }
+
+    async fn unsubscribe_room(&self, game_id: &str) -> Result<(), BusError> {
+        self.subscriber
+            .unsubscribe(Self::channel(
+                &self.cfg.prefix,
+                &Target::Room(game_id.into()),
+            ))
+            .await
+    }
+
+    async fn join_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError> {
+        lock(&self.members)
+            .entry(game_id.to_owned())
+            .or_default()
+            .insert(connection_id.to_owned());
+        self.join
+            .key(self.key(&format!("members:{game_id}")))
+            .key(self.key("rooms"))
+            .arg(connection_id)
+            .arg(game_id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn leave_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError> {
+        {
+            let mut m = lock(&self.members);
+            if let Some(set) = m.get_mut(game_id) {
+                set.remove(connection_id);
+                if set.is_empty() {
+                    m.remove(game_id);
+                }
+            }
+        }
+        self.leave
+            .key(self.key(&format!("members:{game_id}")))
+            .key(self.key("rooms"))
+            .arg(connection_id)
+            .arg(game_id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    fn take_deliveries(&self) -> Option<mpsc::Receiver<Delivery>> {
+        lock(&self.deliveries_rx).take()
+    }
+}
+
+/// Re-add this gateway's memberships (after Redis lost them).
+pub(crate) async fn restore_presence(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    members: &Mutex<HashMap<String, HashSet<String>>>,
+) -> Result<(), BusError> {
+    let snapshot: Vec<(String, Vec<String>)> = lock(members)
+        .iter()
+        .map(|(g, c)| (g.clone(), c.iter().cloned().collect()))
+        .collect();
+    if snapshot.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (game, conns) in &snapshot {
+        pipe.cmd("SADD")
+            .arg(format!("{prefix}:members:{game}"))
+            .arg(conns)
+            .ignore();
+        pipe.cmd("SADD")
+            .arg(format!("{prefix}:rooms"))
+            .arg(game)
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await.map_err(unavailable)
+}

@@ -1,0 +1,336 @@
+//! Gateways and engines joined by a real redis-server: cross-gateway rooms, duplicate bets,
+//! engine crash takeover, room spreading, and a Redis restart.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gameserver::bus::redis::{RedisBus, RedisBusConfig};
+use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
+use gameserver::engine::{self, EngineConfig};
+use gameserver::ledger::{EntryKind, Ledger, RedisLedger};
+use serde_json::{json, Value};
+use support::RedisServer;
+use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
+
+fn bus_cfg(server: &RedisServer, node: &str) -> RedisBusConfig {
+    bus_cfg_url(&server.url(), node)
+}
+
+fn bus_cfg_url(url: &str, node: &str) -> RedisBusConfig {
+    let mut cfg = RedisBusConfig::new(url, node);
+    cfg.lease_ttl = Duration::from_millis(1_000);
+    cfg.claim_idle = Duration::from_millis(500);
+    cfg
+}
+
+struct Gateway {
+    bus: Arc<RedisBus>,
+    rx: Receiver<Delivery>,
+}
+
+async fn gateway(server: &RedisServer, node: &str, rooms: &[&str]) -> Gateway {
+    let bus = RedisBus::connect(bus_cfg(server, node)).unwrap();
+    let rx = bus.take_deliveries().unwrap();
+    for room in rooms {
+        // The subscriber connects in the background; retry until it is up.
+        for _ in 0..100 {
+            if bus.subscribe_room(room).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bus.join_room(room, &format!("{node}-conn")).await.unwrap();
+    }
+    Gateway { bus, rx }
+}
+
+/// An engine on its own runtime, so a crash can be simulated by dropping every task at once.
+struct Engine {
+    registry: prometheus::Registry,
+    stop: CancellationToken,
+    rt: Option<tokio::runtime::Runtime>,
+    done: tokio::sync::oneshot::Receiver<Result<(), engine::EngineError>>,
+}
+
+impl Engine {
+    async fn stop(mut self) {
+        self.stop.cancel();
+        (&mut self.done).await.unwrap().unwrap();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Like SIGKILL: every task stops where it is; leases and pending entries stay behind.
+    fn crash(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn start_engine(server: &RedisServer, node: &str) -> Engine {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = prometheus::Registry::new();
+    let stop = CancellationToken::new();
+    let (tx, done) = tokio::sync::oneshot::channel();
+    let (url, node, reg, token) = (
+        server.url(),
+        node.to_owned(),
+        registry.clone(),
+        stop.clone(),
+    );
+    rt.spawn(async move {
+        let bus = RedisBus::connect(bus_cfg_url(&url, &node)).unwrap();
+        bus.register_metrics(&reg).unwrap();
+        let ledger: Arc<dyn Ledger> = Arc::new(RedisLedger::connect(&url, "gf").unwrap());
+        let cfg = EngineConfig {
+            engine_id: node,
+            betting_window: Duration::from_millis(300),
+            result_pause: Duration::from_millis(50),
+            starting_balance: Some(10_000),
+            rooms_poll: Duration::from_millis(100),
+            ..EngineConfig::default()
+        };
+        let _ = tx.send(engine::run(bus, ledger, cfg, reg, token).await);
+    });
+    Engine {
+        registry,
+        stop,
+        rt: Some(rt),
+        done,
+    }
+}
+
+fn leases(e: &Engine) -> i64 {
+    e.registry
+        .gather()
+        .iter()
+        .find(|m| m.name() == "engine_room_leases")
+        .map(|m| m.get_metric()[0].get_gauge().value() as i64)
+        .unwrap_or(0)
+}
+
+fn bet(user: &str, key: &str, game: &str) -> BetRequest {
+    BetRequest {
+        idempotency_key: key.into(),
+        user_id: user.into(),
+        game_id: game.into(),
+        amount: 100,
+        selection: json!({"direction":"over","target":50}),
+        client_seed: None,
+        gateway_id: "test".into(),
+        received_at_ms: 0,
+    }
+}
+
+async fn next(rx: &mut Receiver<Delivery>) -> (Target, Value) {
+    let d = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no delivery within 10 s")
+        .expect("closed");
+    (d.target.clone(), serde_json::from_str(&d.frame).unwrap())
+}
+
+async fn ledger_total(server: &RedisServer) -> (i64, usize) {
+    let l = RedisLedger::connect(&server.url(), "gf").unwrap();
+    let total = l.accounts().await.unwrap().iter().map(|(_, b)| b).sum();
+    let stakes = l
+        .entries(0, 1_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EntryKind::Bet)
+        .count();
+    (total, stakes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_three_gateways_see_every_event_once() {
+    let server = RedisServer::start();
+    let mut gws = Vec::new();
+    for i in 0..3 {
+        gws.push(gateway(&server, &format!("gw{i}"), &["g1"]).await);
+    }
+    let engine = start_engine(&server, "e1");
+    // Per gateway: how often each (event, roundId) arrived, over three rounds.
+    for gw in gws.iter_mut() {
+        let mut seen: HashMap<(String, String), usize> = HashMap::new();
+        let mut rounds = 0;
+        while rounds < 3 {
+            let (_, v) = next(&mut gw.rx).await;
+            if v["type"] == "game_event" {
+                let key = (
+                    v["event"].as_str().unwrap().to_owned(),
+                    v["data"]["roundId"].as_str().unwrap().to_owned(),
+                );
+                *seen.entry(key).or_default() += 1;
+                if v["event"] == "round_result" {
+                    rounds += 1;
+                }
+            }
+        }
+        assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    }
+    // A bet through one gateway is settled and its result reaches the user channel everywhere.
+    gws[1]
+        .bus
+        .submit_bet(&bet("ann", "k1", "g1"))
+        .await
+        .unwrap();
+    for gw in gws.iter_mut() {
+        loop {
+            let (t, v) = next(&mut gw.rx).await;
+            if t == Target::User("ann".into()) {
+                assert_eq!(v["type"], "bet_settled", "{v}");
+                break;
+            }
+        }
+    }
+    engine.stop().await;
+    assert_eq!(ledger_total(&server).await, (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bet_through_two_gateways_debits_once() {
+    let server = RedisServer::start();
+    let mut a = gateway(&server, "gwa", &["g1"]).await;
+    let b = gateway(&server, "gwb", &["g1"]).await;
+    let engine = start_engine(&server, "e1");
+    let (a_bus, b_bus) = (a.bus.clone(), b.bus.clone());
+    let x = bet("bo", "dup", "g1");
+    let (r1, r2) = tokio::join!(a_bus.submit_bet(&x), b_bus.submit_bet(&x));
+    r1.unwrap();
+    r2.unwrap();
+    // Both copies are answered by one settlement on the user's channel, and after it the
+    // next round's result passes with no second one.
+    let mut settled = Vec::new();
+    let mut rounds_after = 0;
+    while rounds_after < 2 {
+        let (t, v) = next(&mut a.rx).await;
+        if t == Target::User("bo".into()) {
+            assert_eq!(v["type"], "bet_settled", "{v}");
+            settled.push(v);
+        } else if !settled.is_empty() && v["event"] == "round_result" {
+            rounds_after += 1;
+        }
+    }
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    engine.stop().await;
+    assert_eq!(ledger_total(&server).await, (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_engine_s_rooms_move_and_every_bet_settles_once() {
+    let server = RedisServer::start();
+    let rooms = ["r1", "r2", "r3", "r4"];
+    let mut gw = gateway(&server, "gw", &rooms).await;
+    let e1 = start_engine(&server, "e1");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let e2 = start_engine(&server, "e2");
+    // Rooms spread over both engines.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(leases(&e1) == 2 && leases(&e2) == 2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rooms did not spread: {} / {}",
+            leases(&e1),
+            leases(&e2)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bets flow into every room while e1 dies abruptly (no cleanup, leases left to expire).
+    let mut keys = Vec::new();
+    let mut e1 = Some(e1);
+    for i in 0..80 {
+        let b = bet(&format!("p{}", i % 8), &format!("k{i}"), rooms[i % 4]);
+        gw.bus.submit_bet(&b).await.unwrap();
+        keys.push(b.idempotency_key);
+        if i == 30 {
+            if let Some(e) = e1.take() {
+                e.crash();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut outcome: HashMap<String, usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while outcome.len() < keys.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} answered",
+            outcome.len(),
+            keys.len()
+        );
+        let (t, v) = next(&mut gw.rx).await;
+        if matches!(t, Target::User(_)) {
+            assert_eq!(v["type"], "bet_settled", "{v}");
+            *outcome
+                .entry(v["idempotencyKey"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(leases(&e2), 4, "the survivor owns every room");
+    e2.stop().await;
+    let (total, stakes) = ledger_total(&server).await;
+    assert_eq!(total, 0, "money conserved");
+    assert_eq!(stakes, keys.len(), "every bet debited exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_is_survived() {
+    let mut server = RedisServer::start();
+    let mut gw = gateway(&server, "gw", &["g1"]).await;
+    let engine = start_engine(&server, "e1");
+    loop {
+        let (_, v) = next(&mut gw.rx).await;
+        if v["event"] == "round_started" {
+            break;
+        }
+    }
+    server.kill();
+    // While Redis is down the bus says so clearly.
+    let err = gw.bus.submit_bet(&bet("cy", "k1", "g1")).await.unwrap_err();
+    assert!(err.to_string().contains("unavailable"), "{err}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart();
+    // Recovery: the gateway re-subscribes and re-registers its members by itself, and bets
+    // settle again. While presence is being restored a bet may be refused with a clear reason.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut attempt = 0;
+    'recovered: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no settlement after the restart"
+        );
+        attempt += 1;
+        let key = format!("after-{attempt}");
+        if gw.bus.submit_bet(&bet("cy", &key, "g1")).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        loop {
+            let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(3), gw.rx.recv()).await
+            else {
+                continue 'recovered;
+            };
+            let v: Value = serde_json::from_str(&d.frame).unwrap();
+            if d.target == Target::User("cy".into()) && v["idempotencyKey"] == json!(key) {
+                if v["type"] == "bet_settled" {
+                    break 'recovered;
+                }
+                assert_eq!(v["reason"], "ROUND_CLOSED", "{v}");
+                continue 'recovered;
+            }
+        }
+    }
+    engine.stop().await;
+}
