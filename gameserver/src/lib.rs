@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod clock;
+pub mod distributed;
 pub mod engine;
 pub mod game;
 pub mod gateway;

@@ -28,7 +28,10 @@ pub enum Command {
     Verify(crate::game::verify::VerifyArgs),
     /// Load generator: hold many authenticated connections, bet, report latency and memory.
     Bench(crate::bench::BenchArgs),
-    // `gateway` and `engine` (separate processes over Redis) are added here by their modules.
+    /// A gateway process on the Redis bus (players connect here).
+    Gateway(crate::distributed::GatewayCmdArgs),
+    /// An engine process on the Redis bus (runs rounds, owns the ledger operations).
+    Engine(crate::distributed::EngineCmdArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -39,6 +42,8 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Local(args) => block_on(crate::local::run(args)),
         Command::Bench(args) => block_on(crate::bench::main(args)),
+        Command::Gateway(args) => block_on(crate::distributed::run_gateway(args)),
+        Command::Engine(args) => block_on(crate::distributed::run_engine(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,218 @@
+//! `gameserver gateway` and `gameserver engine`: the two halves as separate processes joined
+//! by Redis (bus and ledger). Run any number of each.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState, Health};
+use crate::auth::Authenticator;
+use crate::bus::redis::{RedisBus, RedisBusConfig};
+use crate::cli::args::{Secret, ServerArgs};
+use crate::engine::{self, EngineConfig};
+use crate::gateway::Gateway;
+use crate::ledger::{admin as ledger_admin, Ledger, RedisLedger};
+use crate::server;
+
+#[derive(Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// Namespace of every Redis key and channel (fleets sharing a Redis use different ones).
+    #[arg(long, env = "REDIS_PREFIX", default_value = "gf")]
+    pub redis_prefix: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GatewayCmdArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EngineCmdArgs {
+    /// Admin HTTP address (/metrics, /healthz, /readyz, admin ledger API).
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+    /// Redis URL for the bus and the ledger.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Secret,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Engine name on the bus (default: random).
+    #[arg(long, env = "ENGINE_ID")]
+    pub engine_id: Option<String>,
+    /// How long each round takes bets, milliseconds.
+    #[arg(long, env = "BETTING_WINDOW_MS", default_value_t = 4_000)]
+    pub betting_window_ms: u64,
+    /// Pause between a round's result and the next round, milliseconds.
+    #[arg(long, env = "RESULT_PAUSE_MS", default_value_t = 1_000)]
+    pub result_pause_ms: u64,
+    /// Room lease lifetime, milliseconds: how soon a dead engine's rooms move.
+    #[arg(long, env = "LEASE_TTL_MS", default_value_t = 3_000)]
+    pub lease_ttl_ms: u64,
+    /// Bearer token for the admin ledger API (credit/debit); unset leaves it disabled (503).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
+    pub admin_token: Secret,
+}
+
+fn random_id(role: &str) -> String {
+    format!("{role}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn redis_url(url: Option<&Secret>) -> Result<String, String> {
+    match url {
+        Some(u) if !u.is_empty() => Ok(u.expose().to_owned()),
+        _ => Err("--redis-url (or REDIS_URL) is required".into()),
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn spawn_server(
+    name: &'static str,
+    l: tokio::net::TcpListener,
+    r: Router,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(l, r, stop).await {
+            tracing::error!(error = %e, server = name, "server stopped");
+        }
+    });
+}
+
+async fn upgrade(
+    State(gw): State<Arc<Gateway>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(u) => gw.accept(u),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
+    let mut cfg = args.server.gateway.config()?;
+    if args.server.gateway.gateway_id.is_none() {
+        cfg.gateway_id = random_id("gw");
+    }
+    let secret = match &args.server.jwt_secret {
+        Some(s) if !s.is_empty() => s.expose().as_bytes().to_vec(),
+        _ => return Err("--jwt-secret (or JWT_SECRET) is required".into()),
+    };
+    let auth = Authenticator::new(&secret).map_err(|e| e.to_string())?;
+    let url = redis_url(args.server.redis_url.as_ref())?;
+    let mut bus_cfg = RedisBusConfig::new(url, cfg.gateway_id.clone());
+    bus_cfg.prefix = args.redis.redis_prefix.clone();
+    let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
+    let registry = prometheus::Registry::new();
+    bus.register_metrics(&registry).map_err(|e| e.to_string())?;
+    let health = Arc::new(Health::default());
+    let stop = CancellationToken::new();
+    let gateway =
+        Gateway::new(cfg, bus, auth, &registry, Arc::clone(&health)).map_err(|e| e.to_string())?;
+    gateway.start(stop.clone()).map_err(|e| e.to_string())?;
+    let player = server::bind(args.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.server.listen))?;
+    let admin_l = server::bind(args.server.admin_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.server.admin_listen))?;
+    let router = Router::new()
+        .route("/", any(upgrade))
+        .route("/ws", any(upgrade))
+        .with_state(gateway);
+    let admin_router = admin::router(AdminState {
+        registry,
+        health: Arc::clone(&health),
+    });
+    spawn_server("player", player, router, stop.clone());
+    spawn_server("admin", admin_l, admin_router, stop.clone());
+    health.set_ready(true);
+    tracing::info!(listen = %args.server.listen, "gateway running");
+    stop_signal().await;
+    health.set_ready(false);
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}
+
+pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
+    let url = redis_url(Some(&args.redis_url))?;
+    let engine_id = args
+        .engine_id
+        .clone()
+        .unwrap_or_else(|| random_id("engine"));
+    let mut bus_cfg = RedisBusConfig::new(url.clone(), engine_id.clone());
+    bus_cfg.prefix = args.redis.redis_prefix.clone();
+    if args.lease_ttl_ms < 300 {
+        return Err(format!(
+            "--lease-ttl-ms must be at least 300, got {}",
+            args.lease_ttl_ms
+        ));
+    }
+    bus_cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
+    bus_cfg.claim_idle = bus_cfg.lease_ttl * 2 / 3;
+    let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
+    let ledger: Arc<dyn Ledger> = Arc::new(
+        RedisLedger::connect(&url, args.redis.redis_prefix.clone()).map_err(|e| e.to_string())?,
+    );
+    let registry = prometheus::Registry::new();
+    bus.register_metrics(&registry).map_err(|e| e.to_string())?;
+    let cfg = EngineConfig {
+        engine_id,
+        betting_window: Duration::from_millis(args.betting_window_ms),
+        result_pause: Duration::from_millis(args.result_pause_ms),
+        // Rooms are refreshed (and leases renewed) several times per lease lifetime.
+        rooms_poll: Duration::from_millis((args.lease_ttl_ms / 4).max(50)),
+        ..EngineConfig::default()
+    };
+    cfg.validate().map_err(|e| e.to_string())?;
+    let health = Arc::new(Health::default());
+    let stop = CancellationToken::new();
+    let admin_l = server::bind(args.admin_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.admin_listen))?;
+    let admin_router = admin::router(AdminState {
+        registry: registry.clone(),
+        health: Arc::clone(&health),
+    })
+    .merge(ledger_admin::routes(
+        Arc::clone(&ledger),
+        args.admin_token.expose(),
+    ));
+    spawn_server("admin", admin_l, admin_router, stop.clone());
+    let engine = tokio::spawn(engine::run(bus, ledger, cfg, registry, stop.clone()));
+    health.set_ready(true);
+    tracing::info!("engine running");
+    stop_signal().await;
+    health.set_ready(false);
+    stop.cancel();
+    // Rounds in progress are settled before the engine returns.
+    match engine.await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("engine task failed: {e}")),
+    }
+}
