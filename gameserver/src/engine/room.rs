@@ -385,6 +385,10 @@ async fn settle(shared: &Shared, round: &OpenRound) {
     let mut totals = RoundTotals::default();
     for rec in &bets {
         let w = &rec.wager;
+        if !matches!(rec.state, BetState::Pending { .. }) {
+            // Settled by a previous owner of the room, which also told the player.
+            continue;
+        }
         // Stored selections were normalised when placed; if one cannot be read back the stake
         // is returned rather than guessed at.
         let payout = Selection::from_json(&w.selection)
