@@ -13,7 +13,6 @@ use crate::store::{Store, Write};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -103,7 +102,6 @@ pub enum Deleted {
 pub struct ApiServer {
     pub registry: Registry,
     pub store: Store,
-    service_ips: Mutex<u32>,
     node_ports: AtomicU32,
 }
 
@@ -112,7 +110,6 @@ impl ApiServer {
         let api = Self {
             registry: Registry::default(),
             store: Store::new(history),
-            service_ips: Mutex::new(0),
             node_ports: AtomicU32::new(30000),
         };
         let def = api.registry.find("", "v1", "namespaces");
@@ -310,16 +307,7 @@ impl ApiServer {
     }
 
     fn next_service_ip(&self) -> String {
-        let mut n = self.service_ips.lock().unwrap_or_else(|p| p.into_inner());
-        *n += 1;
-        // 127.1.0.1 .. 127.1.255.254, skipping .0 and .255 hosts.
-        loop {
-            let host = *n % 65536;
-            if !host.is_multiple_of(256) && host % 256 != 255 {
-                return format!("127.1.{}.{}", host / 256, host % 256);
-            }
-            *n += 1;
-        }
+        crate::ipalloc::next_service_ip()
     }
 
     /// CRD defaulting, pruning and validation.
@@ -760,6 +748,10 @@ impl ApiServer {
                 Some("Foreground") if !already => finalizers.push(json!("foregroundDeletion")),
                 Some("Orphan") if !already => finalizers.push(json!("orphan")),
                 _ => {}
+            }
+            if def.storage == "core/namespaces" && !already {
+                // The namespace controller empties it, then drops this finalizer.
+                finalizers.push(json!("kubernetes"));
             }
             let grace = if def.storage == "core/pods" {
                 let spec_grace = cur

@@ -150,16 +150,6 @@ impl Cluster {
                 tracing::error!(%e, "API server stopped");
             }
         })];
-        let kubelet = Arc::new(crate::kubelet::Kubelet::new(
-            api.clone(),
-            logs.clone(),
-            config.images.clone(),
-        ));
-        tasks.extend(crate::controllers::spawn_all(
-            api.clone(),
-            kubelet.clone(),
-            cancel.clone(),
-        ));
 
         let (kubeconfig, temp_dir) = match &config.kubeconfig {
             Some(p) => (p.clone(), None),
@@ -173,6 +163,17 @@ impl Cluster {
             }
         };
         write_kubeconfig(&kubeconfig, addr)?;
+        let kubelet = Arc::new(crate::kubelet::Kubelet::new(
+            api.clone(),
+            logs.clone(),
+            config.images.clone(),
+            kubeconfig.clone(),
+        ));
+        tasks.extend(crate::controllers::spawn_all(
+            api.clone(),
+            kubelet.clone(),
+            cancel.clone(),
+        ));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "kubesim API server listening");
         Ok(Self {
             addr,

@@ -66,12 +66,19 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !body.is_empty() && (ct.contains("protobuf") || ct.contains("cbor")) {
-        // Only JSON (and YAML apply patches) are served; clients fall back to JSON on 415.
+    let body = if !body.is_empty() && ct.contains("protobuf") {
+        // Typed clients (helm's release storage, kubectl create) send protobuf.
+        match crate::protobuf::decode(&body) {
+            Ok(v) => Bytes::from(v.to_string()),
+            Err(msg) => return error_response(&ApiError::unsupported_media(msg)),
+        }
+    } else if !body.is_empty() && ct.contains("cbor") {
         return error_response(&ApiError::unsupported_media(format!(
             "the body of the request was in an unknown format ({ct}); accepted: application/json"
         )));
-    }
+    } else {
+        body
+    };
     match route(&state, &method, &path, &query, &headers, &body).await {
         Ok(r) => r,
         Err(e) => {

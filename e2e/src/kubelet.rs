@@ -35,16 +35,40 @@ impl LogStore {
     }
 }
 
-use crate::apiserver::ApiServer;
-use std::collections::BTreeMap;
+mod probe;
+mod runtime;
+
+pub use runtime::{resolve_program, split_image};
+
+use crate::apiserver::{meta_str, ApiServer};
+use crate::controllers::Ctx;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-#[allow(dead_code)] // the process runner lands next
+/// What the dispatcher tells a pod's task.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Signal {
+    Run,
+    /// deletionTimestamp set: stop with this grace period (seconds).
+    Terminate(i64),
+    /// Removed from the API: kill at once.
+    Gone,
+}
+
 pub struct Kubelet {
-    api: Arc<ApiServer>,
-    logs: Arc<LogStore>,
-    images: BTreeMap<String, PathBuf>,
+    pub(crate) api: Arc<ApiServer>,
+    pub(crate) logs: Arc<LogStore>,
+    pub(crate) images: BTreeMap<String, PathBuf>,
+    pub(crate) kubeconfig: PathBuf,
+    /// Process groups of every running container, killed on shutdown.
+    pub(crate) pgids: Mutex<HashSet<i32>>,
+    pods: Mutex<HashMap<String, watch::Sender<Signal>>>,
 }
 
 impl Kubelet {
@@ -52,9 +76,95 @@ impl Kubelet {
         api: Arc<ApiServer>,
         logs: Arc<LogStore>,
         images: BTreeMap<String, PathBuf>,
+        kubeconfig: PathBuf,
     ) -> Self {
-        Self { api, logs, images }
+        Self {
+            api,
+            logs,
+            images,
+            kubeconfig,
+            pgids: Mutex::new(HashSet::new()),
+            pods: Mutex::new(HashMap::new()),
+        }
     }
 
-    pub fn kill_all(&self) {}
+    /// SIGKILLs every process group started (shutdown, drop).
+    pub fn kill_all(&self) {
+        let pgids: Vec<i32> = self
+            .pgids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for pg in pgids {
+            runtime::signal_group(pg, libc::SIGKILL);
+        }
+    }
+}
+
+/// Watches pods and starts/stops their tasks.
+pub fn spawn(kubelet: Arc<Kubelet>, ctx: Arc<Ctx>, cancel: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut rx = kubelet.api.store.subscribe();
+        loop {
+            let (pods, _) = kubelet.api.list(&ctx.pods, None);
+            let mut live = HashSet::new();
+            for pod in &pods {
+                let uid = meta_str(pod, "uid").to_string();
+                live.insert(uid.clone());
+                let signal = if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                    Signal::Terminate(
+                        pod.pointer("/metadata/deletionGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(30),
+                    )
+                } else {
+                    Signal::Run
+                };
+                let mut map = kubelet.pods.lock().unwrap_or_else(|p| p.into_inner());
+                match map.get(&uid) {
+                    Some(tx) => {
+                        if *tx.borrow() != signal {
+                            let _ = tx.send(signal);
+                        }
+                    }
+                    None => {
+                        let (tx, rx) = watch::channel(signal);
+                        map.insert(uid.clone(), tx);
+                        tokio::spawn(runtime::run_pod(
+                            kubelet.clone(),
+                            ctx.clone(),
+                            pod.clone(),
+                            rx,
+                            cancel.clone(),
+                        ));
+                    }
+                }
+            }
+            {
+                let mut map = kubelet.pods.lock().unwrap_or_else(|p| p.into_inner());
+                map.retain(|uid, tx| {
+                    if live.contains(uid) {
+                        true
+                    } else {
+                        let _ = tx.send(Signal::Gone);
+                        false
+                    }
+                });
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    kubelet.kill_all();
+                    return;
+                }
+                r = rx.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                        return;
+                    }
+                    while rx.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    })
 }

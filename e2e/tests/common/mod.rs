@@ -1,6 +1,8 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+pub mod manifests;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,0 +1,499 @@
+//! Deployment and ReplicaSet controllers.
+
+use super::decide::{deletion_order, int_or_percent, rolling_step, PodRank, RsState};
+use super::{event, owned_by, owner_ref, Ctx};
+use crate::apiserver::{meta_str, now, DeleteOpts, WriteOpts};
+use crate::selector::LabelSelector;
+use serde_json::{json, Value};
+
+const MANAGER: &str = "kubesim-controller-manager";
+
+fn int(v: &Value, ptr: &str) -> i64 {
+    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// A stable short hash of the pod template (the `pod-template-hash` label).
+fn template_hash(template: &Value) -> String {
+    let mut t = template.clone();
+    if let Some(l) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.remove("pod-template-hash");
+    }
+    let s = t.to_string();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+pub fn reconcile_deployments(ctx: &Ctx) {
+    let (deploys, _) = ctx.api.list(&ctx.deployments, None);
+    let (all_rs, _) = ctx.api.list(&ctx.replicasets, None);
+    for d in deploys {
+        if d.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        if let Err(e) = reconcile_deployment(ctx, &d, &all_rs) {
+            tracing::debug!(error = %e, deployment = meta_str(&d, "name"), "deployment reconcile");
+        }
+    }
+}
+
+fn reconcile_deployment(
+    ctx: &Ctx,
+    d: &Value,
+    all_rs: &[Value],
+) -> Result<(), crate::error::ApiError> {
+    let ns = meta_str(d, "namespace").to_string();
+    let name = meta_str(d, "name").to_string();
+    let uid = meta_str(d, "uid").to_string();
+    let desired = int(d, "/spec/replicas");
+    let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let hash = template_hash(&template);
+    let mut owned: Vec<Value> = all_rs
+        .iter()
+        .filter(|rs| owned_by(rs, &uid))
+        .cloned()
+        .collect();
+    owned.sort_by(|a, b| meta_str(a, "creationTimestamp").cmp(meta_str(b, "creationTimestamp")));
+    let new_rs = owned
+        .iter()
+        .find(|rs| {
+            rs.pointer("/metadata/labels/pod-template-hash")
+                .and_then(Value::as_str)
+                == Some(&hash)
+        })
+        .cloned();
+    let olds: Vec<Value> = owned
+        .iter()
+        .filter(|rs| meta_str(rs, "name") != format!("{name}-{hash}"))
+        .cloned()
+        .collect();
+    let max_revision = owned
+        .iter()
+        .filter_map(|rs| {
+            rs.pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+                .and_then(Value::as_str)?
+                .parse::<i64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let paused = d.pointer("/spec/paused") == Some(&Value::Bool(true));
+    let recreate = d.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate");
+    let olds_state: Vec<RsState> = olds
+        .iter()
+        .map(|rs| RsState {
+            replicas: int(rs, "/spec/replicas"),
+            available: int(rs, "/status/availableReplicas"),
+        })
+        .collect();
+    let old_pods_total: i64 = olds.iter().map(|rs| int(rs, "/status/replicas")).sum();
+
+    let new_rs = match new_rs {
+        Some(rs) => rs,
+        None if paused => return Ok(()),
+        None => {
+            let initial = if recreate {
+                if old_pods_total == 0 && olds_state.iter().all(|o| o.replicas == 0) {
+                    desired
+                } else {
+                    0
+                }
+            } else if olds.is_empty() {
+                desired
+            } else {
+                let surge = int_or_percent(
+                    d.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+                    desired,
+                    true,
+                    1,
+                );
+                let total: i64 = olds_state.iter().map(|o| o.replicas).sum();
+                (desired + surge - total).clamp(0, desired)
+            };
+            let mut tpl = template.clone();
+            tpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+            selector["matchLabels"]["pod-template-hash"] = json!(hash);
+            let mut labels = template
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(json!({}));
+            labels["pod-template-hash"] = json!(hash);
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": labels,
+                    "annotations": {"deployment.kubernetes.io/revision": (max_revision + 1).to_string(),
+                        "deployment.kubernetes.io/desired-replicas": desired.to_string()},
+                    "ownerReferences": [owner_ref(d)]},
+                "spec": {"replicas": initial, "minReadySeconds": int(d, "/spec/minReadySeconds"),
+                    "selector": selector, "template": tpl},
+            });
+            let created =
+                ctx.api
+                    .create(&ctx.replicasets, &ns, rs, &WriteOpts::manager(MANAGER))?;
+            event(
+                ctx,
+                d,
+                "Normal",
+                "ScalingReplicaSet",
+                &format!("Scaled up replica set {name}-{hash} from 0 to {initial}"),
+            );
+            let revision = (max_revision + 1).to_string();
+            ctx.api.write_existing(
+                &ctx.deployments,
+                &ns,
+                &name,
+                "",
+                &WriteOpts::manager(MANAGER),
+                |cur| {
+                    let mut n = cur.clone();
+                    n["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+                        json!(revision);
+                    strip_rv(&mut n);
+                    Ok(n)
+                },
+            )?;
+            created
+        }
+    };
+    let new_state = RsState {
+        replicas: int(&new_rs, "/spec/replicas"),
+        available: int(&new_rs, "/status/availableReplicas"),
+    };
+    // The new ReplicaSet's template must follow label/annotation-only edits too.
+    if !paused {
+        let (new_target, old_targets) = if recreate {
+            let olds_gone = old_pods_total == 0;
+            (if olds_gone { desired } else { 0 }, vec![0; olds.len()])
+        } else if olds_state.iter().all(|o| o.replicas == 0) {
+            (desired, vec![0; olds.len()])
+        } else {
+            let surge = int_or_percent(
+                d.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+                desired,
+                true,
+                1,
+            );
+            let unavailable = int_or_percent(
+                d.pointer("/spec/strategy/rollingUpdate/maxUnavailable"),
+                desired,
+                false,
+                0,
+            );
+            rolling_step(desired, surge, unavailable, new_state, &olds_state)
+        };
+        scale_rs(ctx, d, &new_rs, new_target)?;
+        for (rs, target) in olds.iter().zip(old_targets) {
+            scale_rs(ctx, d, rs, target)?;
+        }
+    }
+    // Status from the ReplicaSets' status.
+    let (rs_now, _) = ctx.api.list(&ctx.replicasets, Some(&ns));
+    let owned_now: Vec<&Value> = rs_now.iter().filter(|rs| owned_by(rs, &uid)).collect();
+    let sum = |p: &str| owned_now.iter().map(|rs| int(rs, p)).sum::<i64>();
+    let replicas = sum("/status/replicas");
+    let ready = sum("/status/readyReplicas");
+    let available = sum("/status/availableReplicas");
+    let updated = owned_now
+        .iter()
+        .find(|rs| meta_str(rs, "name") == meta_str(&new_rs, "name"))
+        .map_or(0, |rs| int(rs, "/status/replicas"));
+    let max_unavailable = if recreate {
+        0
+    } else {
+        int_or_percent(
+            d.pointer("/spec/strategy/rollingUpdate/maxUnavailable"),
+            desired,
+            false,
+            0,
+        )
+    };
+    let complete = updated == desired && replicas == desired && available >= desired;
+    let avail_ok = available >= desired - max_unavailable;
+    let conditions = vec![
+        condition(
+            d,
+            "Available",
+            avail_ok,
+            if avail_ok {
+                "MinimumReplicasAvailable"
+            } else {
+                "MinimumReplicasUnavailable"
+            },
+            if avail_ok {
+                "Deployment has minimum availability."
+            } else {
+                "Deployment does not have minimum availability."
+            },
+        ),
+        condition(
+            d,
+            "Progressing",
+            true,
+            if complete {
+                "NewReplicaSetAvailable"
+            } else {
+                "ReplicaSetUpdated"
+            },
+            &if complete {
+                format!(
+                    "ReplicaSet \"{}\" has successfully progressed.",
+                    meta_str(&new_rs, "name")
+                )
+            } else {
+                format!(
+                    "ReplicaSet \"{}\" is progressing.",
+                    meta_str(&new_rs, "name")
+                )
+            },
+        ),
+    ];
+    let mut status = json!({
+        "observedGeneration": int(d, "/metadata/generation"),
+        "replicas": replicas, "updatedReplicas": updated, "readyReplicas": ready,
+        "availableReplicas": available, "conditions": conditions,
+    });
+    let unavailable = (desired.max(replicas) - available).max(0);
+    if unavailable > 0 {
+        status["unavailableReplicas"] = json!(unavailable);
+    }
+    write_status(ctx, &ctx.deployments.clone(), d, status)
+}
+
+fn strip_rv(v: &mut Value) {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+}
+
+/// A condition, keeping lastTransitionTime when the status did not change.
+pub fn condition(obj: &Value, type_: &str, status: bool, reason: &str, message: &str) -> Value {
+    let s = if status { "True" } else { "False" };
+    let prev = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
+    let t = match prev {
+        Some(p) if p["status"] == s => p["lastTransitionTime"].clone(),
+        _ => json!(now()),
+    };
+    let update = match prev {
+        Some(p) if p["status"] == s && p["reason"] == reason => {
+            p.get("lastUpdateTime").cloned().unwrap_or(json!(now()))
+        }
+        _ => json!(now()),
+    };
+    json!({"type": type_, "status": s, "reason": reason, "message": message, "lastTransitionTime": t, "lastUpdateTime": update})
+}
+
+/// Writes status only when it changed (ignoring timestamps carried over).
+pub fn write_status(
+    ctx: &Ctx,
+    def: &crate::registry::ResourceDef,
+    obj: &Value,
+    status: Value,
+) -> Result<(), crate::error::ApiError> {
+    if obj.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let ns = meta_str(obj, "namespace").to_string();
+    let name = meta_str(obj, "name").to_string();
+    ctx.api.write_existing(
+        def,
+        &ns,
+        &name,
+        "status",
+        &WriteOpts::manager(MANAGER),
+        move |cur| {
+            let mut n = cur.clone();
+            n["status"] = status;
+            strip_rv(&mut n);
+            Ok(n)
+        },
+    )?;
+    Ok(())
+}
+
+fn scale_rs(ctx: &Ctx, d: &Value, rs: &Value, target: i64) -> Result<(), crate::error::ApiError> {
+    let current = int(rs, "/spec/replicas");
+    if current == target {
+        return Ok(());
+    }
+    let ns = meta_str(rs, "namespace").to_string();
+    let name = meta_str(rs, "name").to_string();
+    ctx.api.write_existing(
+        &ctx.replicasets,
+        &ns,
+        &name,
+        "",
+        &WriteOpts::manager(MANAGER),
+        |cur| {
+            let mut n = cur.clone();
+            n["spec"]["replicas"] = json!(target);
+            n["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] =
+                json!(int(d, "/spec/replicas").to_string());
+            strip_rv(&mut n);
+            Ok(n)
+        },
+    )?;
+    let verb = if target > current { "up" } else { "down" };
+    event(
+        ctx,
+        d,
+        "Normal",
+        "ScalingReplicaSet",
+        &format!("Scaled {verb} replica set {name} from {current} to {target}"),
+    );
+    Ok(())
+}
+
+fn pod_ready_since(pod: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let c = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == "Ready" && c["status"] == "True")?;
+    chrono::DateTime::parse_from_rfc3339(c["lastTransitionTime"].as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+pub fn reconcile_replicasets(ctx: &Ctx) {
+    let (sets, _) = ctx.api.list(&ctx.replicasets, None);
+    let (pods, _) = ctx.api.list(&ctx.pods, None);
+    for rs in sets {
+        if rs.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        if let Err(e) = reconcile_replicaset(ctx, &rs, &pods) {
+            tracing::debug!(error = %e, replicaset = meta_str(&rs, "name"), "replicaset reconcile");
+        }
+    }
+}
+
+fn reconcile_replicaset(
+    ctx: &Ctx,
+    rs: &Value,
+    pods: &[Value],
+) -> Result<(), crate::error::ApiError> {
+    let ns = meta_str(rs, "namespace").to_string();
+    let uid = meta_str(rs, "uid").to_string();
+    let desired = int(rs, "/spec/replicas");
+    let min_ready = int(rs, "/spec/minReadySeconds");
+    let active: Vec<&Value> = pods
+        .iter()
+        .filter(|p| owned_by(p, &uid) && p.pointer("/metadata/deletionTimestamp").is_none())
+        .filter(|p| {
+            !matches!(
+                p.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded") | Some("Failed")
+            )
+        })
+        .collect();
+    let n = active.len() as i64;
+    if n < desired {
+        for _ in n..desired {
+            let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": format!("{}-", meta_str(rs, "name")), "namespace": ns,
+                    "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+                    "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or(json!({})),
+                    "ownerReferences": [owner_ref(rs)]},
+                "spec": template.get("spec").cloned().unwrap_or(json!({})),
+            });
+            let created = ctx
+                .api
+                .create(&ctx.pods, &ns, pod, &WriteOpts::manager(MANAGER))?;
+            event(
+                ctx,
+                rs,
+                "Normal",
+                "SuccessfulCreate",
+                &format!("Created pod: {}", meta_str(&created, "name")),
+            );
+        }
+    } else if n > desired {
+        let now = chrono::Utc::now();
+        let mut ranks: Vec<PodRank> = active
+            .iter()
+            .map(|p| PodRank {
+                name: meta_str(p, "name").to_string(),
+                scheduled: p.pointer("/spec/nodeName").is_some(),
+                phase: match p.pointer("/status/phase").and_then(Value::as_str) {
+                    Some("Running") => 2,
+                    Some("Pending") | None => 0,
+                    _ => 1,
+                },
+                ready: pod_ready_since(p).is_some(),
+                deletion_cost: p
+                    .pointer("/metadata/annotations/controller.kubernetes.io~1pod-deletion-cost")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                ready_for: pod_ready_since(p).map_or(0, |t| (now - t).num_seconds()),
+                restarts: p
+                    .pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .map_or(0, |cs| {
+                        cs.iter()
+                            .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                            .sum()
+                    }),
+                created: meta_str(p, "creationTimestamp").to_string(),
+            })
+            .collect();
+        deletion_order(&mut ranks);
+        for victim in ranks.iter().take((n - desired) as usize) {
+            ctx.api
+                .delete(&ctx.pods, &ns, &victim.name, &DeleteOpts::default())?;
+            event(
+                ctx,
+                rs,
+                "Normal",
+                "SuccessfulDelete",
+                &format!("Deleted pod: {}", victim.name),
+            );
+        }
+    }
+    // Status.
+    let (pods_now, _) = ctx.api.list(&ctx.pods, Some(&ns));
+    let mine: Vec<&Value> = pods_now
+        .iter()
+        .filter(|p| owned_by(p, &uid) && p.pointer("/metadata/deletionTimestamp").is_none())
+        .filter(|p| {
+            !matches!(
+                p.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded") | Some("Failed")
+            )
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    let ready = mine.iter().filter(|p| pod_ready_since(p).is_some()).count();
+    let available = mine
+        .iter()
+        .filter(|p| {
+            pod_ready_since(p).is_some_and(|t| (now - t).num_milliseconds() >= min_ready * 1000)
+        })
+        .count();
+    let selector = rs
+        .pointer("/spec/selector")
+        .map(LabelSelector::from_object)
+        .unwrap_or_default();
+    let labeled = mine.iter().filter(|p| selector.matches(p)).count();
+    let status = json!({
+        "replicas": mine.len(), "fullyLabeledReplicas": labeled, "readyReplicas": ready,
+        "availableReplicas": available, "observedGeneration": int(rs, "/metadata/generation"),
+    });
+    let rs_now = ctx.api.get(&ctx.replicasets, &ns, meta_str(rs, "name"))?;
+    write_status(ctx, &ctx.replicasets.clone(), &rs_now, status)
+}

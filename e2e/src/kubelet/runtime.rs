@@ -1,0 +1,796 @@
+//! One pod: its containers as process groups, probes, restarts, status and
+//! graceful termination.
+
+use super::probe::{self, Timing};
+use super::{Kubelet, Signal};
+use crate::apiserver::{meta_str, now, DeleteOpts, WriteOpts};
+use crate::controllers::{condition, record_event, Ctx};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+const MANAGER: &str = "kubesim-kubelet";
+
+pub fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// `registry/name:tag@digest` -> `registry/name`.
+pub fn split_image(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    match no_digest.rfind(':') {
+        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
+        _ => no_digest,
+    }
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// Picks the executable and argv for a container.
+pub fn resolve_program(
+    images: &BTreeMap<String, PathBuf>,
+    image: &str,
+    command: &[String],
+    args: &[String],
+) -> Result<(PathBuf, Vec<String>), String> {
+    let repo = split_image(image);
+    let mapped = images
+        .iter()
+        .filter(|(suffix, _)| repo.ends_with(suffix.as_str()))
+        .max_by_key(|(suffix, _)| suffix.len())
+        .map(|(_, p)| p.clone());
+    match (command.split_first(), mapped) {
+        (Some((first, rest)), Some(bin))
+            if basename(first) == bin.file_name().and_then(|f| f.to_str()).unwrap_or_default() =>
+        {
+            Ok((bin, rest.iter().chain(args).cloned().collect()))
+        }
+        (Some((first, rest)), mapped) => {
+            let found = if first.starts_with('/') && Path::new(first).is_file() {
+                Some(PathBuf::from(first))
+            } else if !first.contains('/') {
+                crate::cluster::find_in_path(first)
+            } else {
+                None
+            };
+            match (found, mapped) {
+                (Some(p), _) => Ok((p, rest.iter().chain(args).cloned().collect())),
+                (None, Some(bin)) => Ok((bin, rest.iter().chain(args).cloned().collect())),
+                (None, None) => Err(format!(
+                    "image {image:?} is not mapped to a binary and command {first:?} was not found"
+                )),
+            }
+        }
+        (None, Some(bin)) => Ok((bin, args.to_vec())),
+        (None, None) => Err(format!(
+            "image {image:?} is not mapped to a binary (configure ClusterConfig::image)"
+        )),
+    }
+}
+
+/// Expands `$(VAR)` references as the kubelet does.
+fn expand(s: &str, env: &[(String, String)]) -> String {
+    let mut out = s.to_string();
+    for (k, v) in env.iter().rev() {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    out
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+/// Resolves a container's environment (env, envFrom, downward API).
+fn build_env(
+    k: &Kubelet,
+    ctx: &Ctx,
+    pod: &Value,
+    c: &Value,
+    pod_ip: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let ns = meta_str(pod, "namespace");
+    let mut env: Vec<(String, String)> = vec![];
+    let decode = |s: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default()
+    };
+    let lookup = |kind: &str, name: &str| -> Option<Value> {
+        let def = if kind == "secret" {
+            k.api.registry.find("", "v1", "secrets")
+        } else {
+            k.api.registry.find("", "v1", "configmaps")
+        };
+        def.and_then(|d| ctx.api.get(&d, ns, name).ok())
+    };
+    for from in c["envFrom"].as_array().into_iter().flatten() {
+        let prefix = from["prefix"].as_str().unwrap_or_default();
+        for (kind, key) in [("configmap", "configMapRef"), ("secret", "secretRef")] {
+            if let Some(r) = from.get(key) {
+                let name = r["name"].as_str().unwrap_or_default();
+                match lookup(kind, name) {
+                    Some(obj) => {
+                        for (dk, dv) in obj["data"].as_object().into_iter().flatten() {
+                            let v = dv.as_str().unwrap_or_default();
+                            env.push((
+                                format!("{prefix}{dk}"),
+                                if kind == "secret" {
+                                    decode(v)
+                                } else {
+                                    v.to_string()
+                                },
+                            ));
+                        }
+                    }
+                    None if r["optional"] == true => {}
+                    None => return Err(format!("{kind} {name:?} not found")),
+                }
+            }
+        }
+    }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or_default().to_string();
+        let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
+            expand(v, &env)
+        } else if let Some(f) = e
+            .pointer("/valueFrom/fieldRef/fieldPath")
+            .and_then(Value::as_str)
+        {
+            match f {
+                "metadata.name" => meta_str(pod, "name").to_string(),
+                "metadata.namespace" => ns.to_string(),
+                "metadata.uid" => meta_str(pod, "uid").to_string(),
+                "status.podIP" => pod_ip.to_string(),
+                "status.hostIP" => "127.0.0.1".to_string(),
+                "spec.nodeName" => "kubesim".to_string(),
+                "spec.serviceAccountName" => pod
+                    .pointer("/spec/serviceAccountName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string(),
+                other => {
+                    let (map, key) = if let Some(k) = other.strip_prefix("metadata.labels['") {
+                        ("labels", k.trim_end_matches("']"))
+                    } else if let Some(k) = other.strip_prefix("metadata.annotations['") {
+                        ("annotations", k.trim_end_matches("']"))
+                    } else {
+                        return Err(format!("unsupported fieldRef {other:?}"));
+                    };
+                    pod["metadata"][map][key]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                }
+            }
+        } else if let Some(r) = e
+            .pointer("/valueFrom/secretKeyRef")
+            .or_else(|| e.pointer("/valueFrom/configMapKeyRef"))
+        {
+            let kind = if e.pointer("/valueFrom/secretKeyRef").is_some() {
+                "secret"
+            } else {
+                "configmap"
+            };
+            let (obj_name, key) = (
+                r["name"].as_str().unwrap_or_default(),
+                r["key"].as_str().unwrap_or_default(),
+            );
+            match lookup(kind, obj_name).and_then(|o| o["data"][key].as_str().map(String::from)) {
+                Some(v) if kind == "secret" => decode(&v),
+                Some(v) => v,
+                None if r["optional"] == true => continue,
+                None => return Err(format!("{kind} {obj_name:?} has no key {key:?}")),
+            }
+        } else if e.pointer("/valueFrom/resourceFieldRef").is_some() {
+            "0".to_string()
+        } else {
+            String::new()
+        };
+        env.retain(|(k, _)| *k != name);
+        env.push((name, value));
+    }
+    Ok(env)
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    Waiting(String, String),
+    Running(String),
+    Terminated {
+        code: i32,
+        reason: String,
+        started: String,
+        finished: String,
+    },
+}
+
+struct Ctr {
+    spec: Value,
+    name: String,
+    child: Option<Child>,
+    pgid: Option<i32>,
+    state: State,
+    last: Option<Value>,
+    restarts: i64,
+    ready: bool,
+    next_start: Instant,
+    backoff: Duration,
+    probes: Vec<tokio::task::JoinHandle<()>>,
+    done: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ProbeKind {
+    Readiness,
+    Liveness,
+}
+
+fn state_json(s: &State) -> Value {
+    match s {
+        State::Waiting(reason, message) => {
+            json!({"waiting": {"reason": reason, "message": message}})
+        }
+        State::Running(t) => json!({"running": {"startedAt": t}}),
+        State::Terminated {
+            code,
+            reason,
+            started,
+            finished,
+        } => {
+            json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished}})
+        }
+    }
+}
+
+struct PodRt {
+    k: Arc<Kubelet>,
+    ctx: Arc<Ctx>,
+    pod: Value,
+    ns: String,
+    name: String,
+    ip: String,
+    workdir: PathBuf,
+    probe_tx: mpsc::Sender<(usize, ProbeKind, bool)>,
+}
+
+impl PodRt {
+    fn event(&self, type_: &str, reason: &str, msg: &str) {
+        record_event(
+            &self.ctx.api,
+            &self.ctx.events,
+            &self.pod,
+            type_,
+            reason,
+            msg,
+            "kubelet",
+        );
+    }
+
+    fn start(&self, idx: usize, c: &mut Ctr) {
+        let env = match build_env(&self.k, &self.ctx, &self.pod, &c.spec, &self.ip) {
+            Ok(e) => e,
+            Err(msg) => {
+                c.state = State::Waiting("CreateContainerConfigError".into(), msg.clone());
+                c.next_start = Instant::now() + Duration::from_secs(1);
+                self.event("Warning", "Failed", &format!("Error: {msg}"));
+                return;
+            }
+        };
+        let command: Vec<String> = strs(&c.spec["command"])
+            .iter()
+            .map(|s| expand(s, &env))
+            .collect();
+        let mut args: Vec<String> = strs(&c.spec["args"])
+            .iter()
+            .map(|s| expand(s, &env))
+            .collect();
+        let image = c.spec["image"].as_str().unwrap_or_default().to_string();
+        let (program, argv) = match resolve_program(&self.k.images, &image, &command, &args) {
+            Ok(p) => p,
+            Err(msg) => {
+                c.state = State::Waiting("ErrImagePull".into(), msg.clone());
+                c.next_start = Instant::now() + Duration::from_secs(2);
+                self.event("Warning", "Failed", &msg);
+                return;
+            }
+        };
+        args = argv;
+        if program.file_name().and_then(|f| f.to_str()) == Some("redis-server")
+            && !args.iter().any(|a| a == "--bind")
+        {
+            // redis listens on every interface by default; pods must keep to their own IP.
+            args.extend([
+                "--bind".into(),
+                self.ip.clone(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+            ]);
+        }
+        let mut cmd = Command::new(&program);
+        cmd.args(&args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.workdir)
+            .env("KUBECONFIG", &self.k.kubeconfig)
+            .env("HOSTNAME", &self.name)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&self.workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Own process group (so signals reach the whole container), and
+                // die with the simulator even if it is SIGKILLed.
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let pid = child.id().map(|p| p as i32);
+                if let Some(pg) = pid {
+                    self.k
+                        .pgids
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(pg);
+                }
+                for out in [
+                    child
+                        .stdout
+                        .take()
+                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                    child
+                        .stderr
+                        .take()
+                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let logs = self.k.logs.clone();
+                    let (ns, name) = (self.ns.clone(), self.name.clone());
+                    tokio::spawn(async move {
+                        let mut lines = BufReader::new(out).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            logs.append(&ns, &name, &line);
+                        }
+                    });
+                }
+                c.child = Some(child);
+                c.pgid = pid;
+                c.state = State::Running(now());
+                c.ready = c.spec.get("readinessProbe").is_none();
+                self.event(
+                    "Normal",
+                    "Started",
+                    &format!("Started container {}", c.name),
+                );
+                for (key, kind) in [
+                    ("readinessProbe", ProbeKind::Readiness),
+                    ("livenessProbe", ProbeKind::Liveness),
+                ] {
+                    if let Some(p) = c.spec.get(key).cloned() {
+                        c.probes.push(tokio::spawn(probe_loop(
+                            p,
+                            c.spec.clone(),
+                            self.ip.clone(),
+                            idx,
+                            kind,
+                            self.probe_tx.clone(),
+                        )));
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = format!("starting {}: {e}", program.display());
+                c.state = State::Waiting("RunContainerError".into(), msg.clone());
+                c.next_start = Instant::now() + Duration::from_secs(2);
+                self.event("Warning", "Failed", &msg);
+            }
+        }
+    }
+
+    fn stop_probes(c: &mut Ctr) {
+        for p in c.probes.drain(..) {
+            p.abort();
+        }
+    }
+
+    async fn write_status(&self, ctrs: &[Ctr], phase: &str, terminating: bool) {
+        let statuses: Vec<Value> = ctrs
+            .iter()
+            .map(|c| {
+                let mut s = json!({"name": c.name, "image": c.spec["image"], "imageID": "", "ready": c.ready && !terminating,
+                    "restartCount": c.restarts, "started": matches!(c.state, State::Running(_)), "state": state_json(&c.state)});
+                if let Some(l) = &c.last {
+                    s["lastState"] = l.clone();
+                }
+                s
+            })
+            .collect();
+        let all_ready = !terminating
+            && ctrs
+                .iter()
+                .all(|c| c.ready && matches!(c.state, State::Running(_)));
+        let cur = match self.ctx.api.get(&self.ctx.pods, &self.ns, &self.name) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let reason = if all_ready { "" } else { "ContainersNotReady" };
+        let mut conds = vec![
+            condition(&cur, "PodScheduled", true, "", ""),
+            condition(&cur, "Initialized", true, "", ""),
+            condition(&cur, "ContainersReady", all_ready, reason, ""),
+            condition(&cur, "Ready", all_ready, reason, ""),
+        ];
+        for c in conds.iter_mut() {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("lastUpdateTime");
+                if o.get("reason").and_then(Value::as_str) == Some("") {
+                    o.remove("reason");
+                }
+                if o.get("message").and_then(Value::as_str) == Some("") {
+                    o.remove("message");
+                }
+            }
+        }
+        let mut status = json!({"phase": phase, "conditions": conds, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": self.ip, "podIPs": [{"ip": self.ip}], "containerStatuses": statuses, "qosClass": "BestEffort",
+            "startTime": cur.pointer("/status/startTime").cloned().unwrap_or(json!(now()))});
+        if cur.get("status") == Some(&status) {
+            return;
+        }
+        if let Some(o) = status.as_object_mut() {
+            o.retain(|_, v| !v.is_null());
+        }
+        let r = self.ctx.api.write_existing(
+            &self.ctx.pods,
+            &self.ns,
+            &self.name,
+            "status",
+            &WriteOpts::manager(MANAGER),
+            move |cur| {
+                let mut n = cur.clone();
+                n["status"] = status;
+                if let Some(m) = n.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                Ok(n)
+            },
+        );
+        if let Err(e) = r {
+            tracing::debug!(%e, pod = %self.name, "pod status");
+        }
+    }
+}
+
+async fn probe_loop(
+    p: Value,
+    container: Value,
+    ip: String,
+    idx: usize,
+    kind: ProbeKind,
+    tx: mpsc::Sender<(usize, ProbeKind, bool)>,
+) {
+    let t = Timing::of(&p);
+    tokio::time::sleep(t.initial_delay).await;
+    let (mut ok_run, mut fail_run) = (0u32, 0u32);
+    loop {
+        let ok = probe::run(&p, &container, &ip, t.timeout).await;
+        if ok {
+            ok_run += 1;
+            fail_run = 0;
+        } else {
+            fail_run += 1;
+            ok_run = 0;
+        }
+        let verdict = if ok_run >= t.success_threshold {
+            Some(true)
+        } else if fail_run >= t.failure_threshold {
+            Some(false)
+        } else {
+            None
+        };
+        if let Some(v) = verdict {
+            if tx.send((idx, kind, v)).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(t.period).await;
+    }
+}
+
+fn restart_allowed(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+pub async fn run_pod(
+    k: Arc<Kubelet>,
+    ctx: Arc<Ctx>,
+    pod: Value,
+    mut signal: watch::Receiver<Signal>,
+    cancel: CancellationToken,
+) {
+    let ns = meta_str(&pod, "namespace").to_string();
+    let name = meta_str(&pod, "name").to_string();
+    let ip = crate::ipalloc::next_pod_ip();
+    let workdir = std::env::temp_dir()
+        .join(format!("kubesim-pods-{}", std::process::id()))
+        .join(meta_str(&pod, "uid"));
+    if let Err(e) = std::fs::create_dir_all(&workdir) {
+        tracing::warn!(%e, "creating pod working directory");
+    }
+    let (probe_tx, mut probe_rx) = mpsc::channel(64);
+    let rt = PodRt {
+        k: k.clone(),
+        ctx: ctx.clone(),
+        pod: pod.clone(),
+        ns: ns.clone(),
+        name: name.clone(),
+        ip,
+        workdir: workdir.clone(),
+        probe_tx,
+    };
+    let policy = pod
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always")
+        .to_string();
+    let mut ctrs: Vec<Ctr> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| Ctr {
+            spec: c.clone(),
+            name: c["name"].as_str().unwrap_or_default().to_string(),
+            child: None,
+            pgid: None,
+            state: State::Waiting("ContainerCreating".into(), String::new()),
+            last: None,
+            restarts: 0,
+            ready: false,
+            next_start: Instant::now(),
+            backoff: Duration::from_millis(500),
+            probes: vec![],
+            done: false,
+        })
+        .collect();
+    if *signal.borrow() == Signal::Run {
+        rt.event(
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {ns}/{name} to kubesim"),
+        );
+    }
+    let mut terminating: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let sig = *signal.borrow();
+        match sig {
+            Signal::Gone => break,
+            Signal::Terminate(grace) if terminating.is_none() => {
+                terminating = Some(Instant::now() + Duration::from_secs(grace.max(0) as u64));
+                for c in ctrs.iter_mut() {
+                    PodRt::stop_probes(c);
+                    c.ready = false;
+                    if let Some(pg) = c.pgid {
+                        signal_group(pg, libc::SIGTERM);
+                    }
+                }
+                rt.event(
+                    "Normal",
+                    "Killing",
+                    &format!("Stopping container(s) with grace period {grace}s"),
+                );
+            }
+            _ => {}
+        }
+        let now_i = Instant::now();
+        for (i, c) in ctrs.iter_mut().enumerate() {
+            if let Some(child) = c.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    use std::os::unix::process::ExitStatusExt;
+                    let code = status
+                        .code()
+                        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                    let started = match &c.state {
+                        State::Running(t) => t.clone(),
+                        _ => now(),
+                    };
+                    let reason = if code == 0 { "Completed" } else { "Error" };
+                    c.state = State::Terminated {
+                        code,
+                        reason: reason.into(),
+                        started,
+                        finished: now(),
+                    };
+                    c.child = None;
+                    if let Some(pg) = c.pgid.take() {
+                        // Reap anything left in the group.
+                        signal_group(pg, libc::SIGKILL);
+                        k.pgids
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&pg);
+                    }
+                    c.ready = false;
+                    PodRt::stop_probes(c);
+                    if terminating.is_none() {
+                        if restart_allowed(&policy, code) {
+                            c.last = Some(state_json(&c.state));
+                            c.restarts += 1;
+                            c.next_start = now_i + c.backoff;
+                            c.backoff = (c.backoff * 2).min(Duration::from_secs(10));
+                            c.state = State::Waiting(
+                                "CrashLoopBackOff".into(),
+                                format!("back-off restarting failed container {}", c.name),
+                            );
+                            rt.event(
+                                "Warning",
+                                "BackOff",
+                                &format!(
+                                    "Back-off restarting container {} (exit code {code})",
+                                    c.name
+                                ),
+                            );
+                        } else {
+                            c.done = true;
+                        }
+                    }
+                }
+            }
+            if terminating.is_none() && c.child.is_none() && !c.done && now_i >= c.next_start {
+                rt.start(i, c);
+            }
+        }
+        if let Some(deadline) = terminating {
+            let all_stopped = ctrs.iter().all(|c| c.child.is_none());
+            if all_stopped || now_i >= deadline || cancel.is_cancelled() {
+                break;
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        let phase = if ctrs.iter().all(|c| c.done) {
+            if ctrs
+                .iter()
+                .all(|c| matches!(c.state, State::Terminated { code: 0, .. }))
+            {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
+        } else if ctrs.iter().any(|c| c.child.is_some()) || ctrs.iter().any(|c| c.restarts > 0) {
+            "Running"
+        } else {
+            "Pending"
+        };
+        rt.write_status(&ctrs, phase, terminating.is_some()).await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = signal.changed() => {}
+            Some((idx, kind, ok)) = probe_rx.recv() => {
+                if let Some(c) = ctrs.get_mut(idx) {
+                    match kind {
+                        ProbeKind::Readiness => c.ready = ok && c.child.is_some(),
+                        ProbeKind::Liveness if !ok && c.child.is_some() => {
+                            rt.event("Warning", "Unhealthy", &format!("Liveness probe failed; restarting container {}", c.name));
+                            if let Some(pg) = c.pgid {
+                                signal_group(pg, libc::SIGTERM);
+                            }
+                            PodRt::stop_probes(c);
+                        }
+                        ProbeKind::Liveness => {}
+                    }
+                }
+            }
+        }
+    }
+    // Kill whatever is left, reap, and finish the deletion.
+    for c in ctrs.iter_mut() {
+        PodRt::stop_probes(c);
+        if let Some(pg) = c.pgid.take() {
+            signal_group(pg, libc::SIGKILL);
+            k.pgids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pg);
+        }
+        if let Some(mut child) = c.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&workdir);
+    if *signal.borrow() != Signal::Gone && !cancel.is_cancelled() {
+        let opts = DeleteOpts {
+            grace_seconds: Some(0),
+            precondition_uid: Some(meta_str(&pod, "uid").to_string()),
+            ..DeleteOpts::default()
+        };
+        if let Err(e) = ctx.api.delete(&ctx.pods, &ns, &name, &opts) {
+            tracing::debug!(%e, pod = %name, "final pod delete");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_resolution_table() {
+        let images: BTreeMap<String, PathBuf> = [
+            ("gameserver".to_string(), PathBuf::from("/bin/gameserver")),
+            (
+                "gamefleet-operator".to_string(),
+                PathBuf::from("/bin/gamefleet-operator"),
+            ),
+        ]
+        .into();
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let r =
+            resolve_program(&images, "ghcr.io/x/gameserver:1.2", &[], &s(&["gateway"])).unwrap();
+        assert_eq!(r, (PathBuf::from("/bin/gameserver"), s(&["gateway"])));
+        let r = resolve_program(
+            &images,
+            "gameserver@sha256:abc",
+            &s(&["/usr/local/bin/gameserver", "engine"]),
+            &s(&["-v"]),
+        )
+        .unwrap();
+        assert_eq!(r, (PathBuf::from("/bin/gameserver"), s(&["engine", "-v"])));
+        let r = resolve_program(
+            &images,
+            "localhost:5000/gamefleet-operator",
+            &[],
+            &s(&["run"]),
+        )
+        .unwrap();
+        assert_eq!(r.0, PathBuf::from("/bin/gamefleet-operator"));
+        assert!(resolve_program(&images, "nginx:1", &[], &[]).is_err());
+        assert_eq!(split_image("localhost:5000/a/b:tag"), "localhost:5000/a/b");
+    }
+
+    #[test]
+    fn expands_var_references() {
+        let env = vec![("POD_IP".to_string(), "127.0.0.9".to_string())];
+        assert_eq!(
+            expand("--bind=$(POD_IP):80 $(MISSING)", &env),
+            "--bind=127.0.0.9:80 $(MISSING)"
+        );
+    }
+}
