@@ -230,6 +230,9 @@ impl Cluster {
         if let Some(dir) = self.temp_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
+        // The shared parent of pod working directories, once empty.
+        let pods_dir = std::env::temp_dir().join(format!("kubesim-pods-{}", std::process::id()));
+        let _ = std::fs::remove_dir(pods_dir);
     }
 }
 
