@@ -332,6 +332,9 @@ impl ApiServer {
                 o.remove("kind");
             }
             schema::validate(&body, schema, "", &mut errs);
+            if errs.is_empty() {
+                crate::cel::validate(&body, schema, "", &mut errs);
+            }
         }
         let name = meta_str(obj, "name");
         if !valid_name(name) {

@@ -378,7 +378,9 @@ const CRD: &str = r#"{
         {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
         {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}],
       "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "required": ["size"], "properties": {
+        "spec": {"type": "object", "required": ["size"],
+          "x-kubernetes-validations": [{"rule": "self.size != 'large' || self.replicas >= 2", "message": "large widgets need at least 2 replicas"}],
+          "properties": {
           "size": {"type": "string", "enum": ["small", "large"]},
           "replicas": {"type": "integer", "minimum": 0, "default": 1}}},
         "status": {"type": "object", "properties": {
@@ -438,6 +440,20 @@ async fn crds_validate_default_and_split_status() {
         }
         other => panic!("{other}"),
     }
+
+    // CEL rules run after defaulting.
+    let large: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "large"}, "spec": {"size": "large"}}))
+        .unwrap();
+    let err = widgets
+        .create(&PostParams::default(), &large)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("large widgets need at least 2 replicas")),
+        "{err}"
+    );
 
     // Status writes don't bump generation; spec writes do and leave status alone.
     let st = widgets
