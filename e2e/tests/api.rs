@@ -490,3 +490,47 @@ async fn crds_validate_default_and_split_status() {
     assert_eq!(widgets.get("w").await.unwrap().data["spec"]["replicas"], 5);
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn kube_runtime_event_recorder_shows_in_core_events() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    use kube::Resource;
+    let c = common::cluster().await;
+    let client = c.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let obj = cms
+        .create(&PostParams::default(), &cm("evt", json!({})))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "test-ctl".into(),
+            instance: None,
+        },
+    );
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "Degraded".into(),
+        note: Some("spec.x is invalid".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let oref = obj.object_ref(&());
+    recorder.publish(&ev, &oref).await.unwrap();
+    // The same event again becomes a series (a merge patch of the first).
+    recorder.publish(&ev, &oref).await.unwrap();
+    let core: Api<CoreEvent> = Api::default_namespaced(client);
+    let list = core
+        .list(&ListParams::default().fields("involvedObject.name=evt"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1, "{:?}", list.items);
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("Degraded"));
+    assert_eq!(e.message.as_deref(), Some("spec.x is invalid"));
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(Some(2)));
+    c.shutdown().await;
+}

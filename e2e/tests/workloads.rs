@@ -271,3 +271,42 @@ async fn garbage_collection_background_and_foreground() {
     .await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_stops_routing_to_a_pod_that_turns_unready() {
+    let c = common::cluster().await;
+    let client = c.client().await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    apply_web(&c, "route", 2, "v1").await;
+    let ready = common::eventually(Duration::from_secs(20), "2 ready pods", || async {
+        let r = ready_pods(&pods, "route").await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    let svc = Api::<Service>::default_namespaced(client.clone())
+        .get("route")
+        .await
+        .unwrap();
+    let addr = format!("{}:80", svc.spec.unwrap().cluster_ip.unwrap());
+    let (sick, healthy) = (&ready[0], &ready[1]);
+    let sick_ip = sick.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    http_get(&format!("{sick_ip}:8080"), "/fail-ready").await;
+    common::eventually(Duration::from_secs(10), "pod marked not ready", || async {
+        (ready_pods(&pods, "route").await.len() == 1).then_some(())
+    })
+    .await;
+    let healthy_name = healthy.metadata.name.clone().unwrap();
+    // Endpoints follow within a controller pass; then every connection lands on the healthy pod.
+    common::eventually(Duration::from_secs(5), "endpoints updated", || async {
+        let mut all = true;
+        for _ in 0..4 {
+            all &= http_get(&addr, "/").await == healthy_name;
+        }
+        all.then_some(())
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(http_get(&addr, "/").await, healthy_name);
+    }
+    c.shutdown().await;
+}
