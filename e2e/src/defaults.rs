@@ -36,6 +36,24 @@ pub fn pod_spec(spec: &mut Value) {
                 default(c, "/terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "/terminationMessagePolicy", json!("File"));
                 default(c, "/resources", json!({}));
+                for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+                    if let Some(p) = c.get_mut(probe).filter(|p| p.is_object()) {
+                        default(p, "/timeoutSeconds", json!(1));
+                        default(p, "/periodSeconds", json!(10));
+                        default(p, "/successThreshold", json!(1));
+                        default(p, "/failureThreshold", json!(3));
+                        if p.get("httpGet").is_some() {
+                            default(p, "/httpGet/scheme", json!("HTTP"));
+                        }
+                    }
+                }
+                if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
+                    for e in env {
+                        if e.pointer("/valueFrom/fieldRef").is_some() {
+                            default(e, "/valueFrom/fieldRef/apiVersion", json!("v1"));
+                        }
+                    }
+                }
                 if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                     for p in ports {
                         default(p, "/protocol", json!("TCP"));
@@ -101,5 +119,15 @@ mod tests {
         assert_eq!(d["spec"]["replicas"], 3);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let mut p = json!({"spec": {"containers": [{"name": "c", "readinessProbe": {"httpGet": {"port": 80}, "periodSeconds": 1}}]}});
+        pod(&mut p);
+        let probe = &p["spec"]["containers"][0]["readinessProbe"];
+        assert_eq!(
+            (
+                probe["periodSeconds"].as_i64(),
+                probe["failureThreshold"].as_i64()
+            ),
+            (Some(1), Some(3))
+        );
     }
 }
