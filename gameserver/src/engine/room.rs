@@ -23,6 +23,9 @@ use super::runtime::Shared;
 /// How long after its betting closed a round may still be settling on its previous owner.
 const RECOVERY_GRACE: Duration = Duration::from_secs(2);
 
+/// Bets of one round settled at once.
+const SETTLE_CONCURRENCY: usize = 64;
+
 /// Longest client seed accepted (it is published with the round).
 const MAX_CLIENT_SEED: usize = 64;
 
@@ -213,13 +216,8 @@ pub(super) async fn run(
 /// Apply every rule to one bet and, if it passes, debit it into the open round.
 async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
     let bet = &q.bet;
-    let lookup = shared.ledger.bet(&bet.user_id, &bet.idempotency_key).await;
-    shared.metrics.ledger("bet_lookup", &lookup);
-    match lookup {
-        Ok(Some(existing)) => return answer_existing(shared, round, &q, existing).await,
-        Ok(None) => {}
-        Err(e) => return ledger_unavailable(&q, &e),
-    }
+    // No separate look-up of the key: a rejection keeps an existing record (reject_bet) and
+    // placing finds it (Placed::Existing), so a repeated key always gets its first outcome.
     let raw = unplaced(&q);
     let selection = match Selection::from_json(&bet.selection)
         .and_then(|s| check_amount(&s, bet.amount).map(|()| s))
@@ -382,40 +380,22 @@ async fn settle(shared: &Shared, round: &OpenRound) {
         )
         .await;
 
+    // Settle concurrently: the ledger calls pipeline on one connection.
+    let pending: Vec<&BetRecord> = bets
+        .iter()
+        // Bets settled by a previous owner of the room, which also told the player, are done.
+        .filter(|rec| matches!(rec.state, BetState::Pending { .. }))
+        .collect();
+    let mut results: Vec<Option<BetRecord>> = Vec::with_capacity(pending.len());
+    for chunk in pending.chunks(SETTLE_CONCURRENCY) {
+        let futures = chunk.iter().map(|rec| settle_one(shared, id, rec, roll));
+        results.extend(futures_util::future::join_all(futures).await);
+    }
     let mut totals = RoundTotals::default();
-    for rec in &bets {
-        let w = &rec.wager;
-        if !matches!(rec.state, BetState::Pending { .. }) {
-            // Settled by a previous owner of the room, which also told the player.
-            continue;
-        }
-        // Stored selections were normalised when placed; if one cannot be read back the stake
-        // is returned rather than guessed at.
-        let payout = Selection::from_json(&w.selection)
-            .and_then(|s| s.payout(w.amount, roll))
-            .unwrap_or(w.amount);
-        let settled = loop {
-            let r = shared
-                .ledger
-                .settle_bet(&w.user_id, &w.key, roll, payout)
-                .await;
-            shared.metrics.ledger("settle_bet", &r);
-            match r {
-                Ok(s) => break s,
-                Err(e @ (LedgerError::Unavailable(_) | LedgerError::Corrupt(_))) => {
-                    if shared.shutdown.is_cancelled() {
-                        // The round stays open in the ledger; the room's next owner settles it.
-                        tracing::warn!(round = %id, error = %e, "stopping with the round unsettled");
-                        return;
-                    }
-                    tracing::warn!(key = %w.key, error = %e, "settlement failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    tracing::error!(key = %w.key, error = %e, "settlement refused");
-                    break rec.clone();
-                }
-            }
+    for settled in &results {
+        let Some(settled) = settled else {
+            // Stopping with the round unsettled: the room's next owner settles it.
+            return;
         };
         if let BetState::Settled {
             outcome, payout, ..
@@ -428,13 +408,12 @@ async fn settle(shared: &Shared, round: &OpenRound) {
                 .with_label_values(&[label])
                 .inc();
             totals.bets += 1;
-            totals.wagered = totals.wagered.saturating_add(w.amount);
+            totals.wagered = totals.wagered.saturating_add(settled.wager.amount);
             totals.paid = totals.paid.saturating_add(*payout);
             if matches!(outcome, crate::ledger::Outcome::Win) {
                 totals.winners += 1;
             }
         }
-        send_outcome(shared, &settled).await;
     }
     let _ = retry!(
         shared,
@@ -449,4 +428,43 @@ async fn settle(shared: &Shared, round: &OpenRound) {
             at,
         )
         .await;
+}
+
+/// Settle one bet and tell its player; `None` if the engine is stopping with it unsettled.
+async fn settle_one(
+    shared: &Shared,
+    round_id: &str,
+    rec: &BetRecord,
+    roll: u32,
+) -> Option<BetRecord> {
+    let w = &rec.wager;
+    // Stored selections were normalised when placed; if one cannot be read back the stake is
+    // returned rather than guessed at.
+    let payout = Selection::from_json(&w.selection)
+        .and_then(|s| s.payout(w.amount, roll))
+        .unwrap_or(w.amount);
+    let settled = loop {
+        let r = shared
+            .ledger
+            .settle_bet(&w.user_id, &w.key, roll, payout)
+            .await;
+        shared.metrics.ledger("settle_bet", &r);
+        match r {
+            Ok(s) => break s,
+            Err(e @ (LedgerError::Unavailable(_) | LedgerError::Corrupt(_))) => {
+                if shared.shutdown.is_cancelled() {
+                    tracing::warn!(round = %round_id, error = %e, "stopping with the round unsettled");
+                    return None;
+                }
+                tracing::warn!(key = %w.key, error = %e, "settlement failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::error!(key = %w.key, error = %e, "settlement refused");
+                break rec.clone();
+            }
+        }
+    };
+    send_outcome(shared, &settled).await;
+    Some(settled)
 }

@@ -86,10 +86,16 @@ impl Shared {
         }
     }
 
+    /// Acknowledge in the background: the bet is already durable in the ledger, and a lost ack
+    /// only means a harmless redelivery (the key answers with its first outcome).
     pub async fn ack(&self, delivery_id: &str) {
-        if let Err(e) = self.bus.ack_bet(delivery_id).await {
-            tracing::warn!(error = %e, delivery_id, "bet ack failed; it will be redelivered");
-        }
+        let bus = Arc::clone(&self.bus);
+        let id = delivery_id.to_owned();
+        self.tracker.spawn(async move {
+            if let Err(e) = bus.ack_bet(&id).await {
+                tracing::warn!(error = %e, delivery_id = %id, "bet ack failed; it will be redelivered");
+            }
+        });
     }
 
     /// Start a room task; the caller holds the rooms lock.
@@ -113,6 +119,12 @@ impl Shared {
 
     /// Hand a bet to its room's task, starting the task if needed.
     async fn route(self: &Arc<Self>, mut bet: QueuedBet) {
+        if self.bus.redelivers() && !self.is_active(&bet.bet.game_id) {
+            // Read just as this engine gave the room up: left unacknowledged for the room's
+            // owner to take over, rather than running a second round loop for the room here.
+            tracing::debug!(game_id = %bet.bet.game_id, "bet for a room this engine does not run");
+            return;
+        }
         loop {
             let sender = {
                 let mut rooms = lock(&self.rooms);
