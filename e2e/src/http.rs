@@ -242,7 +242,21 @@ async fn route(
         )),
         (Method::GET, Some(name), Some("log")) if t.def.storage == "core/pods" => {
             api.get(&t.def, &t.ns, name)?;
-            let text = state.logs.get(&t.ns, name).unwrap_or_default();
+            let mut text = state.logs.get(&t.ns, name).unwrap_or_default();
+            if let Some(n) = query.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+                let lines: Vec<&str> = text.lines().collect();
+                let start = lines.len().saturating_sub(n);
+                text = lines[start..].iter().map(|l| format!("{l}\n")).collect();
+            }
+            if query.get("follow").is_some_and(|f| f == "true") {
+                return Ok(follow_logs(
+                    state.clone(),
+                    t.def.clone(),
+                    t.ns.clone(),
+                    name.to_string(),
+                    text,
+                ));
+            }
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
         }
         (Method::POST, None, None) => {
@@ -616,6 +630,47 @@ fn watch_response(
     Ok(stream_response(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ))
+}
+
+/// `kubectl logs -f`: what is there, then new output until the pod is gone.
+fn follow_logs(
+    state: Arc<AppState>,
+    def: ResourceDef,
+    ns: String,
+    name: String,
+    initial: String,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut sent = state.logs.get(&ns, &name).unwrap_or_default().len();
+        if tx.send(Ok(Bytes::from(initial))).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = state.logs.get(&ns, &name).unwrap_or_default();
+            if now.len() > sent
+                && now.is_char_boundary(sent)
+                && tx
+                    .send(Ok(Bytes::from(now[sent..].to_string())))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            // The buffer may have been trimmed; resynchronise on its end.
+            sent = now.len();
+            if state.api.get(&def, &ns, &name).is_err() || tx.is_closed() {
+                return;
+            }
+        }
+    });
+    let mut r = stream_response(tokio_stream::wrappers::ReceiverStream::new(rx));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain"),
+    );
+    r
 }
 
 fn stream_response<S>(s: S) -> Response
