@@ -151,23 +151,21 @@ impl Cluster {
             }
         })];
 
-        let (kubeconfig, temp_dir) = match &config.kubeconfig {
-            Some(p) => (p.clone(), None),
-            None => {
-                let dir = std::env::temp_dir().join(format!(
-                    "kubesim-{}-{}",
-                    std::process::id(),
-                    addr.port()
-                ));
-                (dir.join("kubeconfig"), Some(dir))
-            }
-        };
+        // Per-cluster scratch space: the default kubeconfig and pod working directories.
+        let state_dir =
+            std::env::temp_dir().join(format!("kubesim-{}-{}", std::process::id(), addr.port()));
+        let kubeconfig = config
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(|| state_dir.join("kubeconfig"));
+        let temp_dir = Some(state_dir.clone());
         write_kubeconfig(&kubeconfig, addr)?;
         let kubelet = Arc::new(crate::kubelet::Kubelet::new(
             api.clone(),
             logs.clone(),
             config.images.clone(),
             kubeconfig.clone(),
+            state_dir.join("pods"),
         ));
         tasks.extend(crate::controllers::spawn_all(
             api.clone(),
@@ -230,9 +228,6 @@ impl Cluster {
         if let Some(dir) = self.temp_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
-        // The shared parent of pod working directories, once empty.
-        let pods_dir = std::env::temp_dir().join(format!("kubesim-pods-{}", std::process::id()));
-        let _ = std::fs::remove_dir(pods_dir);
     }
 }
 

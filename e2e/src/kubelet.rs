@@ -66,6 +66,8 @@ pub struct Kubelet {
     pub(crate) logs: Arc<LogStore>,
     pub(crate) images: BTreeMap<String, PathBuf>,
     pub(crate) kubeconfig: PathBuf,
+    /// Parent of the pods' working directories (removed with the cluster).
+    pub(crate) pods_dir: PathBuf,
     /// Process groups of every running container, killed on shutdown.
     pub(crate) pgids: Mutex<HashSet<i32>>,
     pods: Mutex<HashMap<String, watch::Sender<Signal>>>,
@@ -77,12 +79,14 @@ impl Kubelet {
         logs: Arc<LogStore>,
         images: BTreeMap<String, PathBuf>,
         kubeconfig: PathBuf,
+        pods_dir: PathBuf,
     ) -> Self {
         Self {
             api,
             logs,
             images,
             kubeconfig,
+            pods_dir,
             pgids: Mutex::new(HashSet::new()),
             pods: Mutex::new(HashMap::new()),
         }

@@ -547,9 +547,7 @@ pub async fn run_pod(
     let ns = meta_str(&pod, "namespace").to_string();
     let name = meta_str(&pod, "name").to_string();
     let ip = crate::ipalloc::next_pod_ip();
-    let workdir = std::env::temp_dir()
-        .join(format!("kubesim-pods-{}", std::process::id()))
-        .join(meta_str(&pod, "uid"));
+    let workdir = k.pods_dir.join(meta_str(&pod, "uid"));
     if let Err(e) = std::fs::create_dir_all(&workdir) {
         tracing::warn!(%e, "creating pod working directory");
     }
