@@ -4,6 +4,8 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::gateway::resume_token::ResumeTokens;
+
 /// Tokens are only used to open a session, so they are short-lived.
 pub const MAX_TOKEN_AGE_SECS: u64 = 300;
 /// Tolerated clock skew for an `iat` slightly in the future.
@@ -41,6 +43,7 @@ pub struct Claims {
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    resume: ResumeTokens,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -63,7 +66,13 @@ impl Authenticator {
         Ok(Self {
             key: DecodingKey::from_secret(secret),
             validation,
+            resume: ResumeTokens::new(secret),
         })
+    }
+
+    /// Resume tokens signed with the same secret (see [`ResumeTokens`]).
+    pub fn resume_tokens(&self) -> &ResumeTokens {
+        &self.resume
     }
 
     /// The user the token names, if it is valid at `now_secs`.

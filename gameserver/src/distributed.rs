@@ -35,6 +35,9 @@ pub struct GatewayCmdArgs {
     pub server: ServerArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Bearer token for `POST /drain` on the admin port; unset disables the route (403).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
+    pub admin_token: Secret,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,7 +79,7 @@ fn redis_url(url: Option<&Secret>) -> Result<String, String> {
 }
 
 /// SIGTERM or Ctrl-C.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -143,19 +146,36 @@ pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
     let router = Router::new()
         .route("/", any(upgrade))
         .route("/ws", any(upgrade))
-        .with_state(gateway);
+        .with_state(Arc::clone(&gateway));
     let admin_router = admin::router(AdminState {
         registry,
         health: Arc::clone(&health),
-    });
+    })
+    .merge(admin::drain_routes(
+        Arc::clone(&health),
+        args.admin_token.expose(),
+    ));
     spawn_server("player", player, router, stop.clone());
     spawn_server("admin", admin_l, admin_router, stop.clone());
     health.set_ready(true);
     tracing::info!(listen = %args.server.listen, "gateway running");
-    stop_signal().await;
+    // SIGTERM/Ctrl-C or POST /drain: drain, then exit.
+    tokio::select! {
+        _ = stop_signal() => gateway.begin_drain(),
+        _ = health.draining.cancelled() => {}
+    }
+    tracing::info!("drain requested");
+    let budget = gateway.config().drain_timeout + Duration::from_secs(1);
+    if tokio::time::timeout(budget, gateway.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain did not finish in time; exiting");
+    }
     health.set_ready(false);
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Connections still open (drain timeout) get their close frames.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
 }
 

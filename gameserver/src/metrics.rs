@@ -20,6 +20,12 @@ pub struct GatewayMetrics {
     pub bet_rejections: IntCounterVec,
     pub errors: IntCounterVec,
     pub disconnects: IntCounterVec,
+    /// 1 while the gateway drains.
+    pub draining: IntGauge,
+    /// How long the last drain took (0 until one finished).
+    pub drain_duration_seconds: prometheus::Gauge,
+    /// WebSocket upgrades refused because the gateway was draining.
+    pub refused_upgrades: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -83,6 +89,18 @@ impl GatewayMetrics {
         registry.register(Box::new(bet_rejections.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(disconnects.clone()))?;
+        let draining = IntGauge::new("gateway_draining", "1 while this gateway is draining")?;
+        let drain_duration_seconds = prometheus::Gauge::new(
+            "gateway_drain_duration_seconds",
+            "Duration of the last completed drain (0 until a drain finished)",
+        )?;
+        let refused_upgrades = IntCounter::new(
+            "gateway_refused_upgrades_total",
+            "WebSocket upgrades refused (503) because the gateway was draining",
+        )?;
+        registry.register(Box::new(draining.clone()))?;
+        registry.register(Box::new(drain_duration_seconds.clone()))?;
+        registry.register(Box::new(refused_upgrades.clone()))?;
         // Resolve the per-type counters once: sending is the hot path.
         let sent = FrameKind::ALL
             .iter()
@@ -99,6 +117,9 @@ impl GatewayMetrics {
             bet_rejections,
             errors,
             disconnects,
+            draining,
+            drain_duration_seconds,
+            refused_upgrades,
         })
     }
 

@@ -91,10 +91,10 @@ async fn page_token_and_a_bet_settled_by_the_engine() {
         json!({"type":"authenticate","token":token["token"]}),
     )
     .await;
-    assert_eq!(
-        recv(&mut ws).await,
-        json!({"type":"authenticated","userId":"alice"})
-    );
+    let authed = recv(&mut ws).await;
+    assert_eq!(authed["type"], "authenticated");
+    assert_eq!(authed["userId"], "alice");
+    assert!(authed["resumeToken"].is_string(), "{authed}");
     send(&mut ws, json!({"type":"join_game","gameId":"dice-1"})).await;
     assert_eq!(recv(&mut ws).await["type"], "game_joined");
 

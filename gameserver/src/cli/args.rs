@@ -54,6 +54,22 @@ pub struct GatewayArgs {
     /// Close connections that do not authenticate within this, milliseconds.
     #[arg(long, env = "AUTH_TIMEOUT_MS", default_value_t = 30_000)]
     pub auth_timeout_ms: u64,
+    /// Longest a drain (SIGTERM, POST /drain) may take before the process exits anyway, seconds.
+    #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 30.0)]
+    pub drain_timeout_seconds: f64,
+    /// Window over which a drain spreads its connection closes (1012), seconds; capped at the
+    /// drain timeout.
+    #[arg(long, env = "RECONNECT_SPREAD_SECONDS", default_value_t = 5.0)]
+    pub reconnect_spread_seconds: f64,
+}
+
+fn seconds(flag: &str, v: f64) -> Result<Duration, String> {
+    if !v.is_finite() || !(0.0..=86_400.0).contains(&v) {
+        return Err(format!(
+            "{flag} must be a number of seconds between 0 and 86400, got {v}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 impl GatewayArgs {
@@ -76,7 +92,12 @@ impl GatewayArgs {
         if self.connections_per_user == 0 {
             return Err("--connections-per-user must be > 0, got 0".into());
         }
+        let drain_timeout = seconds("--drain-timeout-seconds", self.drain_timeout_seconds)?;
+        let reconnect_spread =
+            seconds("--reconnect-spread-seconds", self.reconnect_spread_seconds)?;
         let mut cfg = GatewayConfig {
+            drain_timeout,
+            reconnect_spread,
             room_capacity: self.room_capacity,
             rooms_per_connection: self.rooms_per_connection,
             messages_per_second: self.messages_per_second,
@@ -176,7 +197,17 @@ mod tests {
             "300",
         ]);
         let cfg = cli.server.gateway.config().unwrap();
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.reconnect_spread, Duration::from_secs(5));
         assert_eq!(cfg.room_capacity, 7);
         assert_eq!(cfg.heartbeat_timeout, Duration::from_millis(300));
+        let cli = Cli::parse_from(["x", "--reconnect-spread-seconds", "0.5"]);
+        let cfg = cli.server.gateway.config().unwrap();
+        assert_eq!(cfg.reconnect_spread, Duration::from_millis(500));
+        let cli = Cli::parse_from(["x", "--drain-timeout-seconds=-1"]);
+        assert_eq!(
+            cli.server.gateway.config().unwrap_err(),
+            "--drain-timeout-seconds must be a number of seconds between 0 and 86400, got -1"
+        );
     }
 }

@@ -67,7 +67,13 @@ impl Conn {
         loop {
             tokio::select! {
                 biased;
-                cause = handle.wait_killed() => return cause,
+                cause = handle.wait_killed() => {
+                    if cause == CloseCause::Draining {
+                        // The drain notice (and events already queued) go out before the close.
+                        Box::pin(self.flush_pending(rx)).await;
+                    }
+                    return cause;
+                }
                 out = rx.recv() => {
                     let Some(out) = out else { return CloseCause::Shutdown };
                     if let Err(cause) = Box::pin(self.write_queued(out, rx)).await {
@@ -202,8 +208,41 @@ impl Conn {
         self.handle.set_authenticated();
         self.gw.metrics.authenticated_connections.inc();
         self.user = Some(Arc::clone(&user));
-        self.reply(&ServerFrame::Authenticated { user_id: &user })
-            .await
+        let resume_token = self.resume_token();
+        self.reply(&ServerFrame::Authenticated {
+            user_id: &user,
+            resume_token: resume_token.as_deref(),
+        })
+        .await
+    }
+
+    /// A fresh resume token for this connection's user (none before authentication).
+    fn resume_token(&self) -> Option<String> {
+        resume_token(&self.gw, self.user.as_deref())
+    }
+
+    /// Writes whatever is queued, bounded by [`CLOSE_TIMEOUT`] (the connection is closing).
+    async fn flush_pending(&mut self, rx: &mut mpsc::Receiver<Outbound>) {
+        let mut items = Vec::new();
+        while let Ok(out) = rx.try_recv() {
+            items.push(materialize(&self.gw, self.user.as_deref(), out));
+        }
+        if items.is_empty() {
+            return;
+        }
+        let ws = &mut self.ws;
+        let kinds: Vec<FrameKind> = items.iter().map(|(_, k, _)| *k).collect();
+        let work = async {
+            for (msg, _, _) in items {
+                ws.feed(msg).await?;
+            }
+            ws.flush().await
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, work).await {
+            for kind in kinds {
+                self.gw.metrics.sent(kind, 1);
+            }
+        }
     }
 
     fn user(&self) -> Arc<str> {
@@ -448,21 +487,18 @@ impl Conn {
         let timeout = self.gw.cfg.write_timeout;
         let mut kinds = [(FrameKind::Other, 0u64); MAX_BATCH];
         let mut n = 0;
+        let (gw, user) = (&self.gw, self.user.as_deref());
+        let materialize = |out| materialize(gw, user, out);
         let ws = &mut self.ws;
         let work = async {
             let mut next = Some(first);
             while let Some(out) = next.take() {
-                match out {
-                    Outbound::Frame {
-                        text,
-                        kind,
-                        emitted_at_ms,
-                    } => {
-                        ws.feed(Message::Text(text)).await?;
-                        kinds[n] = (kind, emitted_at_ms);
-                        n += 1;
-                    }
-                    Outbound::Ping => ws.feed(Message::Ping(Default::default())).await?,
+                let (msg, kind, emitted_at_ms) = materialize(out);
+                let is_frame = !matches!(msg, Message::Ping(_));
+                ws.feed(msg).await?;
+                if is_frame {
+                    kinds[n] = (kind, emitted_at_ms);
+                    n += 1;
                 }
                 if n < MAX_BATCH {
                     next = more.as_mut().and_then(|rx| rx.try_recv().ok());
@@ -543,6 +579,38 @@ impl Conn {
             }
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    }
+}
+
+fn resume_token(gw: &Gateway, user: Option<&str>) -> Option<String> {
+    Some(gw.auth.resume_tokens().issue(user?, now_secs()))
+}
+
+/// The frame an [`Outbound`] item becomes on the wire, its kind and emission time.
+fn materialize(gw: &Gateway, user: Option<&str>, out: Outbound) -> (Message, FrameKind, u64) {
+    match out {
+        Outbound::Frame {
+            text,
+            kind,
+            emitted_at_ms,
+        } => (Message::Text(text), kind, emitted_at_ms),
+        Outbound::Ping => (
+            Message::Ping(Default::default()),
+            FrameKind::Other,
+            u64::MAX,
+        ),
+        Outbound::Draining { reconnect_after_ms } => {
+            let token = resume_token(gw, user);
+            let frame = ServerFrame::ServerDraining {
+                reconnect_after_ms,
+                resume_token: token.as_deref(),
+            };
+            (
+                Message::Text(Utf8Bytes::from(frame.to_text())),
+                FrameKind::ServerDraining,
+                0,
+            )
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub enum Outbound {
     },
     /// A WebSocket ping from the heartbeat.
     Ping,
+    /// The gateway is draining: write `server_draining` (with this connection's resume token);
+    /// the close follows in about `reconnect_after_ms`.
+    Draining { reconnect_after_ms: u64 },
 }
 
 /// Why a connection ends; decides the close frame and the `ws_disconnects_total` label.
@@ -43,10 +46,11 @@ pub enum CloseCause {
     WriteTimeout,
     WriteFailed,
     Shutdown,
+    Draining,
 }
 
 impl CloseCause {
-    const ALL: [CloseCause; 12] = [
+    const ALL: [CloseCause; 13] = [
         Self::ClientClosed,
         Self::SlowConsumer,
         Self::HeartbeatTimeout,
@@ -59,6 +63,7 @@ impl CloseCause {
         Self::WriteTimeout,
         Self::WriteFailed,
         Self::Shutdown,
+        Self::Draining,
     ];
 
     fn from_u8(v: u8) -> Option<Self> {
@@ -79,6 +84,7 @@ impl CloseCause {
             Self::WriteTimeout => "write_timeout",
             Self::WriteFailed => "write_failed",
             Self::Shutdown => "shutdown",
+            Self::Draining => "draining",
         }
     }
 
@@ -98,6 +104,8 @@ impl CloseCause {
             Self::ProtocolError => Some((1002, "protocol error")),
             Self::InvalidUtf8 => Some((1007, "invalid UTF-8")),
             Self::Shutdown => Some((1001, "server shutting down")),
+            // 1012 "service restart": reconnect (elsewhere) and resume.
+            Self::Draining => Some((1012, "server draining; reconnect and resume")),
         }
     }
 }

@@ -4,10 +4,12 @@
 
 mod connection;
 mod dispatch;
+pub mod drain;
 mod handle;
 pub mod heartbeat;
 pub mod limits;
 mod registry;
+pub mod resume_token;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,10 @@ pub struct GatewayConfig {
     pub auth_timeout: Duration,
     /// A single flush taking longer than this closes the connection.
     pub write_timeout: Duration,
+    /// Longest a drain may take; connections still open then are dropped.
+    pub drain_timeout: Duration,
+    /// Window over which a drain spreads its closes (capped at `drain_timeout`).
+    pub reconnect_spread: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -71,6 +77,8 @@ impl Default for GatewayConfig {
             heartbeat_timeout: Duration::from_secs(45),
             auth_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            reconnect_spread: Duration::from_secs(5),
         }
     }
 }
@@ -92,6 +100,8 @@ pub struct Gateway {
     health: Arc<Health>,
     /// Held across a local membership change and the bus (un)subscribe it causes.
     membership: tokio::sync::Mutex<()>,
+    /// Cancelled once a drain has finished (no connection left, or its timeout passed).
+    drained: CancellationToken,
 }
 
 impl Gateway {
@@ -110,11 +120,13 @@ impl Gateway {
             metrics: GatewayMetrics::new(metrics)?,
             health,
             membership: tokio::sync::Mutex::new(()),
+            drained: CancellationToken::new(),
         }))
     }
 
     /// Starts the delivery fan-out and the heartbeat sweeper. On `shutdown` every connection
-    /// is closed with 1001.
+    /// is closed with 1001. Once `health.draining` is cancelled (SIGTERM, `POST /drain`) the
+    /// gateway drains (see [`drain`]) and then [`drained`](Self::drained) resolves.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> Result<(), GatewayError> {
         let deliveries = self
             .bus
@@ -127,11 +139,31 @@ impl Gateway {
         ));
         tokio::spawn(heartbeat::sweep(Arc::clone(self), shutdown.clone()));
         let gw = Arc::clone(self);
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
             gw.registry.for_each(|c| c.kill(CloseCause::Shutdown));
         });
+        let gw = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = gw.health.draining.cancelled() => {}
+            }
+            drain::run(&gw).await;
+            gw.drained.cancel();
+        });
         Ok(())
+    }
+
+    /// Start draining (idempotent): `/readyz` fails and upgrades are refused at once.
+    pub fn begin_drain(&self) {
+        self.health.draining.cancel();
+    }
+
+    /// Resolves once a drain has finished.
+    pub async fn drained(&self) {
+        self.drained.cancelled().await
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -145,7 +177,13 @@ impl Gateway {
     /// Completes a WebSocket upgrade with this gateway's limits and buffers.
     pub fn accept(self: &Arc<Self>, upgrade: WebSocketUpgrade) -> Response {
         if self.health.is_draining() {
-            return (StatusCode::SERVICE_UNAVAILABLE, "gateway is draining\n").into_response();
+            self.metrics.refused_upgrades.inc();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "1")],
+                "gateway is draining: reconnect to another gateway\n",
+            )
+                .into_response();
         }
         let gw = Arc::clone(self);
         upgrade

@@ -70,8 +70,17 @@ pub async fn run(args: LocalArgs) -> Result<(), String> {
         local.player_addr.port(),
         local.admin_addr
     );
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::warn!(error = %e, "cannot wait for Ctrl-C; stopping");
+    // Ctrl-C/SIGTERM or POST /drain: drain the gateway (players are told to reconnect), then stop.
+    tokio::select! {
+        _ = crate::distributed::stop_signal() => local.gateway.begin_drain(),
+        _ = local.health.draining.cancelled() => {}
+    }
+    let budget = local.gateway.config().drain_timeout + Duration::from_secs(1);
+    if tokio::time::timeout(budget, local.gateway.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain did not finish in time");
     }
     tracing::info!("shutting down");
     shutdown.cancel();
@@ -149,7 +158,11 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
         registry,
         health: Arc::clone(&health),
     })
-    .merge(ledger_admin::routes(ledger, args.admin_token.expose()));
+    .merge(ledger_admin::routes(ledger, args.admin_token.expose()))
+    .merge(admin::drain_routes(
+        Arc::clone(&health),
+        args.admin_token.expose(),
+    ));
     spawn_server("player", player, player_router, shutdown.clone());
     spawn_server("admin", admin_listener, admin_router, shutdown);
     health.set_ready(true);

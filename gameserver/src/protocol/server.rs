@@ -94,6 +94,14 @@ pub enum ServerFrame<'a> {
     },
     Authenticated {
         user_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume_token: Option<&'a str>,
+    },
+    /// The gateway is draining: expect a close (1012) in about `reconnect_after_ms`, then
+    /// reconnect and resume with `resume_token`.
+    ServerDraining {
+        reconnect_after_ms: u64,
+        resume_token: Option<&'a str>,
     },
     AuthFailed {
         reason: &'a str,
@@ -148,6 +156,7 @@ impl ServerFrame<'_> {
         match self {
             Self::Connected { .. } => FrameKind::Connected,
             Self::Authenticated { .. } => FrameKind::Authenticated,
+            Self::ServerDraining { .. } => FrameKind::ServerDraining,
             Self::AuthFailed { .. } => FrameKind::AuthFailed,
             Self::GameJoined { .. } => FrameKind::GameJoined,
             Self::GameLeft { .. } => FrameKind::GameLeft,
@@ -179,11 +188,12 @@ pub enum FrameKind {
     Pong,
     Error,
     SystemAnnouncement,
+    ServerDraining,
     Other,
 }
 
 impl FrameKind {
-    pub const ALL: [FrameKind; 15] = [
+    pub const ALL: [FrameKind; 16] = [
         Self::Connected,
         Self::Authenticated,
         Self::AuthFailed,
@@ -198,6 +208,7 @@ impl FrameKind {
         Self::Pong,
         Self::Error,
         Self::SystemAnnouncement,
+        Self::ServerDraining,
         Self::Other,
     ];
 
@@ -217,6 +228,7 @@ impl FrameKind {
             Self::Pong => "pong",
             Self::Error => "error",
             Self::SystemAnnouncement => "system_announcement",
+            Self::ServerDraining => "server_draining",
             Self::Other => "other",
         }
     }
@@ -262,8 +274,25 @@ mod tests {
                 json!({"type":"connected","connectionId":"c","serverTime":5}),
             ),
             (
-                ServerFrame::Authenticated { user_id: "u" },
+                ServerFrame::Authenticated {
+                    user_id: "u",
+                    resume_token: None,
+                },
                 json!({"type":"authenticated","userId":"u"}),
+            ),
+            (
+                ServerFrame::Authenticated {
+                    user_id: "u",
+                    resume_token: Some("r"),
+                },
+                json!({"type":"authenticated","userId":"u","resumeToken":"r"}),
+            ),
+            (
+                ServerFrame::ServerDraining {
+                    reconnect_after_ms: 250,
+                    resume_token: Some("r"),
+                },
+                json!({"type":"server_draining","reconnectAfterMs":250,"resumeToken":"r"}),
             ),
             (
                 ServerFrame::AuthFailed {

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub const SECRET: &[u8] = b"integration-test-secret";
 pub const WAIT: Duration = Duration::from_secs(5);
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub struct TestGateway {
     pub addr: SocketAddr,
@@ -75,7 +76,8 @@ pub async fn start_with_bus(
     let admin_router = admin::router(AdminState {
         registry,
         health: health.clone(),
-    });
+    })
+    .merge(admin::drain_routes(health.clone(), ADMIN_TOKEN));
     tokio::spawn(server::serve(admin_l, admin_router, shutdown.clone()));
     health.set_ready(true);
     TestGateway {
@@ -95,6 +97,8 @@ pub fn token(user: &str) -> String {
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub connection_id: String,
+    /// From `authenticated` (empty before).
+    pub resume_token: String,
 }
 
 impl Client {
@@ -109,6 +113,7 @@ impl Client {
         let mut c = Client {
             ws,
             connection_id: String::new(),
+            resume_token: String::new(),
         };
         let hello = c.recv().await;
         assert_eq!(hello["type"], "connected");
@@ -122,7 +127,12 @@ impl Client {
         c.send(json!({"type":"authenticate","token":token(user)}))
             .await;
         let reply = c.recv().await;
-        assert_eq!(reply, json!({"type":"authenticated","userId":user}));
+        assert_eq!(reply["type"], "authenticated", "{reply}");
+        assert_eq!(reply["userId"], user);
+        assert!(reply["resumeToken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("v1.")));
+        c.resume_token = reply["resumeToken"].as_str().unwrap().to_owned();
         c
     }
 
@@ -225,6 +235,31 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `POST path` with an optional bearer token; returns the status and body.
+pub async fn http_post(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let status = out[9..12].parse().unwrap();

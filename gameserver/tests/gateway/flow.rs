@@ -13,10 +13,10 @@ async fn full_flow_connect_auth_join_bet_settle_leave() {
     alice
         .send(json!({"type":"authenticate","token":token("alice")}))
         .await;
-    assert_eq!(
-        alice.recv().await,
-        json!({"type":"authenticated","userId":"alice"})
-    );
+    let authed = alice.recv().await;
+    assert_eq!(authed["type"], "authenticated");
+    assert_eq!(authed["userId"], "alice");
+    assert!(authed["resumeToken"].is_string(), "{authed}");
     let joined = alice.join("g1").await;
     assert_eq!(
         joined,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod drain;
 mod errors;
 mod flow;
 mod limits;
