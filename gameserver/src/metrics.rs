@@ -26,6 +26,8 @@ pub struct GatewayMetrics {
     pub drain_duration_seconds: prometheus::Gauge,
     /// WebSocket upgrades refused because the gateway was draining.
     pub refused_upgrades: IntCounter,
+    /// Streams (rooms, inboxes) a `resume` asked for, by whether the gap was filled.
+    pub resumed_streams: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -101,6 +103,14 @@ impl GatewayMetrics {
         registry.register(Box::new(draining.clone()))?;
         registry.register(Box::new(drain_duration_seconds.clone()))?;
         registry.register(Box::new(refused_upgrades.clone()))?;
+        let resumed_streams = IntCounterVec::new(
+            Opts::new(
+                "ws_resumed_streams_total",
+                "Rooms and inboxes named by resume requests, by result (recovered or not_recovered)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(resumed_streams.clone()))?;
         // Resolve the per-type counters once: sending is the hot path.
         let sent = FrameKind::ALL
             .iter()
@@ -120,6 +130,7 @@ impl GatewayMetrics {
             draining,
             drain_duration_seconds,
             refused_upgrades,
+            resumed_streams,
         })
     }
 

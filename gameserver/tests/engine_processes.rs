@@ -78,6 +78,10 @@ async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
         }
         gw.join_room(room, "conn").await.unwrap();
     }
+    // Direct frames reach a gateway only for the users it holds.
+    for u in 0..8 {
+        gw.subscribe_user(&format!("p{u}")).await.unwrap();
+    }
     let mut doomed = engine_process(&server, "e1");
     let mut survivor = engine_process(&server, "e2");
     tokio::time::sleep(Duration::from_millis(1_500)).await;

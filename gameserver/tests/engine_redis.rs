@@ -45,6 +45,16 @@ async fn gateway(server: &RedisServer, node: &str, rooms: &[&str]) -> Gateway {
         }
         bus.join_room(room, &format!("{node}-conn")).await.unwrap();
     }
+    // Direct frames reach a gateway only for the users it holds: these tests' players.
+    let users = ["ann", "bo", "cy"].map(String::from);
+    for u in users.into_iter().chain((0..8).map(|i| format!("p{i}"))) {
+        for _ in 0..100 {
+            if bus.subscribe_user(&u).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     Gateway { bus, rx }
 }
 

@@ -8,7 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{BetRequest, BusError, Delivery, EngineBus, GatewayBus, QueuedBet, Target};
+use super::history::{HistoryLimits, MemoryLog};
+use super::{
+    BetRequest, BusError, Delivery, EngineBus, GatewayBus, Position, QueuedBet, Recovery, Target,
+};
+use crate::clock::now_ms;
 
 /// Deliveries queued towards the gateway before producers wait (backpressure, not growth).
 const DELIVERY_QUEUE: usize = 16_384;
@@ -21,7 +25,20 @@ pub struct MemoryBus {
     subscribed: Mutex<HashSet<String>>,
     members: Mutex<HashMap<String, HashSet<String>>>,
     next_id: AtomicU64,
+    /// Room and user histories. Held across a publish's append and its send, so offsets
+    /// reach the gateway in order.
+    logs: tokio::sync::Mutex<Logs>,
+    limits: HistoryLimits,
 }
+
+#[derive(Default)]
+struct Logs {
+    streams: HashMap<Target, MemoryLog>,
+    appends: u64,
+}
+
+/// Every this many appends, histories with nothing young enough to replay are dropped.
+const PRUNE_EVERY: u64 = 4_096;
 
 impl Default for MemoryBus {
     fn default() -> Self {
@@ -41,6 +58,16 @@ impl MemoryBus {
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            logs: tokio::sync::Mutex::new(Logs::default()),
+            limits: HistoryLimits::default(),
+        }
+    }
+
+    /// With other history bounds (tests use small ones).
+    pub fn with_limits(limits: HistoryLimits) -> Self {
+        Self {
+            limits,
+            ..Self::new()
         }
     }
 
@@ -51,7 +78,22 @@ impl MemoryBus {
         }
     }
 
-    async fn deliver(&self, delivery: Delivery) -> Result<(), BusError> {
+    async fn deliver(&self, mut delivery: Delivery) -> Result<(), BusError> {
+        let mut logs = self.logs.lock().await;
+        if !matches!(delivery.target, Target::All) {
+            let now = now_ms();
+            let (max_entries, max_age) = (
+                self.limits.entries_for(&delivery.target),
+                self.limits.max_age,
+            );
+            let log = logs.streams.entry(delivery.target.clone()).or_default();
+            delivery.frame =
+                log.append(&delivery.target, &delivery.frame, now, max_entries, max_age);
+            logs.appends += 1;
+            if logs.appends % PRUNE_EVERY == 0 {
+                logs.streams.retain(|_, l| !l.is_stale(now, max_age));
+            }
+        }
         if !self.is_wanted(&delivery.target) {
             return Ok(());
         }
@@ -112,6 +154,41 @@ impl GatewayBus for MemoryBus {
             members.remove(game_id);
         }
         Ok(left)
+    }
+
+    async fn subscribe_user(&self, _user_id: &str) -> Result<(), BusError> {
+        // One process: every user's frames already reach the only gateway.
+        Ok(())
+    }
+
+    async fn unsubscribe_user(&self, _user_id: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn position(&self, stream: &Target) -> Result<Position, BusError> {
+        if matches!(stream, Target::All) {
+            return Err(BusError::Protocol("broadcasts have no history".into()));
+        }
+        let mut logs = self.logs.lock().await;
+        Ok(logs.streams.entry(stream.clone()).or_default().position())
+    }
+
+    async fn history(
+        &self,
+        stream: &Target,
+        since: Option<&Position>,
+    ) -> Result<Recovery, BusError> {
+        if matches!(stream, Target::All) {
+            return Err(BusError::Protocol("broadcasts have no history".into()));
+        }
+        let mut logs = self.logs.lock().await;
+        let log = logs.streams.entry(stream.clone()).or_default();
+        Ok(log.since(
+            since,
+            now_ms(),
+            self.limits.max_age,
+            self.limits.entries_for(stream),
+        ))
     }
 
     fn take_deliveries(&self) -> Option<mpsc::Receiver<Delivery>> {
@@ -201,8 +278,30 @@ mod tests {
         EngineBus::publish(&bus, d("g1")).await.unwrap();
         bus.unsubscribe_room("g1").await.unwrap();
         EngineBus::publish(&bus, d("g1")).await.unwrap();
-        assert_eq!(rx.recv().await.unwrap(), d("g1"));
+        let got = rx.recv().await.unwrap();
+        assert_eq!(got.target, Target::Room("g1".into()));
+        // Every room event is recorded (offset 1 while nobody listened), delivered or not.
+        assert_eq!(
+            super::super::history::position_of(&got.frame),
+            Some((true, "g1".into(), 2))
+        );
         assert!(rx.try_recv().is_err());
+        let start = Position {
+            offset: 1,
+            epoch: bus
+                .position(&Target::Room("g1".into()))
+                .await
+                .unwrap()
+                .epoch,
+        };
+        let r = bus
+            .history(&Target::Room("g1".into()), Some(&start))
+            .await
+            .unwrap();
+        assert!(r.recovered);
+        assert_eq!(r.position.offset, 3);
+        assert_eq!(r.frames.len(), 2);
+        assert!(bus.position(&Target::All).await.is_err());
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! submit bets and publish presence changes, engines consume bets and publish deliveries.
 //! [`memory::MemoryBus`] joins them in one process (local mode); a Redis bus joins processes.
 
+pub mod history;
 pub mod memory;
 pub mod redis;
 
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+pub use history::{Position, Recovery};
 
 /// A bet on its way from a gateway to an engine. The gateway has already checked its shape
 /// (integer amount > 0, non-empty idempotency key); the engine applies every game rule.
@@ -89,6 +92,18 @@ pub trait GatewayBus: Send + Sync + 'static {
     async fn join_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError>;
     /// Record that a connection left a room; returns the remaining member count.
     async fn leave_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError>;
+    /// Start receiving this user's direct frames on this gateway (its first local connection).
+    async fn subscribe_user(&self, user_id: &str) -> Result<(), BusError>;
+    /// Stop receiving this user's direct frames (its last local connection is gone).
+    async fn unsubscribe_user(&self, user_id: &str) -> Result<(), BusError>;
+    /// The latest position of a room's or user's history (`Target::All` has none).
+    async fn position(&self, stream: &Target) -> Result<Position, BusError>;
+    /// What a room or user stream received after `since` (see [`history::recover`]).
+    async fn history(
+        &self,
+        stream: &Target,
+        since: Option<&Position>,
+    ) -> Result<Recovery, BusError>;
     /// The stream of deliveries for this gateway's subscribed rooms, its users and `All`.
     /// Yields `None` for every call after the first.
     fn take_deliveries(&self) -> Option<tokio::sync::mpsc::Receiver<Delivery>>;

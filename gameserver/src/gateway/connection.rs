@@ -12,10 +12,12 @@ use super::handle::{CloseCause, ConnHandle, Outbound};
 use super::limits::{room_admits, Admission, RateLimiter};
 use super::Gateway;
 use crate::auth::now_secs;
-use crate::bus::{BetRequest, Delivery, Target};
+use crate::bus::history::position_of;
+use crate::bus::{BetRequest, Delivery, Position, Target};
 use crate::clock::{mono_ms, now_ms};
 use crate::protocol::{
-    decode, BetRejectReason, ClientFrame, ErrorCode, FrameKind, PlaceBet, Rejection, ServerFrame,
+    decode, BetRejectReason, ClientFrame, ErrorCode, FrameKind, PlaceBet, Rejection, Resume,
+    ServerFrame, StreamResume,
 };
 
 /// Frames written per flush when several are queued (fewer syscalls under load).
@@ -31,6 +33,9 @@ struct Conn {
     user: Option<Arc<str>>,
     rooms: Vec<Arc<str>>,
     limiter: RateLimiter,
+    /// After a resume: per stream, the last position replayed. Queued live frames at or before
+    /// it are duplicates and dropped; the first newer one ends the check for that stream.
+    recovering: Vec<(bool, String, u64)>,
 }
 
 pub(super) async fn run(gw: Arc<Gateway>, ws: WebSocket) {
@@ -47,6 +52,7 @@ pub(super) async fn run(gw: Arc<Gateway>, ws: WebSocket) {
         user: None,
         rooms: Vec::new(),
         limiter,
+        recovering: Vec::new(),
     };
     let cause = conn.serve(&mut rx).await;
     drop(rx);
@@ -171,6 +177,10 @@ impl Conn {
                 self.gw.metrics.received("place_bet");
                 self.place_bet(bet).await
             }
+            ClientFrame::Resume(resume) => {
+                self.gw.metrics.received("resume");
+                Box::pin(self.resume(resume)).await
+            }
         }
     }
 
@@ -187,33 +197,202 @@ impl Conn {
             Ok(user) => Arc::from(user),
             Err(e) => {
                 tracing::debug!(connection = %self.id, reason = %e, "authentication failed");
-                self.reply(&ServerFrame::AuthFailed {
-                    reason: "INVALID_TOKEN",
-                })
-                .await?;
-                return Err(CloseCause::AuthFailed);
+                return self.auth_failed("INVALID_TOKEN").await;
             }
         };
-        if !self
-            .gw
+        self.register_user(&user).await?;
+        let inbox = self.gw.bus.position(&Target::User(user.to_string())).await;
+        let resume_token = self.resume_token();
+        self.reply(&ServerFrame::Authenticated {
+            user_id: &user,
+            resume_token: resume_token.as_deref(),
+            inbox: inbox.as_ref().ok(),
+        })
+        .await
+    }
+
+    async fn auth_failed(&mut self, reason: &str) -> Result<(), CloseCause> {
+        self.reply(&ServerFrame::AuthFailed { reason }).await?;
+        Err(CloseCause::AuthFailed)
+    }
+
+    /// Indexes the connection under its user and starts the user's direct frames here.
+    async fn register_user(&mut self, user: &Arc<str>) -> Result<(), CloseCause> {
+        let gw = Arc::clone(&self.gw);
+        let _membership = gw.membership.lock().await;
+        if !gw
             .registry
-            .add_user(&user, &self.handle, self.gw.cfg.connections_per_user)
+            .add_user(user, &self.handle, gw.cfg.connections_per_user)
         {
+            drop(_membership);
             self.reply(&ServerFrame::AuthFailed {
                 reason: "TOO_MANY_CONNECTIONS",
             })
             .await?;
             return Err(CloseCause::TooManyConnections);
         }
+        if gw.registry.user_connections(user) == 1 {
+            // On failure the subscription is retried when the bus reconnects.
+            if let Err(e) = gw.bus.subscribe_user(user).await {
+                tracing::warn!(error = %e, "subscribe_user failed");
+            }
+        }
         self.handle.set_authenticated();
-        self.gw.metrics.authenticated_connections.inc();
-        self.user = Some(Arc::clone(&user));
-        let resume_token = self.resume_token();
-        self.reply(&ServerFrame::Authenticated {
+        gw.metrics.authenticated_connections.inc();
+        self.user = Some(Arc::clone(user));
+        Ok(())
+    }
+
+    /// `resume`: authenticate (resume token or JWT), rejoin the rooms, replay what was missed
+    /// in each room and in the user's inbox, then answer `resumed`.
+    async fn resume(&mut self, r: Resume) -> Result<(), CloseCause> {
+        if self.user.is_some() {
+            return self
+                .error(
+                    ErrorCode::AlreadyAuthenticated,
+                    "this connection is already authenticated",
+                )
+                .await;
+        }
+        let now = now_secs();
+        let by_resume = match self.gw.auth.resume_tokens().verify(&r.resume_token, now) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                if !r.resume_token.is_empty() {
+                    tracing::debug!(connection = %self.id, reason = %e, "resume token refused");
+                }
+                None
+            }
+        };
+        let by_jwt = r
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .and_then(|t| self.gw.auth.verify(t, now).ok());
+        let user = match (by_resume, by_jwt) {
+            (Some(a), Some(b)) if a != b => None,
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+        let Some(user) = user else {
+            return self.auth_failed("INVALID_TOKEN").await;
+        };
+        let user: Arc<str> = Arc::from(user);
+        self.register_user(&user).await?;
+        let mut rooms = std::collections::BTreeMap::new();
+        for (game_id, since) in &r.rooms {
+            let outcome = self.rejoin(game_id, since.as_ref()).await?;
+            rooms.insert(game_id.as_str(), outcome);
+        }
+        let inbox = self
+            .replay(Target::User(user.to_string()), r.inbox.as_ref())
+            .await?;
+        let token = self.resume_token().unwrap_or_default();
+        self.reply(&ServerFrame::Resumed {
             user_id: &user,
-            resume_token: resume_token.as_deref(),
+            resume_token: &token,
+            rooms,
+            inbox,
         })
         .await
+    }
+
+    /// Rejoins one room during a resume and replays its missed events.
+    async fn rejoin(
+        &mut self,
+        game_id: &str,
+        since: Option<&Position>,
+    ) -> Result<StreamResume, CloseCause> {
+        let failed = |code| StreamResume {
+            recovered: false,
+            replayed: 0,
+            position: None,
+            players: None,
+            error: Some(code),
+        };
+        let already = self.rooms.iter().any(|r| &**r == game_id);
+        if !already && self.rooms.len() >= self.gw.cfg.rooms_per_connection {
+            return Ok(failed(ErrorCode::TooManyRooms));
+        }
+        let joined = {
+            let gw = Arc::clone(&self.gw);
+            let _membership = gw.membership.lock().await;
+            self.join_on_bus(game_id, already).await
+        };
+        let players = match joined {
+            Ok(p) => p,
+            Err(code) => return Ok(failed(code)),
+        };
+        if !already {
+            self.rooms.push(Arc::from(game_id));
+            let user = self.user();
+            let frame = ServerFrame::PlayerJoined {
+                game_id,
+                user_id: &user,
+                player_count: players,
+            };
+            self.publish_to_room(game_id, &frame).await;
+        }
+        let mut outcome = self.replay(Target::Room(game_id.to_owned()), since).await?;
+        outcome.players = Some(players);
+        Ok(outcome)
+    }
+
+    /// Writes what `stream` received after `since` and arms the duplicate check for it.
+    /// Called after the live path (room or user subscription) is in place, so nothing falls
+    /// between the replay and live frames; the overlap is dropped by the check.
+    async fn replay(
+        &mut self,
+        stream: Target,
+        since: Option<&Position>,
+    ) -> Result<StreamResume, CloseCause> {
+        let recovery = match self.gw.bus.history(&stream, since).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading history failed");
+                return Ok(StreamResume {
+                    recovered: false,
+                    replayed: 0,
+                    position: None,
+                    players: None,
+                    error: Some(ErrorCode::EngineUnavailable),
+                });
+            }
+        };
+        let replayed = recovery.frames.len();
+        for frame in recovery.frames {
+            let out = Outbound::Frame {
+                kind: FrameKind::of_frame(&frame),
+                text: Utf8Bytes::from(frame.to_string()),
+                emitted_at_ms: 0,
+            };
+            self.write(out, None).await?;
+        }
+        let (is_room, id) = match stream {
+            Target::Room(g) => (true, g),
+            Target::User(u) => (false, u),
+            Target::All => return Err(CloseCause::Shutdown),
+        };
+        self.recovering
+            .retain(|(r, i, _)| !(*r == is_room && *i == id));
+        self.recovering
+            .push((is_room, id, recovery.position.offset));
+        self.gw
+            .metrics
+            .resumed_streams
+            .with_label_values(&[if recovery.recovered {
+                "recovered"
+            } else {
+                "not_recovered"
+            }])
+            .inc();
+        Ok(StreamResume {
+            recovered: recovery.recovered,
+            replayed,
+            position: Some(recovery.position),
+            players: None,
+            error: None,
+        })
     }
 
     /// A fresh resume token for this connection's user (none before authentication).
@@ -277,8 +456,18 @@ impl Conn {
                 return self.error(code, message).await;
             }
         };
-        self.reply(&ServerFrame::GameJoined { game_id, players })
-            .await?;
+        let position = self
+            .gw
+            .bus
+            .position(&Target::Room(game_id.to_owned()))
+            .await
+            .ok();
+        self.reply(&ServerFrame::GameJoined {
+            game_id,
+            players,
+            position: position.as_ref(),
+        })
+        .await?;
         if !already {
             self.rooms.push(Arc::from(game_id));
             let user = self.user();
@@ -489,10 +678,20 @@ impl Conn {
         let mut n = 0;
         let (gw, user) = (&self.gw, self.user.as_deref());
         let materialize = |out| materialize(gw, user, out);
+        let queued = more.is_some();
+        let recovering = &mut self.recovering;
         let ws = &mut self.ws;
         let work = async {
             let mut next = Some(first);
             while let Some(out) = next.take() {
+                if let Outbound::Frame { text, .. } = &out {
+                    if queued && !recovering.is_empty() && is_duplicate(recovering, text) {
+                        if n < MAX_BATCH {
+                            next = more.as_mut().and_then(|rx| rx.try_recv().ok());
+                        }
+                        continue;
+                    }
+                }
                 let (msg, kind, emitted_at_ms) = materialize(out);
                 let is_frame = !matches!(msg, Message::Ping(_));
                 ws.feed(msg).await?;
@@ -546,9 +745,16 @@ impl Conn {
         for room in &rooms {
             self.leave_room(room).await;
         }
-        if let Some(user) = &self.user {
-            self.gw.registry.remove_user(user, &self.handle.id);
-            self.gw.metrics.authenticated_connections.dec();
+        if let Some(user) = self.user.clone() {
+            let gw = Arc::clone(&self.gw);
+            let _membership = gw.membership.lock().await;
+            gw.registry.remove_user(&user, &self.handle.id);
+            if gw.registry.user_connections(&user) == 0 {
+                if let Err(e) = gw.bus.unsubscribe_user(&user).await {
+                    tracing::warn!(error = %e, "unsubscribe_user failed");
+                }
+            }
+            gw.metrics.authenticated_connections.dec();
         }
         self.gw.registry.remove(&self.handle.id);
         self.gw.metrics.active_connections.dec();
@@ -580,6 +786,25 @@ impl Conn {
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
+}
+
+/// Whether a queued frame was already replayed by a resume (see `Conn::recovering`).
+fn is_duplicate(recovering: &mut Vec<(bool, String, u64)>, text: &str) -> bool {
+    let Some((is_room, id, offset)) = position_of(text) else {
+        return false;
+    };
+    let Some(i) = recovering
+        .iter()
+        .position(|(r, s, _)| *r == is_room && *s == id)
+    else {
+        return false;
+    };
+    if offset <= recovering[i].2 {
+        return true;
+    }
+    // Live frames have caught up with the replay: no more checks for this stream.
+    recovering.swap_remove(i);
+    false
 }
 
 fn resume_token(gw: &Gateway, user: Option<&str>) -> Option<String> {

@@ -96,6 +96,11 @@ impl Registry {
         }
     }
 
+    /// Authenticated connections of `user` on this gateway.
+    pub fn user_connections(&self, user: &str) -> usize {
+        lock(&self.users).get(user).map_or(0, Vec::len)
+    }
+
     pub fn for_each_of_user(&self, user: &str, mut f: impl FnMut(&Arc<ConnHandle>)) {
         if let Some(conns) = lock(&self.users).get(user) {
             conns.iter().for_each(&mut f);

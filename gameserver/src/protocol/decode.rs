@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 
 use super::{BetRejectReason, ErrorCode};
 use super::{MAX_CLIENT_SEED_LEN, MAX_GAME_ID_LEN, MAX_IDEMPOTENCY_KEY_LEN};
+use crate::bus::Position;
 
 /// A well-formed client frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +20,22 @@ pub enum ClientFrame {
         game_id: String,
     },
     PlaceBet(PlaceBet),
+    Resume(Resume),
     Ping,
+}
+
+/// `{"type":"resume","resumeToken"?,"token"?,"rooms"?:{gameId: position|null},"inbox"?: position}`
+/// where a position is `{"offset":<integer ≥ 0>,"epoch":<string>}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resume {
+    /// From `authenticated`/`server_draining`; may be empty when `token` is given.
+    pub resume_token: String,
+    /// A JWT, as in `authenticate` (optional when the resume token is valid).
+    pub token: Option<String>,
+    /// Rooms to rejoin, each with the last position the client saw (if any), by gameId.
+    pub rooms: Vec<(String, Option<Position>)>,
+    /// The last position seen in the user's inbox (direct frames such as `bet_settled`).
+    pub inbox: Option<Position>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -71,7 +87,7 @@ pub fn decode(text: &str, authenticated: bool) -> Result<ClientFrame, Rejection>
         ));
     };
     let needs_auth = match kind.as_str() {
-        "authenticate" | "ping" => false,
+        "authenticate" | "resume" | "ping" => false,
         "join_game" | "leave_game" | "place_bet" => true,
         _ => return Err(error(ErrorCode::UnknownMessageType, "unknown message type")),
     };
@@ -89,6 +105,7 @@ pub fn decode(text: &str, authenticated: bool) -> Result<ClientFrame, Rejection>
             },
         }),
         "ping" => Ok(ClientFrame::Ping),
+        "resume" => resume(&body).map(ClientFrame::Resume),
         "join_game" => Ok(ClientFrame::JoinGame {
             game_id: game_id(&body).map_err(|m| error(ErrorCode::InvalidGameId, m))?,
         }),
@@ -190,6 +207,68 @@ fn place_bet(body: &Map<String, Value>) -> Result<PlaceBet, Rejection> {
     })
 }
 
+/// Most rooms one `resume` may name (the per-connection room limit applies on top).
+const MAX_RESUME_ROOMS: usize = 64;
+
+fn resume(body: &Map<String, Value>) -> Result<Resume, Rejection> {
+    let invalid = |m| error(ErrorCode::InvalidPayload, m);
+    let text = |key: &str| match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(()),
+    };
+    let resume_token = text("resumeToken")
+        .map_err(|_| invalid("resumeToken must be a string"))?
+        .unwrap_or_default();
+    let token = text("token").map_err(|_| invalid("token must be a string"))?;
+    if resume_token.is_empty() && token.as_deref().is_none_or(str::is_empty) {
+        return Err(invalid("resume needs a resumeToken or a token"));
+    }
+    let rooms = match body.get("rooms") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(rooms)) if rooms.len() > MAX_RESUME_ROOMS => {
+            return Err(invalid("rooms names more than 64 rooms"))
+        }
+        Some(Value::Object(rooms)) => {
+            let mut out = Vec::with_capacity(rooms.len());
+            for (game, pos) in rooms {
+                let mut one = Map::new();
+                one.insert("gameId".into(), Value::String(game.clone()));
+                let game = game_id(&one).map_err(|m| error(ErrorCode::InvalidGameId, m))?;
+                out.push((game, position(pos).map_err(invalid)?));
+            }
+            out
+        }
+        Some(_) => return Err(invalid("rooms must be an object of gameId → position")),
+    };
+    let inbox = match body.get("inbox") {
+        None => None,
+        Some(p) => position(p).map_err(invalid)?,
+    };
+    Ok(Resume {
+        resume_token,
+        token,
+        rooms,
+        inbox,
+    })
+}
+
+/// `{"offset":n,"epoch":"…"}`, or `null` for "no position known".
+fn position(v: &Value) -> Result<Option<Position>, &'static str> {
+    const SHAPE: &str = "a position must be {\"offset\":<integer >= 0>,\"epoch\":<string>} or null";
+    match v {
+        Value::Null => Ok(None),
+        Value::Object(o) => match (o.get("offset").and_then(Value::as_u64), o.get("epoch")) {
+            (Some(offset), Some(Value::String(epoch))) if epoch.len() <= 64 => Ok(Some(Position {
+                offset,
+                epoch: epoch.clone(),
+            })),
+            _ => Err(SHAPE),
+        },
+        _ => Err(SHAPE),
+    }
+}
+
 /// Amounts are integers of minor units: JSON `100` is accepted, `100.0`, `1e2`, `"100"` are not.
 fn amount(value: Option<&Value>) -> Result<i64, &'static str> {
     let Some(value) = value else {
@@ -285,6 +364,59 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn resume_frames() {
+        let ok = decode(
+            r#"{"type":"resume","resumeToken":"r","rooms":{"g1":{"offset":3,"epoch":"e"},"g2":null},"inbox":{"offset":0,"epoch":"u"}}"#,
+            false,
+        )
+        .unwrap();
+        let ClientFrame::Resume(r) = ok else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(r.resume_token, "r");
+        assert_eq!(r.token, None);
+        let mut rooms = r.rooms.clone();
+        rooms.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            rooms,
+            vec![
+                (
+                    "g1".to_string(),
+                    Some(Position {
+                        offset: 3,
+                        epoch: "e".into()
+                    })
+                ),
+                ("g2".to_string(), None)
+            ]
+        );
+        assert_eq!(r.inbox.unwrap().offset, 0);
+        assert!(matches!(
+            decode(r#"{"type":"resume","token":"jwt"}"#, false),
+            Ok(ClientFrame::Resume(Resume { rooms, inbox: None, .. })) if rooms.is_empty()
+        ));
+        let invalid = err(ErrorCode::InvalidPayload);
+        for bad in [
+            r#"{"type":"resume"}"#,
+            r#"{"type":"resume","resumeToken":""}"#,
+            r#"{"type":"resume","resumeToken":7}"#,
+            r#"{"type":"resume","resumeToken":"r","token":1}"#,
+            r#"{"type":"resume","resumeToken":"r","rooms":[]}"#,
+            r#"{"type":"resume","resumeToken":"r","rooms":{"g":{"offset":-1,"epoch":"e"}}}"#,
+            r#"{"type":"resume","resumeToken":"r","rooms":{"g":{"offset":1.5,"epoch":"e"}}}"#,
+            r#"{"type":"resume","resumeToken":"r","rooms":{"g":{"offset":1}}}"#,
+            r#"{"type":"resume","resumeToken":"r","rooms":{"g":5}}"#,
+            r#"{"type":"resume","resumeToken":"r","inbox":"x"}"#,
+        ] {
+            assert!(invalid(decode(bad, false)), "{bad}");
+        }
+        assert!(err(ErrorCode::InvalidGameId)(decode(
+            r#"{"type":"resume","resumeToken":"r","rooms":{"":null}}"#,
+            false
+        )));
     }
 
     #[test]

@@ -1,6 +1,29 @@
 //! Frames written by the gateway, and the codes they carry.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+
+use crate::bus::Position;
+
+/// How one stream (a room, or the user's inbox) came through a `resume`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamResume {
+    /// Every frame missed since the client's position was replayed (just before `resumed`).
+    /// False: the gap could not be filled; continue from `position` with fresh state.
+    pub recovered: bool,
+    /// Frames replayed.
+    pub replayed: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    /// Room member count after rejoining.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub players: Option<u64>,
+    /// Why the room could not be rejoined (it was not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+}
 
 /// `{"type":"error","code":…}` codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -96,6 +119,16 @@ pub enum ServerFrame<'a> {
         user_id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         resume_token: Option<&'a str>,
+        /// The user's inbox position now (for a later `resume`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        inbox: Option<&'a Position>,
+    },
+    /// The answer to `resume`, after the replayed frames.
+    Resumed {
+        user_id: &'a str,
+        resume_token: &'a str,
+        rooms: BTreeMap<&'a str, StreamResume>,
+        inbox: StreamResume,
     },
     /// The gateway is draining: expect a close (1012) in about `reconnect_after_ms`, then
     /// reconnect and resume with `resume_token`.
@@ -109,6 +142,9 @@ pub enum ServerFrame<'a> {
     GameJoined {
         game_id: &'a str,
         players: u64,
+        /// The room's event position now (for a later `resume`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<&'a Position>,
     },
     GameLeft {
         game_id: &'a str,
@@ -156,6 +192,7 @@ impl ServerFrame<'_> {
         match self {
             Self::Connected { .. } => FrameKind::Connected,
             Self::Authenticated { .. } => FrameKind::Authenticated,
+            Self::Resumed { .. } => FrameKind::Resumed,
             Self::ServerDraining { .. } => FrameKind::ServerDraining,
             Self::AuthFailed { .. } => FrameKind::AuthFailed,
             Self::GameJoined { .. } => FrameKind::GameJoined,
@@ -189,11 +226,12 @@ pub enum FrameKind {
     Error,
     SystemAnnouncement,
     ServerDraining,
+    Resumed,
     Other,
 }
 
 impl FrameKind {
-    pub const ALL: [FrameKind; 16] = [
+    pub const ALL: [FrameKind; 17] = [
         Self::Connected,
         Self::Authenticated,
         Self::AuthFailed,
@@ -209,6 +247,7 @@ impl FrameKind {
         Self::Error,
         Self::SystemAnnouncement,
         Self::ServerDraining,
+        Self::Resumed,
         Self::Other,
     ];
 
@@ -229,6 +268,7 @@ impl FrameKind {
             Self::Error => "error",
             Self::SystemAnnouncement => "system_announcement",
             Self::ServerDraining => "server_draining",
+            Self::Resumed => "resumed",
             Self::Other => "other",
         }
     }
@@ -277,6 +317,7 @@ mod tests {
                 ServerFrame::Authenticated {
                     user_id: "u",
                     resume_token: None,
+                    inbox: None,
                 },
                 json!({"type":"authenticated","userId":"u"}),
             ),
@@ -284,6 +325,7 @@ mod tests {
                 ServerFrame::Authenticated {
                     user_id: "u",
                     resume_token: Some("r"),
+                    inbox: None,
                 },
                 json!({"type":"authenticated","userId":"u","resumeToken":"r"}),
             ),
@@ -304,6 +346,7 @@ mod tests {
                 ServerFrame::GameJoined {
                     game_id: "g",
                     players: 2,
+                    position: None,
                 },
                 json!({"type":"game_joined","gameId":"g","players":2}),
             ),

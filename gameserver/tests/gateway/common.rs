@@ -213,6 +213,14 @@ impl Client {
     }
 }
 
+/// The frame without its resume `position` (for comparing with expected frames).
+pub fn plain(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("position");
+    }
+    v
+}
+
 /// Publish a frame the way an engine does.
 pub async fn engine_publish(bus: &MemoryBus, target: Target, frame: Value) {
     use gameserver::bus::EngineBus;

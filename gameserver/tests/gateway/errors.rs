@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gameserver::bus::memory::MemoryBus;
-use gameserver::bus::{BetRequest, BusError, Delivery, GatewayBus};
+use gameserver::bus::{BetRequest, BusError, Delivery, GatewayBus, Position, Recovery, Target};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -151,7 +151,7 @@ async fn expect_auth_failure(gw: &TestGateway, token: String) {
     let mut c = Client::connect(gw.addr).await;
     c.send(json!({"type":"authenticate","token":token})).await;
     assert_eq!(
-        c.recv().await,
+        plain(c.recv().await),
         json!({"type":"auth_failed","reason":"INVALID_TOKEN"})
     );
     let close = c.closed().await.expect("a close frame");
@@ -268,6 +268,24 @@ impl GatewayBus for OutageBus {
     }
     async fn leave_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError> {
         self.inner.leave_room(game_id, connection_id).await
+    }
+    async fn subscribe_user(&self, user_id: &str) -> Result<(), BusError> {
+        self.inner.subscribe_user(user_id).await
+    }
+    async fn unsubscribe_user(&self, user_id: &str) -> Result<(), BusError> {
+        self.inner.unsubscribe_user(user_id).await
+    }
+    async fn position(&self, stream: &Target) -> Result<Position, BusError> {
+        self.check()?;
+        self.inner.position(stream).await
+    }
+    async fn history(
+        &self,
+        stream: &Target,
+        since: Option<&Position>,
+    ) -> Result<Recovery, BusError> {
+        self.check()?;
+        self.inner.history(stream, since).await
     }
     fn take_deliveries(&self) -> Option<tokio::sync::mpsc::Receiver<Delivery>> {
         self.inner.take_deliveries()

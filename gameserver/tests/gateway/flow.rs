@@ -18,15 +18,17 @@ async fn full_flow_connect_auth_join_bet_settle_leave() {
     assert_eq!(authed["userId"], "alice");
     assert!(authed["resumeToken"].is_string(), "{authed}");
     let joined = alice.join("g1").await;
+    let joined_epoch = joined["position"]["epoch"].clone();
+    assert_eq!(joined["position"]["offset"], 0, "{joined}");
     assert_eq!(
-        joined,
+        plain(joined),
         json!({"type":"game_joined","gameId":"g1","players":1})
     );
 
     let mut bob = Client::user(gw.addr, "bob").await;
     assert_eq!(bob.join("g1").await["players"], 2);
     assert_eq!(
-        alice.recv().await,
+        plain(alice.recv().await),
         json!({"type":"player_joined","gameId":"g1","userId":"bob","playerCount":2})
     );
 
@@ -35,7 +37,7 @@ async fn full_flow_connect_auth_join_bet_settle_leave() {
             "selection":{"direction":"over","target":50.5},"idempotencyKey":"bet-1","clientSeed":"lucky"}))
         .await;
     assert_eq!(
-        alice.recv().await,
+        plain(alice.recv().await),
         json!({"type":"bet_acknowledged","idempotencyKey":"bet-1","status":"processing"})
     );
     // Acknowledged only after the bet was handed to the bus: it is there already.
@@ -50,27 +52,34 @@ async fn full_flow_connect_auth_join_bet_settle_leave() {
     assert_eq!(bet.selection, json!({"direction":"over","target":50.5}));
     assert_eq!(bet.gateway_id, "test-gw");
 
-    // Engine frames are forwarded byte for byte: to the user, and to the room.
+    // Engine frames are forwarded unchanged but for their resume position: to the user, and to
+    // the room.
     let settled = json!({"type":"bet_settled","idempotencyKey":"bet-1","won":true,"payout":490,"balance":1240,"roundId":"r1"});
     engine_publish(&gw.bus, Target::User("alice".into()), settled.clone()).await;
-    assert_eq!(alice.recv().await, settled);
+    assert_eq!(plain(alice.recv().await), settled);
     let event =
         json!({"type":"game_event","event":"round_result","data":{"roll":73.21},"timestamp":1});
     engine_publish(&gw.bus, Target::Room("g1".into()), event.clone()).await;
-    assert_eq!(alice.recv().await, event);
-    assert_eq!(bob.recv().await, event);
+    let to_alice = alice.recv().await;
+    let to_bob = bob.recv().await;
+    assert_eq!(to_alice, to_bob, "one serialisation for the whole room");
+    assert_eq!(plain(to_alice.clone()), event);
+    // Presence frames (alice's and bob's player_joined) came first in the room's stream.
+    assert_eq!(to_alice["position"]["gameId"], "g1");
+    assert_eq!(to_alice["position"]["offset"], 3);
+    assert_eq!(to_alice["position"]["epoch"], joined_epoch);
 
     bob.send(json!({"type":"leave_game","gameId":"g1"})).await;
     assert_eq!(
-        bob.recv().await,
+        plain(bob.recv().await),
         json!({"type":"game_left","gameId":"g1","players":1})
     );
     assert_eq!(
-        alice.recv().await,
+        plain(alice.recv().await),
         json!({"type":"player_left","gameId":"g1","userId":"bob","playerCount":1})
     );
     engine_publish(&gw.bus, Target::Room("g1".into()), event.clone()).await;
-    assert_eq!(alice.recv().await, event);
+    assert_eq!(plain(alice.recv().await), event);
     bob.expect_silence(Duration::from_millis(200)).await;
 }
 
@@ -82,7 +91,7 @@ async fn disconnect_broadcasts_player_left_and_cleans_up() {
     alice.recv_type("player_joined").await;
     drop(bob);
     assert_eq!(
-        alice.recv().await,
+        plain(alice.recv().await),
         json!({"type":"player_left","gameId":"g","userId":"bob","playerCount":1})
     );
     wait_metric(&gw, "ws_active_connections", 1.0).await;
@@ -118,12 +127,12 @@ async fn user_and_all_targets() {
     let mut anon = Client::connect(gw.addr).await;
     let direct = json!({"type":"bet_settled","idempotencyKey":"k"});
     engine_publish(&gw.bus, Target::User("alice".into()), direct.clone()).await;
-    assert_eq!(a1.recv().await, direct);
-    assert_eq!(a2.recv().await, direct);
+    assert_eq!(plain(a1.recv().await), direct);
+    assert_eq!(plain(a2.recv().await), direct);
     let announcement = json!({"type":"system_announcement","message":"maintenance at 10:00"});
     engine_publish(&gw.bus, Target::All, announcement.clone()).await;
     for c in [&mut a1, &mut a2, &mut anon] {
-        assert_eq!(c.recv().await, announcement);
+        assert_eq!(plain(c.recv().await), announcement);
     }
     anon.expect_silence(Duration::from_millis(100)).await;
 }

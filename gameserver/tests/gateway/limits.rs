@@ -59,7 +59,7 @@ async fn connections_per_user_limit() {
         .send(json!({"type":"authenticate","token":token("alice")}))
         .await;
     assert_eq!(
-        second.recv().await,
+        plain(second.recv().await),
         json!({"type":"auth_failed","reason":"TOO_MANY_CONNECTIONS"})
     );
     assert_eq!(u16::from(second.closed().await.unwrap().code), 4029);
@@ -107,7 +107,7 @@ async fn heartbeat_timeout_removes_the_member_from_its_rooms() {
     // The ghost stops reading: it no longer answers pings.
     let left = watcher.recv_type("player_left").await;
     assert_eq!(
-        left,
+        plain(left),
         json!({"type":"player_left","gameId":"g","userId":"ghost","playerCount":1})
     );
     let _ = ghost.closed().await;

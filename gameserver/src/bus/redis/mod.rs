@@ -6,8 +6,10 @@
 //!   bet, and entries left pending by a dead engine are taken over with `XAUTOCLAIM`. Blocking
 //!   reads use their own connection so they never delay other commands.
 //! * **Deliveries**: room frames on the pub/sub channel `<p>:room:<gameId>`, which a gateway
-//!   subscribes to only while it has members in the room; user frames on `<p>:users`; frames for
-//!   everyone on `<p>:all`.
+//!   subscribes to only while it has members in the room; a user's direct frames (e.g.
+//!   `bet_settled`) on `<p>:user:<userId>`, subscribed by the gateway(s) holding that user;
+//!   frames for everyone on `<p>:all`. Room and user frames are also appended to a bounded
+//!   history (see [`history`]) in the same atomic step, for session resume.
 //! * **Presence**: `<p>:members:<gameId>` (set of connections) and `<p>:rooms` (rooms with
 //!   members), updated atomically by scripts. Each gateway keeps a copy of its own memberships
 //!   and writes them again after Redis comes back.
@@ -17,6 +19,7 @@
 //! the background.
 
 mod engine;
+mod history;
 pub mod lease;
 mod pubsub;
 
@@ -29,7 +32,8 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::mpsc;
 
-use super::{BetRequest, BusError, Delivery, GatewayBus, Target};
+use super::history::HistoryLimits;
+use super::{BetRequest, BusError, Delivery, GatewayBus, Position, Recovery, Target};
 
 /// How a process joins the Redis bus.
 #[derive(Clone, Debug)]
@@ -43,6 +47,8 @@ pub struct RedisBusConfig {
     pub lease_ttl: Duration,
     /// A bet pending this long with a consumer is taken over by another engine.
     pub claim_idle: Duration,
+    /// Bounds of the room and user histories kept for session resume.
+    pub history: HistoryLimits,
 }
 
 impl RedisBusConfig {
@@ -53,6 +59,7 @@ impl RedisBusConfig {
             node_id: node_id.into(),
             lease_ttl: Duration::from_secs(3),
             claim_idle: Duration::from_secs(2),
+            history: HistoryLimits::default(),
         }
     }
 }
@@ -89,6 +96,7 @@ pub struct RedisBus {
     subscriber: pubsub::Subscriber,
     deliveries_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
     engine: engine::EngineSide,
+    histories: history::Histories,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,6 +122,7 @@ impl RedisBus {
         .map_err(|e| BusError::Protocol(e.to_string()))?;
         Ok(Arc::new(Self {
             engine: engine::EngineSide::new(&cfg).map_err(|e| BusError::Protocol(e.to_string()))?,
+            histories: history::Histories::new(cfg.prefix.clone(), cfg.history.clone()),
             cfg,
             conn,
             blocking,
@@ -142,20 +151,26 @@ impl RedisBus {
     pub(crate) fn channel(prefix: &str, target: &Target) -> String {
         match target {
             Target::Room(g) => format!("{prefix}:room:{g}"),
-            Target::User(_) => format!("{prefix}:users"),
+            Target::User(u) => format!("{prefix}:user:{u}"),
             Target::All => format!("{prefix}:all"),
         }
     }
 
+    /// Publishes a delivery; room and user frames are appended to their history first (in
+    /// the same atomic step).
     async fn publish_delivery(&self, delivery: &Delivery) -> Result<(), BusError> {
-        let payload =
-            serde_json::to_string(delivery).map_err(|e| BusError::Protocol(e.to_string()))?;
-        redis::cmd("PUBLISH")
-            .arg(Self::channel(&self.cfg.prefix, &delivery.target))
-            .arg(payload)
-            .query_async::<()>(&mut self.conn.clone())
+        self.histories
+            .publish(
+                &mut self.conn.clone(),
+                Self::channel(&self.cfg.prefix, &delivery.target),
+                delivery,
+            )
             .await
-            .map_err(unavailable)
+    }
+
+    /// How long histories are kept (and replayed).
+    pub fn history_max_age(&self) -> Duration {
+        self.histories.max_age()
     }
 }
 
@@ -229,6 +244,40 @@ impl GatewayBus for RedisBus {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)
+    }
+
+    async fn subscribe_user(&self, user_id: &str) -> Result<(), BusError> {
+        self.subscriber
+            .subscribe(Self::channel(
+                &self.cfg.prefix,
+                &Target::User(user_id.into()),
+            ))
+            .await
+    }
+
+    async fn unsubscribe_user(&self, user_id: &str) -> Result<(), BusError> {
+        self.subscriber
+            .unsubscribe(Self::channel(
+                &self.cfg.prefix,
+                &Target::User(user_id.into()),
+            ))
+            .await
+    }
+
+    async fn position(&self, stream: &Target) -> Result<Position, BusError> {
+        self.histories
+            .position(&mut self.conn.clone(), stream)
+            .await
+    }
+
+    async fn history(
+        &self,
+        stream: &Target,
+        since: Option<&Position>,
+    ) -> Result<Recovery, BusError> {
+        self.histories
+            .history(&mut self.conn.clone(), stream, since)
+            .await
     }
 
     fn take_deliveries(&self) -> Option<mpsc::Receiver<Delivery>> {

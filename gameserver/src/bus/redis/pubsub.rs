@@ -1,5 +1,5 @@
-//! The gateway's subscriber: one pub/sub connection carrying its rooms' channels plus the user
-//! and broadcast channels; re-established (with every subscription and this gateway's presence)
+//! The gateway's subscriber: one pub/sub connection carrying its rooms' and users' channels plus
+//! the broadcast channel; re-established (with every subscription and this gateway's presence)
 //! whenever Redis comes back.
 
 use std::collections::{HashMap, HashSet};
@@ -59,10 +59,10 @@ impl Subscriber {
         members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     ) -> prometheus::Result<Self> {
         let stop = CancellationToken::new();
-        let channels = Arc::new(Mutex::new(HashSet::from([
-            RedisBus::channel(&prefix, &Target::User(String::new())),
-            RedisBus::channel(&prefix, &Target::All),
-        ])));
+        let channels = Arc::new(Mutex::new(HashSet::from([RedisBus::channel(
+            &prefix,
+            &Target::All,
+        )])));
         let sink = Arc::new(Mutex::new(None));
         let metrics = PubSubMetrics::new()?;
         let task = Task {
@@ -168,7 +168,7 @@ impl Task {
                     continue;
                 }
             };
-            let delivery: Delivery = match serde_json::from_str(&payload) {
+            let delivery: Delivery = match super::history::decode(&payload) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(error = %e, channel = msg.get_channel_name(), "malformed delivery");
