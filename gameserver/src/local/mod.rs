@@ -25,6 +25,8 @@ use crate::ledger::{admin as ledger_admin, Ledger, MemoryLedger};
 use crate::server;
 
 const PAGE: &str = include_str!("page.html");
+/// The reference JavaScript client (reconnect, drain and resume), used by the page.
+pub const CLIENT_JS: &str = include_str!("../../static/gamefleet-client.js");
 
 #[derive(Args, Debug, Clone)]
 pub struct LocalArgs {
@@ -153,6 +155,15 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
         .route("/", any(root))
         .route("/ws", any(ws_only))
         .route("/dev/token", get(dev_token))
+        .route(
+            "/gamefleet-client.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    CLIENT_JS,
+                )
+            }),
+        )
         .with_state(state);
     let admin_router = admin::router(AdminState {
         registry,

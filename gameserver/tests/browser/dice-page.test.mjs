@@ -1,6 +1,8 @@
 // Headless Chromium against `gameserver local`: load the dice page, get a dev token, join a
 // room, bet, and wait until the bet is settled and its round's server seed is revealed and
-// verified by the page. Usage: node dice-page.test.mjs <path to gameserver binary>
+// verified by the page. Then the connection drops right after a second bet is acknowledged: the
+// page's client (static/gamefleet-client.js) reconnects, resumes the room and receives that
+// bet's settlement. Usage: node dice-page.test.mjs <path to gameserver binary>
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -94,6 +96,24 @@ async function main() {
     if (!/^\d+\.\d\d$/.test(balance)) throw new Error(`balance not shown: ${balance}`);
     if (failures.length) throw new Error(`page errors: ${failures.join("; ")}`);
     console.log(`revealed server seed ${seed} verified; balance ${balance}`);
+
+    // Drop the connection after the next bet is acknowledged; the client resumes by itself.
+    const settledBefore = await page.$$eval("#bets tr[data-settled=true]", (rows) => rows.length);
+    await page.click("#bet");
+    await page.waitForFunction(
+      () => document.querySelector("#bets tr .status").textContent === "processing", null, { timeout: 10000 },
+    );
+    await page.evaluate(() => window.gameFleet.simulateDrop());
+    await page.waitForFunction(
+      () => document.getElementById("status").textContent === "resumed (dice-1 recovered)",
+      null, { timeout: 10000 },
+    );
+    await page.waitForFunction(
+      (n) => document.querySelectorAll("#bets tr[data-settled=true]").length === n + 1,
+      settledBefore, { timeout: 30000 },
+    );
+    if (failures.length) throw new Error(`page errors: ${failures.join("; ")}`);
+    console.log("connection dropped after an acknowledged bet: resumed, bet settled");
     console.log("browser test passed");
   } finally {
     if (browser) await browser.close();
