@@ -29,6 +29,8 @@ pub struct Player {
     pub user_id: String,
     pub token: String,
     pub room: String,
+    /// To mint a fresh token when a session cannot be resumed.
+    pub secret: Arc<[u8]>,
 }
 
 /// Phases the worker moves its players through.
@@ -36,6 +38,8 @@ pub struct Player {
 pub enum Phase {
     Holding,
     Measuring,
+    /// No new bets; wait for the settlements of acknowledged ones.
+    Settling,
     Done,
 }
 
@@ -46,10 +50,14 @@ pub struct Tally {
     pub delivery: Mutex<Option<Histogram<u64>>>,
     pub ack: Mutex<Option<Histogram<u64>>>,
     pub settle: Mutex<Option<Histogram<u64>>>,
+    /// Close → `resumed` (µs).
+    pub resume: Mutex<Option<Histogram<u64>>>,
+    /// Bets sent and not yet settled or rejected, across the worker's players.
+    pub outstanding: std::sync::atomic::AtomicI64,
 }
 
 impl Tally {
-    fn count(&self, f: impl FnOnce(&mut WorkerReport)) {
+    pub(super) fn count(&self, f: impl FnOnce(&mut WorkerReport)) {
         f(&mut self.report.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
@@ -71,6 +79,51 @@ struct Incoming {
     idempotency_key: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    /// Where a room or inbox frame sits (see docs/protocol.md, "Positions").
+    #[serde(default)]
+    position: Option<FramePosition>,
+    #[serde(default)]
+    resume_token: Option<String>,
+    /// `authenticated`: the inbox position.
+    #[serde(default)]
+    inbox: Option<serde_json::Value>,
+    /// `resumed`: per-room outcome.
+    #[serde(default)]
+    rooms: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FramePosition {
+    #[serde(default)]
+    game_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    offset: u64,
+    epoch: String,
+}
+
+/// A stream position as the client keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pos {
+    offset: u64,
+    epoch: String,
+}
+
+impl Pos {
+    fn from_json(v: &serde_json::Value) -> Option<Pos> {
+        Some(Pos {
+            offset: v.get("offset")?.as_u64()?,
+            epoch: v.get("epoch")?.as_str()?.to_owned(),
+        })
+    }
+
+    fn to_json(p: &Option<Pos>) -> serde_json::Value {
+        match p {
+            Some(p) => serde_json::json!({"offset": p.offset, "epoch": p.epoch}),
+            None => serde_json::Value::Null,
+        }
+    }
 }
 
 /// Why a player could not get into its room.
@@ -101,31 +154,61 @@ impl ConnectError {
     }
 }
 
-/// Open the socket and get the player authenticated and into its room.
-pub async fn join(p: &Player) -> Result<Ws, ConnectError> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, join_inner(p))
-        .await
-        .map_err(|_| ConnectError::Timeout)?
+/// A player's session state, kept across reconnects.
+#[derive(Default)]
+pub struct Session {
+    resume_token: Option<String>,
+    room: Option<Pos>,
+    inbox: Option<Pos>,
+    /// Sent, not yet acknowledged: key → (first sent, frame text). Re-sent after a reconnect.
+    unacked: HashMap<String, (Instant, String)>,
+    /// Acknowledged, not yet settled: key → first sent.
+    unsettled: HashMap<String, Instant>,
+    /// Keys settled (to spot a settlement delivered twice).
+    settled: std::collections::HashSet<String>,
+    /// Set after the first resume: from then on a frame at or before the known position is
+    /// a duplicate delivery.
+    resumed_once: bool,
 }
 
-async fn join_inner(p: &Player) -> Result<Ws, ConnectError> {
+/// Open the socket and get the player authenticated and into its room.
+pub async fn join(p: &Player) -> Result<(Ws, Session), ConnectError> {
+    let mut session = Session::default();
+    let ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, join_inner(p, &p.token, &mut session))
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+    Ok((ws, session))
+}
+
+async fn open(p: &Player) -> Result<Ws, ConnectError> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(p.source, 0)))?;
     let stream = socket.connect(p.server).await?;
     stream.set_nodelay(true)?;
     let (mut ws, _) = tokio_tungstenite::client_async(p.url.as_str(), stream).await?;
     expect(&mut ws, "connected").await?;
-    let auth = serde_json::json!({"type": "authenticate", "token": p.token});
+    Ok(ws)
+}
+
+async fn join_inner(p: &Player, token: &str, s: &mut Session) -> Result<Ws, ConnectError> {
+    let mut ws = open(p).await?;
+    let auth = serde_json::json!({"type": "authenticate", "token": token});
     ws.send(Message::text(auth.to_string())).await?;
-    expect(&mut ws, "authenticated").await?;
+    let authed = expect(&mut ws, "authenticated").await?;
+    s.resume_token = authed.resume_token;
+    s.inbox = authed.inbox.as_ref().and_then(Pos::from_json);
     let join = serde_json::json!({"type": "join_game", "gameId": p.room});
     ws.send(Message::text(join.to_string())).await?;
-    expect(&mut ws, "game_joined").await?;
+    let joined = expect(&mut ws, "game_joined").await?;
+    s.room = joined.position.map(|p| Pos {
+        offset: p.offset,
+        epoch: p.epoch,
+    });
     Ok(ws)
 }
 
 /// Read frames until one of type `want`; another player's join or a game event may come first.
-async fn expect(ws: &mut Ws, want: &str) -> Result<(), ConnectError> {
+async fn expect(ws: &mut Ws, want: &str) -> Result<Incoming, ConnectError> {
     const ERRORS: [&str; 3] = ["error", "auth_failed", "bet_rejected"];
     while let Some(msg) = ws.next().await {
         let Message::Text(text) = msg? else { continue };
@@ -133,7 +216,7 @@ async fn expect(ws: &mut Ws, want: &str) -> Result<(), ConnectError> {
             continue;
         };
         if frame.kind == want {
-            return Ok(());
+            return Ok(frame);
         }
         if ERRORS.contains(&frame.kind.as_str()) {
             return Err(ConnectError::Rejected(frame.kind));
@@ -142,15 +225,155 @@ async fn expect(ws: &mut Ws, want: &str) -> Result<(), ConnectError> {
     Err(ConnectError::Closed)
 }
 
-/// Receive and bet until the worker says it is done.
+/// Reconnect delays: the first attempt after a drain close waits a random 0–100 ms (the server
+/// already spread the closes); later attempts back off exponentially with full jitter.
+fn reconnect_delay(attempt: u32, random: f64) -> Duration {
+    let cap_ms = if attempt == 0 {
+        100.0
+    } else {
+        (100.0 * 2f64.powi(attempt as i32)).min(2_000.0)
+    };
+    Duration::from_millis((random.clamp(0.0, 1.0) * cap_ms) as u64)
+}
+
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// How long a player keeps trying to get back in after a close.
+const RECONNECT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Reconnects (same URL) and resumes; replayed frames are observed like live ones. Falls back
+/// to a fresh login when the session cannot be resumed.
+async fn reconnect(p: &Player, s: &mut Session, tally: &Tally) -> Result<Ws, ConnectError> {
+    let deadline = Instant::now() + RECONNECT_DEADLINE;
+    let mut attempt = 0u32;
+    loop {
+        tokio::time::sleep(reconnect_delay(attempt, random_unit())).await;
+        attempt += 1;
+        let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, resume_once(p, s, tally))
+            .await
+            .unwrap_or(Err(ConnectError::Timeout));
+        match result {
+            Ok(ws) => return Ok(ws),
+            Err(e) => {
+                tally.count(|r| *r.resilience.resume_failures.entry(e.label()).or_default() += 1);
+                if Instant::now() >= deadline {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+async fn resume_once(p: &Player, s: &mut Session, tally: &Tally) -> Result<Ws, ConnectError> {
+    let Some(token) = s.resume_token.clone() else {
+        return fresh_login(p, s).await;
+    };
+    let mut ws = open(p).await?;
+    let frame = serde_json::json!({
+        "type": "resume",
+        "resumeToken": token,
+        "rooms": {p.room.as_str(): Pos::to_json(&s.room)},
+        "inbox": Pos::to_json(&s.inbox),
+    });
+    ws.send(Message::text(frame.to_string())).await?;
+    while let Some(msg) = ws.next().await {
+        let Message::Text(text) = msg? else { continue };
+        let Ok(f) = serde_json::from_str::<Incoming>(text.as_str()) else {
+            continue;
+        };
+        match f.kind.as_str() {
+            "resumed" => {
+                s.resumed_once = true;
+                s.resume_token = f.resume_token.clone();
+                let room = f.rooms.as_ref().and_then(|r| r.get(p.room.as_str()));
+                let recovered = room
+                    .and_then(|r| r.get("recovered"))
+                    .and_then(|v| v.as_bool());
+                let inbox_ok = f
+                    .inbox
+                    .as_ref()
+                    .and_then(|i| i.get("recovered"))
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                if recovered != Some(true) {
+                    s.room = room
+                        .and_then(|r| r.get("position"))
+                        .and_then(Pos::from_json);
+                }
+                if !inbox_ok {
+                    s.inbox = f
+                        .inbox
+                        .as_ref()
+                        .and_then(|i| i.get("position"))
+                        .and_then(Pos::from_json);
+                }
+                tally.count(|r| {
+                    r.resilience.resumes += 1;
+                    match recovered {
+                        Some(true) => r.resilience.rooms_recovered += 1,
+                        _ => r.resilience.rooms_not_recovered += 1,
+                    }
+                    if !inbox_ok {
+                        r.resilience.inboxes_not_recovered += 1;
+                    }
+                });
+                resend(&mut ws, s, !inbox_ok).await?;
+                return Ok(ws);
+            }
+            "auth_failed" => {
+                // The resume token is no good: log in afresh (on a new connection).
+                s.resume_token = None;
+                return Err(ConnectError::Rejected("resume_refused".into()));
+            }
+            // Replayed frames are late by design: kept out of the delivery latency.
+            _ => observe(&f, false, s, tally),
+        }
+    }
+    Err(ConnectError::Closed)
+}
+
+async fn fresh_login(p: &Player, s: &mut Session) -> Result<Ws, ConnectError> {
+    let token = crate::auth::mint_token(&p.secret, &p.user_id, crate::auth::now_secs(), 300)
+        .map_err(|_| ConnectError::Rejected("token".into()))?;
+    let mut ws = join_inner(p, &token, s).await?;
+    resend(&mut ws, s, true).await?;
+    Ok(ws)
+}
+
+/// Re-sends unacknowledged bets (and, when settlements may have been lost, acknowledged but
+/// unsettled ones) with their original idempotency keys.
+async fn resend(ws: &mut Ws, s: &mut Session, unsettled_too: bool) -> Result<(), ConnectError> {
+    if unsettled_too {
+        // Their settlement may have been lost: the same key returns the original outcome.
+        for (key, sent) in s.unsettled.drain() {
+            s.unacked.entry(key).or_insert((sent, String::new()));
+        }
+    }
+    for (_, text) in s.unacked.values() {
+        if !text.is_empty() {
+            ws.send(Message::text(text.clone())).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Receive and bet until the worker says it is done. With `resume`, a close (a drain's 1012 or
+/// any other) is followed by a reconnect to the same URL and a resume.
 pub async fn play(
     mut ws: Ws,
     p: Player,
+    mut s: Session,
     tally: Arc<Tally>,
     mut phase: watch::Receiver<Phase>,
     bet: Option<(Duration, Duration, i64)>,
+    resume: bool,
 ) {
-    let mut pending: HashMap<String, Instant> = HashMap::new();
     let mut seq: u64 = 0;
     let (period, offset, amount) = bet.unwrap_or((Duration::from_secs(3600), Duration::ZERO, 0));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
@@ -171,39 +394,79 @@ pub async fn play(
                     "amount": amount,
                     "selection": {"direction": "over", "target": 50},
                     "idempotencyKey": key,
-                });
-                if ws.send(Message::text(frame.to_string())).await.is_err() {
-                    tally.count(|r| r.disconnects += 1);
-                    break;
-                }
-                pending.insert(key, Instant::now());
+                })
+                .to_string();
+                s.unacked.insert(key, (Instant::now(), frame.clone()));
+                tally.outstanding.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 tally.count(|r| r.bets_sent += 1);
+                // A failed send is noticed (and the bet re-sent) when the read side closes.
+                let _ = ws.send(Message::text(frame)).await;
             }
             msg = ws.next() => {
                 let text = match msg {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                         tally.count(|r| r.disconnects += 1);
-                        break;
+                        if !resume || *phase.borrow() == Phase::Done {
+                            break;
+                        }
+                        let closed = Instant::now();
+                        match reconnect(&p, &mut s, &tally).await {
+                            Ok(back) => {
+                                ws = back;
+                                Tally::latency(&tally.resume, closed.elapsed().as_micros() as u64);
+                                continue;
+                            }
+                            Err(e) => {
+                                tally.count(|r| *r.connect_failures.entry(format!("reconnect:{}", e.label())).or_default() += 1);
+                                break;
+                            }
+                        }
                     }
                     Some(Ok(_)) => continue,
                 };
                 if let Ok(frame) = serde_json::from_str::<Incoming>(text.as_str()) {
-                    observe(&frame, measuring, &mut pending, &tally);
+                    observe(&frame, measuring, &mut s, &tally);
                 }
             }
         }
     }
+    if !s.unsettled.is_empty() || !s.unacked.is_empty() {
+        let (unsettled, unacked) = (s.unsettled.len() as u64, s.unacked.len() as u64);
+        tally.count(|r| {
+            r.resilience.bets_unsettled += unsettled;
+            r.resilience.bets_unacknowledged += unacked;
+        });
+    }
     let _ = ws.close(None).await;
 }
 
-fn observe(
-    frame: &Incoming,
-    measuring: bool,
-    pending: &mut HashMap<String, Instant>,
-    tally: &Tally,
-) {
-    let sent_at = |key: &Option<String>| key.as_ref().and_then(|k| pending.get(k).copied());
+fn observe(frame: &Incoming, measuring: bool, s: &mut Session, tally: &Tally) {
+    if let Some(p) = &frame.position {
+        let known = if p.game_id.is_some() {
+            &mut s.room
+        } else if p.user_id.is_some() {
+            &mut s.inbox
+        } else {
+            return;
+        };
+        match known {
+            Some(k) if k.epoch == p.epoch && p.offset <= k.offset => {
+                if s.resumed_once {
+                    tally.count(|r| r.resilience.duplicate_frames += 1);
+                }
+                return;
+            }
+            Some(k) if k.epoch == p.epoch && p.offset > k.offset + 1 && s.resumed_once => {
+                tally.count(|r| r.resilience.gaps += 1);
+            }
+            _ => {}
+        }
+        *known = Some(Pos {
+            offset: p.offset,
+            epoch: p.epoch.clone(),
+        });
+    }
     match frame.kind.as_str() {
         "game_event" if measuring => {
             if let Some(ts) = frame.timestamp {
@@ -215,31 +478,55 @@ fn observe(
                 tally.count(|r| r.events += 1);
             }
         }
+        "server_draining" => {
+            if let Some(t) = &frame.resume_token {
+                s.resume_token = Some(t.clone());
+            }
+            tally.count(|r| r.resilience.drain_notices += 1);
+        }
         "bet_acknowledged" => {
-            if let Some(t) = sent_at(&frame.idempotency_key) {
+            if let Some((key, (t, _))) = frame
+                .idempotency_key
+                .as_ref()
+                .and_then(|k| s.unacked.remove_entry(k))
+            {
                 Tally::latency(&tally.ack, t.elapsed().as_micros() as u64);
                 tally.count(|r| r.bets_acknowledged += 1);
+                s.unsettled.insert(key, t);
             }
         }
         "bet_settled" => {
-            if let Some(t) = frame
-                .idempotency_key
-                .as_ref()
-                .and_then(|k| pending.remove(k))
-            {
+            let Some(key) = frame.idempotency_key.as_ref() else {
+                return;
+            };
+            if !s.settled.insert(key.clone()) {
+                tally.count(|r| r.resilience.bets_settled_twice += 1);
+                return;
+            }
+            let sent = s
+                .unsettled
+                .remove(key)
+                .or_else(|| s.unacked.remove(key).map(|(t, _)| t));
+            if let Some(t) = sent {
+                tally
+                    .outstanding
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 Tally::latency(&tally.settle, t.elapsed().as_micros() as u64);
                 tally.count(|r| r.bets_settled += 1);
             }
         }
-        "bet_rejected"
-            if frame
-                .idempotency_key
-                .as_ref()
-                .and_then(|k| pending.remove(k))
-                .is_some() =>
-        {
-            let reason = frame.reason.clone().unwrap_or_else(|| "unknown".into());
-            tally.count(|r| *r.bets_rejected.entry(reason).or_default() += 1);
+        "bet_rejected" => {
+            let Some(key) = frame.idempotency_key.as_ref() else {
+                return;
+            };
+            let known = s.unacked.remove(key).is_some() || s.unsettled.remove(key).is_some();
+            if known {
+                tally
+                    .outstanding
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                let reason = frame.reason.clone().unwrap_or_else(|| "unknown".into());
+                tally.count(|r| *r.bets_rejected.entry(reason).or_default() += 1);
+            }
         }
         _ => {}
     }
@@ -251,4 +538,28 @@ fn now_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_jitter_under_a_growing_cap() {
+        let cases = [
+            (0, 0.0, 0),
+            (0, 0.999, 99),
+            (1, 1.0, 200),
+            (2, 0.5, 200),
+            (5, 1.0, 2_000),
+            (30, 1.0, 2_000),
+        ];
+        for (attempt, r, want_ms) in cases {
+            assert_eq!(
+                reconnect_delay(attempt, r),
+                Duration::from_millis(want_ms),
+                "attempt {attempt}"
+            );
+        }
+    }
 }

@@ -73,6 +73,17 @@ pub struct BenchArgs {
     /// PID of the server, to report its resident memory per connection.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Survive drains and failures: after `server_draining`/close 1012 (or any close), reconnect
+    /// to the same URL (in Kubernetes, the Service), send `resume` with the last room and inbox
+    /// positions, and re-send unacknowledged bets with the same idempotencyKey. Reports
+    /// reconnects, close→resumed latency (p50/p95/p99) and exactly-once bet accounting
+    /// (acknowledged vs settled, settled twice, duplicate or missing frames).
+    #[arg(long)]
+    pub resume: bool,
+    /// After measuring, wait up to this many seconds for every sent bet to be settled (or
+    /// rejected) before counting the ones still outstanding.
+    #[arg(long, default_value_t = 10)]
+    pub settle_wait: u64,
     /// Print the merged report as JSON instead of text.
     #[arg(long)]
     pub json: bool,

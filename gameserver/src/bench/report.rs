@@ -55,6 +55,50 @@ pub struct WorkerReport {
     pub ack: Samples,
     pub settle: Samples,
     pub measured_secs: f64,
+    #[serde(default)]
+    pub resilience: Resilience,
+    #[serde(default)]
+    pub resume: Samples,
+}
+
+/// Drain/reconnect/resume counters (with `--resume`) and the exactly-once bet accounting.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resilience {
+    /// `server_draining` notices received.
+    pub drain_notices: u64,
+    /// Sessions resumed (`resumed` received).
+    pub resumes: u64,
+    /// Failed reconnect/resume attempts, by cause (retried until the deadline).
+    pub resume_failures: BTreeMap<String, u64>,
+    pub rooms_recovered: u64,
+    pub rooms_not_recovered: u64,
+    pub inboxes_not_recovered: u64,
+    /// Frames received again after a resume (at or before the known position): must be 0.
+    pub duplicate_frames: u64,
+    /// Offsets skipped after a resume: must be 0.
+    pub gaps: u64,
+    /// A second `bet_settled` for one idempotency key: must be 0.
+    pub bets_settled_twice: u64,
+    /// Acknowledged bets never settled by the end (after the settle wait): must be 0.
+    pub bets_unsettled: u64,
+    /// Bets never acknowledged by the end.
+    pub bets_unacknowledged: u64,
+}
+
+impl Resilience {
+    fn add(&mut self, o: &Resilience) {
+        self.drain_notices += o.drain_notices;
+        self.resumes += o.resumes;
+        add_counts(&mut self.resume_failures, &o.resume_failures);
+        self.rooms_recovered += o.rooms_recovered;
+        self.rooms_not_recovered += o.rooms_not_recovered;
+        self.inboxes_not_recovered += o.inboxes_not_recovered;
+        self.duplicate_frames += o.duplicate_frames;
+        self.gaps += o.gaps;
+        self.bets_settled_twice += o.bets_settled_twice;
+        self.bets_unsettled += o.bets_unsettled;
+        self.bets_unacknowledged += o.bets_unacknowledged;
+    }
 }
 
 /// Percentiles of one latency, in milliseconds.
@@ -100,6 +144,9 @@ pub struct Report {
     pub settles_per_sec: f64,
     pub ack: Percentiles,
     pub settle: Percentiles,
+    pub resilience: Resilience,
+    /// Close → `resumed`, per reconnect.
+    pub resume: Percentiles,
     /// Server resident memory before connecting and with every connection up (KiB).
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_connected: Option<u64>,
@@ -111,6 +158,7 @@ impl Report {
         let mut delivery = new_histogram();
         let mut ack = new_histogram();
         let mut settle = new_histogram();
+        let mut resume = new_histogram();
         let mut r = Report {
             connections_requested,
             workers: workers.len(),
@@ -129,6 +177,8 @@ impl Report {
             w.delivery.add_to(&mut delivery);
             w.ack.add_to(&mut ack);
             w.settle.add_to(&mut settle);
+            w.resume.add_to(&mut resume);
+            r.resilience.add(&w.resilience);
         }
         let per_sec = |n: u64| {
             if r.measured_secs > 0.0 {
@@ -143,6 +193,7 @@ impl Report {
         r.delivery = Percentiles::of(&delivery);
         r.ack = Percentiles::of(&ack);
         r.settle = Percentiles::of(&settle);
+        r.resume = Percentiles::of(&resume);
         r
     }
 
@@ -191,6 +242,19 @@ impl Report {
         ));
         s.push_str(&format!("bet ack:     {}\n", p(&self.ack)));
         s.push_str(&format!("bet settle:  {}\n", p(&self.settle)));
+        let x = &self.resilience;
+        if x.drain_notices + x.resumes + x.bets_unsettled + x.bets_settled_twice > 0 {
+            s.push_str(&format!(
+                "resume:      drain notices {}, resumed {} (rooms recovered {}, not {}; inboxes not recovered {}), failed attempts {:?}\n",
+                x.drain_notices, x.resumes, x.rooms_recovered, x.rooms_not_recovered,
+                x.inboxes_not_recovered, x.resume_failures
+            ));
+            s.push_str(&format!("close→resumed: {}\n", p(&self.resume)));
+            s.push_str(&format!(
+                "exactly once: duplicate frames {}, gaps {}, settled twice {}, acknowledged but unsettled {}, unacknowledged {}\n",
+                x.duplicate_frames, x.gaps, x.bets_settled_twice, x.bets_unsettled, x.bets_unacknowledged
+            ));
+        }
         if let Some(per) = self.server_kib_per_connection {
             s.push_str(&format!(
                 "server RSS:  {} KiB before, {} KiB connected, {:.2} KiB per connection\n",

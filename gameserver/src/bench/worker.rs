@@ -54,6 +54,8 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
         .then(|| Duration::from_secs_f64(args.connections as f64 / f64::from(args.bet_rate)));
     let now_secs = crate::clock::now_ms() / 1000;
     let secret = args.jwt_secret.as_bytes();
+    let secret_arc: Arc<[u8]> = Arc::from(secret);
+    let resume = args.resume;
     for i in share.clone() {
         pace.tick().await;
         let user_id = format!("{}-{i}", args.user_prefix);
@@ -68,6 +70,7 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
             user_id,
             token,
             room: format!("room-{}", i % args.rooms),
+            secret: Arc::clone(&secret_arc),
         };
         // Spread bet timers evenly over one period so bets arrive at a steady rate.
         let bet = bet_period.map(|period| {
@@ -77,9 +80,9 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
         let (tally, phase, up) = (tally.clone(), phase_rx.clone(), up_tx.clone());
         tokio::spawn(async move {
             match client::join(&player).await {
-                Ok(ws) => {
+                Ok((ws, session)) => {
                     let _ = up.send(Ok(()));
-                    client::play(ws, player, tally, phase, bet).await;
+                    client::play(ws, player, session, tally, phase, bet, resume).await;
                 }
                 Err(e) => {
                     let _ = up.send(Err(e.label()));
@@ -113,8 +116,16 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
     let _ = phase_tx.send(Phase::Measuring);
     tokio::time::sleep(args.measure_for()).await;
     let measured_secs = started.elapsed().as_secs_f64();
+    // No new bets; wait (bounded) until every bet sent has been settled or rejected.
+    let _ = phase_tx.send(Phase::Settling);
+    let settle_deadline = Instant::now() + Duration::from_secs(args.settle_wait);
+    while tally.outstanding.load(std::sync::atomic::Ordering::Acquire) > 0
+        && Instant::now() < settle_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = phase_tx.send(Phase::Done);
-    // Let in-flight settlements for bets sent just before the end arrive.
+    // Players count what is still outstanding as they stop.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut report = tally.take_report();
@@ -143,6 +154,7 @@ impl Tally {
         r.delivery = samples(&self.delivery);
         r.ack = samples(&self.ack);
         r.settle = samples(&self.settle);
+        r.resume = samples(&self.resume);
         r
     }
 }
