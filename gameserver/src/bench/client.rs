@@ -500,7 +500,7 @@ fn observe(frame: &Incoming, measuring: bool, s: &mut Session, tally: &Tally) {
                 return;
             };
             if !s.settled.insert(key.clone()) {
-                tally.count(|r| r.resilience.bets_settled_twice += 1);
+                tally.count(|r| r.resilience.settlement_repeats += 1);
                 return;
             }
             let sent = s

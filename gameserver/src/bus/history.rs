@@ -33,12 +33,14 @@ pub struct HistoryLimits {
     pub max_age: Duration,
 }
 
+/// Resume covers reconnects (seconds, a minute at worst), not long absences: short windows keep
+/// the memory bounded under heavy betting (every settlement is kept for `max_age`).
 impl Default for HistoryLimits {
     fn default() -> Self {
         Self {
-            room_entries: 1_000,
-            user_entries: 200,
-            max_age: Duration::from_secs(300),
+            room_entries: 500,
+            user_entries: 100,
+            max_age: Duration::from_secs(120),
         }
     }
 }
