@@ -35,10 +35,21 @@ fn bus_cfg(redis: &RedisServer, node: &str) -> RedisBusConfig {
 
 /// A gateway on 127.0.0.1:0 over the Redis bus; stops with the test.
 async fn gateway(redis: &RedisServer, node: &str, stop: &CancellationToken) -> SocketAddr {
+    gateway_with(redis, node, stop, GatewayConfig::default())
+        .await
+        .0
+}
+
+async fn gateway_with(
+    redis: &RedisServer,
+    node: &str,
+    stop: &CancellationToken,
+    cfg: GatewayConfig,
+) -> (SocketAddr, Arc<Gateway>) {
     let bus = RedisBus::connect(bus_cfg(redis, node)).unwrap();
     let cfg = GatewayConfig {
         gateway_id: node.into(),
-        ..GatewayConfig::default()
+        ..cfg
     };
     let gw = Gateway::new(
         cfg,
@@ -52,7 +63,7 @@ async fn gateway(redis: &RedisServer, node: &str, stop: &CancellationToken) -> S
     let l = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(server::serve(l, gw.router(), stop.clone()));
-    addr
+    (addr, gw)
 }
 
 fn start_engine(redis: &RedisServer, stop: &CancellationToken) {
@@ -305,6 +316,88 @@ async fn a_lost_history_is_reported_as_not_recovered() {
     assert_eq!(
         intruder.recv().await,
         json!({"type":"auth_failed","reason":"INVALID_TOKEN"})
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bet_acknowledged_before_a_drain_is_settled_after_the_resume() {
+    let redis = RedisServer::start();
+    let stop = CancellationToken::new();
+    let spread = GatewayConfig {
+        reconnect_spread: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(5),
+        ..GatewayConfig::default()
+    };
+    let (a, gw_a) = gateway_with(&redis, "gw-a", &stop, spread).await;
+    let b = gateway(&redis, "gw-b", &stop).await;
+    start_engine(&redis, &stop);
+
+    let mut carol = Client::connect(a).await;
+    let t = mint_token(SECRET, "carol", now_secs(), 300).unwrap();
+    carol.send(json!({"type":"authenticate","token":t})).await;
+    let authed = carol.recv().await;
+    let mut inbox = authed["inbox"].clone();
+    carol.send(json!({"type":"join_game","gameId":"d"})).await;
+    let mut room = Value::Null;
+    for v in carol.recv_until(|v| is_event(v, "round_started")).await {
+        if v["type"] == "game_joined" || v["position"]["gameId"] == "d" {
+            room = v["position"].clone();
+        }
+    }
+    carol
+        .send(json!({"type":"place_bet","gameId":"d","amount":100,
+            "selection":{"direction":"under","target":50},"idempotencyKey":"drained-bet"}))
+        .await;
+    let mut frames = carol.recv_until(|v| v["type"] == "bet_acknowledged").await;
+    gw_a.begin_drain();
+    frames.extend(carol.recv_until(|v| v["type"] == "server_draining").await);
+    let notice = frames.last().unwrap().clone();
+    // Up to the close, frames still arrive (possibly the settlement itself).
+    loop {
+        match tokio::time::timeout(WAIT, carol.ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(Some(c)))) => {
+                assert_eq!(u16::from(c.code), 1012);
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a 1012 close, got {other:?}"),
+        }
+    }
+    for v in &frames {
+        if v["position"]["gameId"] == "d" {
+            room = v["position"].clone();
+        }
+        if v["position"]["userId"] == "carol" {
+            inbox = v["position"].clone();
+        }
+    }
+    let mut settled = frames.iter().filter(|v| v["type"] == "bet_settled").count();
+
+    let mut back = Client::connect(b).await;
+    back.send(json!({"type":"resume","resumeToken":notice["resumeToken"],
+        "rooms":{"d":room},"inbox":inbox}))
+        .await;
+    let resumed = back.recv_until(|v| v["type"] == "resumed").await;
+    let reply = resumed.last().unwrap();
+    assert_eq!(reply["rooms"]["d"]["recovered"], true, "{reply}");
+    assert_eq!(reply["inbox"]["recovered"], true, "{reply}");
+    settled += resumed
+        .iter()
+        .filter(|v| v["type"] == "bet_settled")
+        .count();
+    if settled == 0 {
+        // Settled after the resume: it arrives live on the new gateway.
+        back.recv_until(|v| v["type"] == "bet_settled").await;
+        settled = 1;
+    }
+    assert_eq!(settled, 1, "exactly one bet_settled across the drain");
+    // And no second one with the next round.
+    let later = back.recv_until(|v| is_event(v, "round_result")).await;
+    assert!(
+        later.iter().all(|v| v["type"] != "bet_settled"),
+        "{later:?}"
     );
     stop.cancel();
 }
