@@ -39,8 +39,8 @@ impl Default for HistoryLimits {
     fn default() -> Self {
         Self {
             room_entries: 500,
-            user_entries: 100,
-            max_age: Duration::from_secs(120),
+            user_entries: 50,
+            max_age: Duration::from_secs(90),
         }
     }
 }

@@ -219,12 +219,12 @@ impl Conn {
     /// Indexes the connection under its user and starts the user's direct frames here.
     async fn register_user(&mut self, user: &Arc<str>) -> Result<(), CloseCause> {
         let gw = Arc::clone(&self.gw);
-        let _membership = gw.membership.lock().await;
+        let membership = gw.membership.lock().await;
         if !gw
             .registry
             .add_user(user, &self.handle, gw.cfg.connections_per_user)
         {
-            drop(_membership);
+            drop(membership);
             self.reply(&ServerFrame::AuthFailed {
                 reason: "TOO_MANY_CONNECTIONS",
             })
@@ -237,6 +237,7 @@ impl Conn {
                 tracing::warn!(error = %e, "subscribe_user failed");
             }
         }
+        drop(membership);
         self.handle.set_authenticated();
         gw.metrics.authenticated_connections.inc();
         self.user = Some(Arc::clone(user));
@@ -346,6 +347,12 @@ impl Conn {
         stream: Target,
         since: Option<&Position>,
     ) -> Result<StreamResume, CloseCause> {
+        let key = match &stream {
+            Target::Room(g) => (true, g.clone()),
+            Target::User(u) => (false, u.clone()),
+            // Broadcasts have no history; callers only pass rooms and users.
+            Target::All => (false, String::new()),
+        };
         let recovery = match self.gw.bus.history(&stream, since).await {
             Ok(r) => r,
             Err(e) => {
@@ -368,11 +375,7 @@ impl Conn {
             };
             self.write(out, None).await?;
         }
-        let (is_room, id) = match stream {
-            Target::Room(g) => (true, g),
-            Target::User(u) => (false, u),
-            Target::All => return Err(CloseCause::Shutdown),
-        };
+        let (is_room, id) = key;
         self.recovering
             .retain(|(r, i, _)| !(*r == is_room && *i == id));
         self.recovering
