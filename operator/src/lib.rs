@@ -5,6 +5,7 @@
 //! (pure computation, written only when it changes).
 
 pub mod apply;
+pub mod autoscale;
 pub mod build;
 pub mod controller;
 pub mod crd;

@@ -1,0 +1,7 @@
+//! Autoscaling: HorizontalPodAutoscaler v2 semantics per tier, from live pod metrics.
+//!
+//! [`behavior`], [`calc`] and [`decide`] are pure; the rest samples pods and acts.
+
+pub mod behavior;
+pub mod calc;
+pub mod decide;
