@@ -62,6 +62,10 @@ pub struct EngineCmdArgs {
     /// Room lease lifetime, milliseconds: how soon a dead engine's rooms move.
     #[arg(long, env = "LEASE_TTL_MS", default_value_t = 3_000)]
     pub lease_ttl_ms: u64,
+    /// On SIGTERM, longest wait for the rounds in progress to settle before the engine gives its
+    /// rooms up anyway, milliseconds (keep it below the pod's termination grace period).
+    #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub drain_timeout_ms: u64,
     /// Bearer token for the admin ledger API (credit/debit); unset leaves it disabled (503).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
     pub admin_token: Secret,
@@ -205,8 +209,10 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         engine_id,
         betting_window: Duration::from_millis(args.betting_window_ms),
         result_pause: Duration::from_millis(args.result_pause_ms),
-        // Rooms are refreshed (and leases renewed) several times per lease lifetime.
-        rooms_poll: Duration::from_millis((args.lease_ttl_ms / 4).max(50)),
+        // Rooms are refreshed (and leases renewed) several times per lease lifetime, and at
+        // least every 250 ms so a room another engine gives up is taken over promptly.
+        rooms_poll: Duration::from_millis((args.lease_ttl_ms / 4).clamp(50, 250)),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         ..EngineConfig::default()
     };
     cfg.validate().map_err(|e| e.to_string())?;
@@ -230,7 +236,7 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
     stop_signal().await;
     health.set_ready(false);
     stop.cancel();
-    // Rounds in progress are settled before the engine returns.
+    // Drain: rounds in progress are closed and settled, rooms handed over, then it returns.
     match engine.await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("engine task failed: {e}")),

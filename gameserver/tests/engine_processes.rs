@@ -1,6 +1,6 @@
-//! Real `gameserver engine` processes on a real redis-server: one is killed with SIGKILL in the
-//! middle of traffic; every acknowledged bet is still settled exactly once and money is
-//! conserved.
+//! Real `gameserver engine` processes on a real redis-server: one is killed with SIGKILL, or
+//! stopped with SIGTERM, in the middle of traffic; every acknowledged bet is still settled
+//! exactly once, money is conserved, and the rooms go on on the other engine.
 
 mod support;
 
@@ -25,6 +25,10 @@ impl Drop for Proc {
 }
 
 fn engine_process(server: &RedisServer, id: &str) -> Proc {
+    engine_process_with_lease(server, id, 1_000)
+}
+
+fn engine_process_with_lease(server: &RedisServer, id: &str, lease_ms: u64) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_gameserver"))
             .args([
@@ -38,12 +42,19 @@ fn engine_process(server: &RedisServer, id: &str) -> Proc {
                 "--result-pause-ms",
                 "50",
                 "--lease-ttl-ms",
-                "1000",
+                &lease_ms.to_string(),
             ])
             .env("REDIS_URL", server.url())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("ENGINE_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var("ENGINE_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap(),
     )
@@ -170,4 +181,287 @@ async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
             "{k}"
         );
     }
+}
+
+fn sigterm(p: &Proc) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(p.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Room events seen by the test's gateway: (receive time, event name, nonce) per room.
+type RoomLog = HashMap<String, Vec<(std::time::Instant, String, u64)>>;
+
+/// Owners (engine ids) of the rooms' leases, from the lease values `<engine-id>-<nonce>`.
+async fn lease_owners(conn: &mut redis::aio::MultiplexedConnection, rooms: &[&str]) -> Vec<String> {
+    let mut owners = Vec::new();
+    for room in rooms {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("gf:lease:{room}"))
+            .query_async(conn)
+            .await
+            .unwrap();
+        owners.push(
+            v.and_then(|v| v.split('-').next().map(str::to_owned))
+                .unwrap_or_default(),
+        );
+    }
+    owners
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_an_engine_hands_its_rooms_over() {
+    let server = RedisServer::start();
+    let ledger = RedisLedger::connect(&server.url(), "gf").unwrap();
+    for u in 0..8 {
+        ledger
+            .transfer(&Transfer {
+                key: format!("seed-{u}"),
+                kind: EntryKind::Deposit,
+                from: TREASURY.into(),
+                to: user_account(&format!("p{u}")),
+                amount: 1_000_000,
+                memo: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let gw = RedisBus::connect(RedisBusConfig::new(server.url(), "gw")).unwrap();
+    let mut rx = gw.take_deliveries().unwrap();
+    let rooms = ["r1", "r2", "r3", "r4", "r5", "r6"];
+    for room in rooms {
+        for _ in 0..100 {
+            if gw.subscribe_room(room).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gw.join_room(room, "conn").await.unwrap();
+    }
+    for u in 0..8 {
+        gw.subscribe_user(&format!("p{u}")).await.unwrap();
+    }
+    // A lease longer than the whole handover: rooms can only move because it is released.
+    let lease_ms = 5_000;
+    let draining = engine_process_with_lease(&server, "e1", lease_ms);
+    let mut survivor = engine_process_with_lease(&server, "e2", lease_ms);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let owners = lease_owners(&mut conn, &rooms).await;
+        let e1 = owners.iter().filter(|o| *o == "e1").count();
+        if owners.iter().all(|o| o == "e1" || o == "e2") && e1 > 0 && e1 < rooms.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rooms not shared by both engines: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Collect room events and settlements while bets flow.
+    let collector = tokio::spawn(async move {
+        let mut log: RoomLog = HashMap::new();
+        let mut settled: HashMap<String, usize> = HashMap::new();
+        while let Some(d) = rx.recv().await {
+            let v: Value = serde_json::from_str(&d.frame).unwrap();
+            match d.target {
+                Target::User(_) => {
+                    assert_eq!(v["type"], "bet_settled", "{v}");
+                    *settled
+                        .entry(v["idempotencyKey"].as_str().unwrap().into())
+                        .or_default() += 1;
+                }
+                Target::Room(room) if v["type"] == "game_event" => {
+                    log.entry(room).or_default().push((
+                        std::time::Instant::now(),
+                        v["event"].as_str().unwrap().to_owned(),
+                        v["data"]["nonce"].as_u64().unwrap(),
+                    ));
+                }
+                _ => {}
+            }
+            if settled.len() == 600 {
+                // Every bet settled; keep listening briefly for duplicates.
+                let quiet = tokio::time::sleep(Duration::from_secs(1));
+                tokio::pin!(quiet);
+                loop {
+                    tokio::select! {
+                        _ = &mut quiet => return (log, settled),
+                        d = rx.recv() => {
+                            let Some(d) = d else { return (log, settled) };
+                            if matches!(d.target, Target::User(_)) {
+                                let v: Value = serde_json::from_str(&d.frame).unwrap();
+                                *settled.entry(v["idempotencyKey"].as_str().unwrap().into()).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (log, settled)
+    });
+
+    let mut keys = Vec::new();
+    let mut term_at = None;
+    let mut draining = Some(draining);
+    let mut e1_rooms: Vec<&str> = Vec::new();
+    let mut exited = None;
+    for i in 0..600 {
+        let bet = BetRequest {
+            idempotency_key: format!("k{i}"),
+            user_id: format!("p{}", i % 8),
+            game_id: rooms[i % rooms.len()].into(),
+            amount: 100,
+            selection: json!({"direction": "under", "target": 50}),
+            client_seed: None,
+            gateway_id: "gw".into(),
+            received_at_ms: 0,
+        };
+        gw.submit_bet(&bet).await.unwrap();
+        keys.push(bet.idempotency_key);
+        if i == 200 {
+            // The rooms the stopping engine runs right now.
+            let owners = lease_owners(&mut conn, &rooms).await;
+            e1_rooms = rooms
+                .iter()
+                .zip(&owners)
+                .filter(|(_, o)| *o == "e1")
+                .map(|(r, _)| *r)
+                .collect();
+            assert!(!e1_rooms.is_empty(), "e1 runs no room: {owners:?}");
+            sigterm(draining.as_ref().unwrap());
+            let at = std::time::Instant::now();
+            term_at = Some(at);
+            let mut draining = draining.take().unwrap();
+            exited = Some(tokio::spawn(async move {
+                loop {
+                    if let Some(status) = draining.0.try_wait().unwrap() {
+                        return (status, at.elapsed());
+                    }
+                    assert!(
+                        at.elapsed() < Duration::from_secs(10),
+                        "engine still running 10 s after SIGTERM"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let term_at = term_at.unwrap();
+    let (exit, exited_after) = exited.unwrap().await.unwrap();
+    assert!(exit.success(), "engine exit status {exit:?}");
+    // Nothing left behind that cannot be claimed at once: no lease, and no entry pending with
+    // the stopped engine that looks recently read.
+    let owners = lease_owners(&mut conn, &rooms).await;
+    assert!(!owners.iter().any(|o| o == "e1"), "leases kept: {owners:?}");
+    for room in rooms {
+        let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(format!("gf:bets:{room}"))
+            .arg("engines")
+            .arg("-")
+            .arg("+")
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for p in pending.ids.iter().filter(|p| p.consumer.starts_with("e1-")) {
+            assert!(
+                p.last_delivered_ms > 60_000,
+                "{room} {} left pending with the stopped engine, idle {} ms",
+                p.id,
+                p.last_delivered_ms
+            );
+        }
+    }
+
+    let (log, settled) = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .expect("not every bet settled within 30 s")
+        .unwrap();
+    sigterm(&survivor);
+    let _ = survivor.0.wait();
+
+    assert_eq!(settled.len(), keys.len(), "every bet settled");
+    assert!(
+        settled.values().all(|&n| n == 1),
+        "settled more than once: {settled:?}"
+    );
+    let entries = ledger.entries(0, 100_000).await.unwrap();
+    let stakes = entries.iter().filter(|e| e.kind == EntryKind::Bet).count();
+    assert_eq!(stakes, keys.len(), "every bet debited exactly once");
+    let total: i64 = ledger
+        .accounts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b)
+        .sum();
+    assert_eq!(total, 0, "money conserved");
+
+    // Every room's rounds: each nonce rolled exactly once, none skipped; the stopped engine's
+    // rooms went on. The handoff gap is the longest time after SIGTERM with no round open.
+    let mut worst_gap = Duration::ZERO;
+    for room in rooms {
+        let events = &log[room];
+        let results: Vec<u64> = events
+            .iter()
+            .filter(|(_, e, _)| e == "round_result")
+            .map(|(_, _, n)| *n)
+            .collect();
+        let first = results[0];
+        assert_eq!(
+            results,
+            (first..first + results.len() as u64).collect::<Vec<_>>(),
+            "{room}: rounds skipped or doubled"
+        );
+        if !e1_rooms.contains(&room) {
+            continue;
+        }
+        assert!(
+            events
+                .iter()
+                .any(|(t, e, _)| e == "round_started" && t.duration_since(term_at) > exited_after),
+            "{room}: no round after the handover (exit after {exited_after:?}): {:?}",
+            events
+                .iter()
+                .map(|(t, e, n)| (t.saturating_duration_since(term_at).as_millis(), e, n))
+                .collect::<Vec<_>>()
+        );
+        let mut last_result = None;
+        for (t, e, _) in events.iter().filter(|(t, _, _)| *t >= term_at) {
+            match e.as_str() {
+                "round_result" => last_result = Some(*t),
+                "round_started" => {
+                    if let Some(r) = last_result.take() {
+                        eprintln!(
+                            "{room}: {} ms without a round",
+                            t.duration_since(r).as_millis()
+                        );
+                        worst_gap = worst_gap.max(t.duration_since(r));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    eprintln!(
+        "SIGTERM: engine exited after {} ms; longest handoff gap {} ms over {} rooms",
+        exited_after.as_millis(),
+        worst_gap.as_millis(),
+        e1_rooms.len()
+    );
+    assert!(
+        worst_gap < Duration::from_millis(lease_ms),
+        "handoff took {worst_gap:?}: rooms moved by lease expiry, not release"
+    );
 }

@@ -4,9 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod support;
+
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use gameserver::game::verify::{verify, VerifyArgs};
+use gameserver::ledger::{user_account, BetState, Ledger, RedisLedger};
 use gameserver::local::{self, LocalArgs};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,8 +23,8 @@ struct Wrapper {
     args: LocalArgs,
 }
 
-async fn start() -> (local::LocalServer, CancellationToken) {
-    let args = Wrapper::parse_from([
+async fn start(extra: &[&str]) -> (local::LocalServer, CancellationToken) {
+    let mut argv = vec![
         "gameserver",
         "--listen",
         "127.0.0.1:0",
@@ -33,8 +36,9 @@ async fn start() -> (local::LocalServer, CancellationToken) {
         "100",
         "--starting-balance",
         "10000",
-    ])
-    .args;
+    ];
+    argv.extend_from_slice(extra);
+    let args = Wrapper::parse_from(argv).args;
     let shutdown = CancellationToken::new();
     let server = local::start(&args, shutdown.clone()).await.unwrap();
     (server, shutdown)
@@ -72,7 +76,42 @@ async fn send(ws: &mut Ws, v: Value) {
 
 #[tokio::test]
 async fn page_token_and_a_bet_settled_by_the_engine() {
-    let (server, shutdown) = start().await;
+    let (server, shutdown) = start(&[]).await;
+    page_token_and_bet(&server).await;
+    shutdown.cancel();
+}
+
+/// The same flow with `--redis-url`: bus and ledger in a real redis-server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_over_redis() {
+    let redis = support::RedisServer::start();
+    let url = redis.url();
+    let (server, shutdown) = start(&["--redis-url", &url, "--redis-prefix", "loc"]).await;
+    let settled = page_token_and_bet(&server).await;
+    // The bet and the balance live in Redis, under the chosen prefix.
+    let ledger = RedisLedger::connect(&url, "loc").unwrap();
+    let record = ledger
+        .bet("alice", "b1")
+        .await
+        .unwrap()
+        .expect("bet in Redis");
+    assert!(
+        matches!(record.state, BetState::Settled { .. }),
+        "{record:?}"
+    );
+    assert_eq!(
+        ledger.balance(&user_account("alice")).await.unwrap(),
+        settled["balance"].as_i64().unwrap()
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), server.engine)
+        .await
+        .expect("engine drained")
+        .unwrap();
+}
+
+/// Page, dev token, authenticate, join, bet; checks the settlement and returns `bet_settled`.
+async fn page_token_and_bet(server: &local::LocalServer) -> Value {
     let (status, page) = http_get(server.player_addr, "/").await;
     assert_eq!(status, 200);
     assert!(page.contains("GameFleet dice"));
@@ -175,5 +214,5 @@ async fn page_token_and_a_bet_settled_by_the_engine() {
             .0,
         503
     );
-    shutdown.cancel();
+    settled
 }

@@ -118,6 +118,7 @@ impl GatewayBus for MemoryBus {
             .send(QueuedBet {
                 delivery_id: id.to_string(),
                 bet: bet.clone(),
+                redelivered: false,
             })
             .map_err(|_| BusError::Unavailable("engine stopped".into()))
     }

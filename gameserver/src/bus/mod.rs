@@ -40,6 +40,9 @@ pub struct BetRequest {
 pub struct QueuedBet {
     pub delivery_id: String,
     pub bet: BetRequest,
+    /// Handed out before (taken over from an engine that stopped): whoever settled or rejected
+    /// it already told the player, so a known outcome is not sent again.
+    pub redelivered: bool,
 }
 
 /// Who a [`Delivery`] is for.
@@ -125,5 +128,16 @@ pub trait EngineBus: Send + Sync + 'static {
     /// next owner instead of refusing them.
     fn redelivers(&self) -> bool {
         false
+    }
+    /// Graceful stop, first step: take no new rooms and stop counting this engine as live, so
+    /// the others reach for its rooms as soon as it lets them go. Leases it holds are still
+    /// renewed by `active_rooms` while its rounds finish.
+    async fn begin_drain(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+    /// Graceful stop, last step: give up every room and make bets this engine read but did not
+    /// take into the ledger claimable by another engine at once.
+    async fn stand_down(&self) -> Result<(), BusError> {
+        Ok(())
     }
 }

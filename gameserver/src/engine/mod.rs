@@ -35,6 +35,9 @@ pub struct EngineConfig {
     pub max_bets_per_round: usize,
     /// Most bets read from the bus in one call.
     pub bet_batch: usize,
+    /// On shutdown, longest wait for the rounds in progress to settle before the engine gives
+    /// its rooms up anyway (a round left open is finished by the room's next owner).
+    pub drain_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +50,7 @@ impl Default for EngineConfig {
             rooms_poll: Duration::from_millis(250),
             max_bets_per_round: 50_000,
             bet_batch: 512,
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -83,8 +87,8 @@ impl EngineConfig {
     }
 }
 
-/// Run the engine until `shutdown` is cancelled. Rounds in progress finish their settlement
-/// before it returns.
+/// Run the engine until `shutdown` is cancelled, then drain: stop reading bets, close and
+/// settle the rounds in progress (with the bets already read), give the rooms up and return.
 pub async fn run(
     bus: Arc<dyn EngineBus>,
     ledger: Arc<dyn Ledger>,

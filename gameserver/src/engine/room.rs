@@ -158,7 +158,14 @@ pub(super) async fn run(
         loop {
             tokio::select! {
                 biased;
-                _ = shared.shutdown.cancelled() => break,
+                _ = shared.intake_done.cancelled() => {
+                    // Draining: the bets already read join this round, which closes now so
+                    // the room can pass to another engine.
+                    while let Ok(bet) = rx.try_recv() {
+                        take_bet(&shared, &mut round, bet).await;
+                    }
+                    break;
+                }
                 _ = tokio::time::sleep_until(closes) => break,
                 bet = rx.recv() => match bet {
                     Some(bet) => take_bet(&shared, &mut round, bet).await,
@@ -177,7 +184,7 @@ pub(super) async fn run(
         loop {
             tokio::select! {
                 biased;
-                _ = shared.shutdown.cancelled() => break,
+                _ = shared.intake_done.cancelled() => break,
                 _ = tokio::time::sleep_until(resume) => break,
                 bet = rx.recv() => match bet {
                     Some(bet) => carried.push(bet),
@@ -186,7 +193,7 @@ pub(super) async fn run(
             }
         }
         if shared.shutdown.is_cancelled() {
-            // Carried bets stay unacknowledged: a durable bus redelivers them.
+            // Carried bets stay unacknowledged: a durable bus hands them to the next owner.
             return;
         }
         if !shared.is_active(&game_id) {
@@ -314,7 +321,9 @@ async fn answer_existing(shared: &Shared, round: &mut OpenRound, q: &QueuedBet, 
         shared.ack(&q.delivery_id).await;
         return;
     }
-    send_outcome(shared, &rec).await;
+    if !q.redelivered {
+        send_outcome(shared, &rec).await;
+    }
     shared.ack(&q.delivery_id).await;
 }
 

@@ -24,6 +24,9 @@ pub(super) struct Shared {
     pub cfg: EngineConfig,
     pub metrics: EngineMetrics,
     pub shutdown: CancellationToken,
+    /// Cancelled once the intake stopped reading after `shutdown`: every bet read has been
+    /// handed to its room, so rooms may close their rounds.
+    pub intake_done: CancellationToken,
     tracker: TaskTracker,
     /// Room → (generation, sender) of its running task.
     rooms: Mutex<HashMap<String, (u64, mpsc::Sender<QueuedBet>)>>,
@@ -129,6 +132,10 @@ impl Shared {
             let sender = {
                 let mut rooms = lock(&self.rooms);
                 let Some((_, tx)) = rooms.get(&bet.bet.game_id) else {
+                    if self.shutdown.is_cancelled() {
+                        // Draining: left unacknowledged for the room's next owner.
+                        return;
+                    }
                     let game_id = bet.bet.game_id.clone();
                     self.spawn_room(&mut rooms, &game_id);
                     continue;
@@ -178,6 +185,7 @@ impl Runtime {
                 next_generation: AtomicU64::new(1),
                 active: RwLock::new(HashSet::new()),
                 credited: Mutex::new(HashSet::new()),
+                intake_done: CancellationToken::new(),
             }),
         }
     }
@@ -194,10 +202,40 @@ impl Runtime {
                 _ = tick.tick() => refresh_rooms(&shared).await,
             }
         }
-        shared.tracker.close();
-        shared.tracker.wait().await;
+        drain(&shared, &mut tick).await;
         tracing::info!(engine = %shared.cfg.engine_id, "engine stopped");
     }
+}
+
+/// Graceful stop: the intake stops reading, rooms close their rounds with the bets already
+/// read and settle them (leases are renewed meanwhile), then the rooms are given up.
+async fn drain(shared: &Arc<Shared>, tick: &mut tokio::time::Interval) {
+    let started = tokio::time::Instant::now();
+    tracing::info!(engine = %shared.cfg.engine_id, "draining");
+    if let Err(e) = shared.bus.begin_drain().await {
+        tracing::warn!(error = %e, "cannot announce the drain; other engines notice via lease expiry");
+    }
+    shared.tracker.close();
+    let deadline = tokio::time::sleep(shared.cfg.drain_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = shared.tracker.wait() => break,
+            _ = &mut deadline => {
+                tracing::warn!("drain timeout: leaving unfinished rounds to the rooms' next owners");
+                break;
+            }
+            _ = tick.tick() => refresh_rooms(shared).await,
+        }
+    }
+    if let Err(e) = shared.bus.stand_down().await {
+        tracing::warn!(error = %e, "cannot release rooms; they move when their leases expire");
+    }
+    tracing::info!(
+        engine = %shared.cfg.engine_id,
+        ms = started.elapsed().as_millis() as u64,
+        "drained"
+    );
 }
 
 async fn refresh_rooms(shared: &Arc<Shared>) {
@@ -209,7 +247,8 @@ async fn refresh_rooms(shared: &Arc<Shared>) {
         }
     };
     let set: HashSet<String> = list.into_iter().collect();
-    {
+    // While draining, rooms only finish; none is started.
+    if !shared.shutdown.is_cancelled() {
         let mut rooms = lock(&shared.rooms);
         for game_id in &set {
             if !rooms.contains_key(game_id) {
@@ -221,6 +260,8 @@ async fn refresh_rooms(shared: &Arc<Shared>) {
 }
 
 async fn intake(shared: Arc<Shared>) {
+    // Whatever ends the loop, rooms learn that no more bets are coming.
+    let _done = shared.intake_done.clone().drop_guard();
     let mut failures = 0u32;
     while !shared.shutdown.is_cancelled() {
         match shared

@@ -1,5 +1,7 @@
 //! `gameserver local`: gateway and engine in one process over the in-memory bus and ledger,
-//! plus the dice page and a dev-token endpoint for trying it in a browser.
+//! plus the dice page and a dev-token endpoint for trying it in a browser. With `--redis-url`
+//! the same process uses the Redis bus and ledger instead, so it can join (or inspect) a fleet's
+//! Redis and its state survives a restart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,10 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState, Health};
 use crate::auth::{mint_token, now_secs, Authenticator, MAX_TOKEN_AGE_SECS};
 use crate::bus::memory::MemoryBus;
+use crate::bus::redis::{RedisBus, RedisBusConfig};
+use crate::bus::{EngineBus, GatewayBus};
 use crate::cli::args::{Secret, ServerArgs};
+use crate::distributed::RedisArgs;
 use crate::engine::{self, EngineConfig};
 use crate::gateway::Gateway;
-use crate::ledger::{admin as ledger_admin, Ledger, MemoryLedger};
+use crate::ledger::{admin as ledger_admin, Ledger, MemoryLedger, RedisLedger};
 use crate::server;
 
 const PAGE: &str = include_str!("page.html");
@@ -32,6 +37,8 @@ pub const CLIENT_JS: &str = include_str!("../../static/gamefleet-client.js");
 pub struct LocalArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Minor units credited to every new player so a fresh user can bet.
     #[arg(long, env = "STARTING_BALANCE", default_value_t = 100_000)]
     pub starting_balance: i64,
@@ -52,6 +59,8 @@ pub struct LocalServer {
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     pub health: Arc<Health>,
+    /// The engine task; it ends after the shutdown token is cancelled and its rounds drained.
+    pub engine: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Clone)]
@@ -86,7 +95,8 @@ pub async fn run(args: LocalArgs) -> Result<(), String> {
     }
     tracing::info!("shutting down");
     shutdown.cancel();
-    // Give connections a moment to receive their close frames.
+    // Rounds in progress settle; connections get a moment to receive their close frames.
+    let _ = local.engine.await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     Ok(())
 }
@@ -109,8 +119,7 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
     let auth = Authenticator::new(&secret).map_err(|e| e.to_string())?;
     let registry = prometheus::Registry::new();
     let health = Arc::new(Health::default());
-    let bus = Arc::new(MemoryBus::new());
-    let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::new());
+    let (gateway_bus, engine_bus, ledger) = buses(args, &cfg.gateway_id, &registry)?;
     let engine_cfg = EngineConfig {
         engine_id: "local-engine".into(),
         betting_window: Duration::from_millis(args.betting_window_ms),
@@ -119,24 +128,20 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
         ..EngineConfig::default()
     };
     engine_cfg.validate().map_err(|e| e.to_string())?;
-    let gateway = Gateway::new(cfg, bus.clone(), auth, &registry, Arc::clone(&health))
+    let gateway = Gateway::new(cfg, gateway_bus, auth, &registry, Arc::clone(&health))
         .map_err(|e| e.to_string())?;
     gateway.start(shutdown.clone()).map_err(|e| e.to_string())?;
-    {
-        let (bus, ledger, registry, shutdown) = (
-            bus.clone(),
-            Arc::clone(&ledger),
-            registry.clone(),
-            shutdown.clone(),
-        );
+    let engine = {
+        let (ledger, registry, shutdown) =
+            (Arc::clone(&ledger), registry.clone(), shutdown.clone());
         let health = Arc::clone(&health);
         tokio::spawn(async move {
-            if let Err(e) = engine::run(bus, ledger, engine_cfg, registry, shutdown).await {
+            if let Err(e) = engine::run(engine_bus, ledger, engine_cfg, registry, shutdown).await {
                 tracing::error!(error = %e, "engine stopped");
                 health.set_ready(false);
             }
-        });
-    }
+        })
+    };
 
     let player = server::bind(args.server.listen)
         .await
@@ -182,7 +187,33 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
         admin_addr,
         gateway,
         health,
+        engine,
     })
+}
+
+type Buses = (Arc<dyn GatewayBus>, Arc<dyn EngineBus>, Arc<dyn Ledger>);
+
+/// In-memory bus and ledger, or Redis ones when `--redis-url` is given.
+fn buses(
+    args: &LocalArgs,
+    node_id: &str,
+    registry: &prometheus::Registry,
+) -> Result<Buses, String> {
+    let url = match &args.server.redis_url {
+        Some(u) if !u.is_empty() => u.expose().to_owned(),
+        _ => {
+            let bus = Arc::new(MemoryBus::new());
+            return Ok((bus.clone(), bus, Arc::new(MemoryLedger::new())));
+        }
+    };
+    let prefix = args.redis.redis_prefix.clone();
+    let mut bus_cfg = RedisBusConfig::new(url.clone(), node_id);
+    bus_cfg.prefix = prefix.clone();
+    let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
+    bus.register_metrics(registry).map_err(|e| e.to_string())?;
+    let ledger = RedisLedger::connect(&url, prefix).map_err(|e| e.to_string())?;
+    tracing::info!(prefix = %args.redis.redis_prefix, "local mode over Redis");
+    Ok((bus.clone(), bus, Arc::new(ledger)))
 }
 
 fn spawn_server(

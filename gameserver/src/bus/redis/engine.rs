@@ -1,19 +1,30 @@
 //! The engine side of the Redis bus: room leases, reading the owned rooms' bet streams
 //! (with takeover of stale pending entries), acknowledgements and the backlog gauge.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prometheus::{IntCounter, IntGauge, Registry};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::Script;
 
 use super::{lease, lock, unavailable, RedisBus, RedisBusConfig};
 use crate::bus::{BetRequest, BusError, Delivery, EngineBus, QueuedBet};
 
 const GROUP: &str = "engines";
+
+/// Idle time given to the entries a stopping engine leaves pending, far above any claim
+/// threshold, so the room's next owner takes them over on its first claim pass.
+const HANDED_OFF_IDLE_MS: u64 = 3_600_000;
+
+/// Refreshes after a room's release during which its pending entries are handed off.
+const RELEASE_HAND_OFF_PASSES: u32 = 2;
+
+/// Most pending entries handed off per room in one step.
+const HAND_OFF_BATCH: usize = 1_000;
 
 #[derive(Clone)]
 pub(super) struct EngineBusMetrics {
@@ -50,6 +61,11 @@ pub(super) struct EngineSide {
     owned: Mutex<BTreeMap<String, u64>>,
     groups: Mutex<HashSet<String>>,
     last_claim: Mutex<Option<Instant>>,
+    /// Rooms given up recently → hand-off passes left: bets read for them just before the
+    /// release (a read may be in flight) are made claimable on the next refreshes too.
+    released: Mutex<HashMap<String, u32>>,
+    /// Set by `begin_drain`: no new rooms, no longer announced as live.
+    draining: AtomicBool,
     acquire: Script,
     renew: Script,
     release: Script,
@@ -68,6 +84,8 @@ impl EngineSide {
             owned: Mutex::new(BTreeMap::new()),
             groups: Mutex::new(HashSet::new()),
             last_claim: Mutex::new(None),
+            released: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
             acquire: Script::new(lease::ACQUIRE),
             renew: Script::new(lease::RENEW),
             release: Script::new(lease::RELEASE),
@@ -103,7 +121,12 @@ impl RedisBus {
         Ok(())
     }
 
-    fn to_queued(&self, game_id: &str, entry: &StreamId) -> Result<QueuedBet, String> {
+    fn to_queued(
+        &self,
+        game_id: &str,
+        entry: &StreamId,
+        redelivered: bool,
+    ) -> Result<QueuedBet, String> {
         let json: String = entry
             .get("bet")
             .ok_or_else(|| format!("entry {} has no bet field", entry.id))?;
@@ -111,13 +134,20 @@ impl RedisBus {
         Ok(QueuedBet {
             delivery_id: format!("{game_id}\n{}", entry.id),
             bet,
+            redelivered,
         })
     }
 
     /// Turn stream entries into bets; malformed ones are dropped (acknowledged) with a warning.
-    async fn collect(&self, game_id: &str, entries: &[StreamId], out: &mut Vec<QueuedBet>) {
+    async fn collect(
+        &self,
+        game_id: &str,
+        entries: &[StreamId],
+        redelivered: bool,
+        out: &mut Vec<QueuedBet>,
+    ) {
         for entry in entries {
-            match self.to_queued(game_id, entry) {
+            match self.to_queued(game_id, entry, redelivered) {
                 Ok(q) => out.push(q),
                 Err(e) => {
                     tracing::warn!(game_id, id = %entry.id, error = %e, "dropping malformed bet entry");
@@ -149,12 +179,107 @@ impl RedisBus {
                     .inc_by(reply.claimed.len() as u64);
                 tracing::info!(game_id, n = reply.claimed.len(), "took over stale bets");
             }
-            self.collect(game_id, &reply.claimed, &mut out).await;
+            self.collect(game_id, &reply.claimed, true, &mut out).await;
             if out.len() >= max {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// Renew these rooms' leases; a lease found lost is dropped from the owned rooms.
+    async fn renew(&self, rooms: &[String], ttl: u64) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        for room in rooms {
+            let kept: i64 = self
+                .engine
+                .renew
+                .key(format!("{}:lease:{room}", self.cfg.prefix))
+                .arg(&self.engine.owner)
+                .arg(ttl)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if kept == 0 {
+                lock(&self.engine.owned).remove(room);
+                lock(&self.engine.released).insert(room.clone(), RELEASE_HAND_OFF_PASSES);
+                tracing::warn!(room, "room lease lost");
+            }
+        }
+        Ok(())
+    }
+
+    async fn renew_owned(&self, ttl: u64) -> Result<(), BusError> {
+        let rooms = self.owned_rooms();
+        self.renew(&rooms, ttl).await
+    }
+
+    /// Make this engine's pending entries of a room look long idle, so the next owner's first
+    /// claim pass takes them (they were read but never taken into the ledger).
+    async fn hand_off_pending(&self, game_id: &str) -> Result<usize, BusError> {
+        let key = Self::bets_key(&self.cfg.prefix, game_id);
+        let mut conn = self.conn.clone();
+        let mut total = 0;
+        let mut start = "-".to_owned();
+        loop {
+            let pending: StreamPendingCountReply = match redis::cmd("XPENDING")
+                .arg(&key)
+                .arg(GROUP)
+                .arg(&start)
+                .arg("+")
+                .arg(HAND_OFF_BATCH)
+                .arg(&self.engine.owner)
+                .query_async(&mut conn)
+                .await
+            {
+                Ok(p) => p,
+                // No stream or group (e.g. Redis lost its data): nothing is pending.
+                Err(e) if e.code() == Some("NOGROUP") => return Ok(total),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let Some(last) = pending.ids.last() else {
+                return Ok(total);
+            };
+            start = format!("({}", last.id);
+            let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+            redis::cmd("XCLAIM")
+                .arg(&key)
+                .arg(GROUP)
+                .arg(&self.engine.owner)
+                .arg(0)
+                .arg(&ids)
+                .arg("IDLE")
+                .arg(HANDED_OFF_IDLE_MS)
+                .arg("JUSTID")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            total += ids.len();
+            if pending.ids.len() < HAND_OFF_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One hand-off pass over the recently released rooms.
+    async fn hand_off_released(&self) {
+        let rooms: Vec<String> = lock(&self.engine.released).keys().cloned().collect();
+        for room in rooms {
+            // A failed pass is not retried beyond the pass count: such entries are still
+            // claimed once idle for `claim_idle`.
+            match self.hand_off_pending(&room).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(room, n, "bets of a released room handed off"),
+                Err(e) => tracing::debug!(room, error = %e, "hand-off pass failed"),
+            }
+            let mut released = lock(&self.engine.released);
+            if let Some(left) = released.get_mut(&room) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    released.remove(&room);
+                }
+            }
+        }
     }
 
     fn game_of_key<'a>(&self, key: &'a str) -> &'a str {
@@ -216,7 +341,7 @@ impl EngineBus for RedisBus {
         let mut out = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             let game_id = self.game_of_key(&key.key).to_owned();
-            self.collect(&game_id, &key.ids, &mut out).await;
+            self.collect(&game_id, &key.ids, false, &mut out).await;
         }
         Ok(out)
     }
@@ -252,11 +377,83 @@ impl EngineBus for RedisBus {
         true
     }
 
+    async fn begin_drain(&self) -> Result<(), BusError> {
+        self.engine.draining.store(true, Ordering::Release);
+        // Out of the live set, so the other engines' fair share grows to cover these rooms.
+        redis::cmd("ZREM")
+            .arg(format!("{}:engines", self.cfg.prefix))
+            .arg(&self.engine.owner)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn stand_down(&self) -> Result<(), BusError> {
+        self.engine.draining.store(true, Ordering::Release);
+        let p = &self.cfg.prefix;
+        let mut conn = self.conn.clone();
+        let mut first_error = None;
+        let recent: Vec<String> = lock(&self.engine.released)
+            .drain()
+            .map(|(r, _)| r)
+            .collect();
+        for room in recent {
+            if let Err(e) = self.hand_off_pending(&room).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        for room in self.owned_rooms() {
+            // Pending entries first: once the lease is gone the next owner may claim at once.
+            match self.hand_off_pending(&room).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(room, n, "unplaced bets handed off"),
+                Err(e) => {
+                    tracing::warn!(room, error = %e, "cannot hand off pending bets; they are claimed once idle");
+                    first_error.get_or_insert(e);
+                }
+            }
+            let r: Result<i64, _> = self
+                .engine
+                .release
+                .key(format!("{p}:lease:{room}"))
+                .arg(&self.engine.owner)
+                .invoke_async(&mut conn)
+                .await;
+            match r {
+                Ok(_) => {
+                    lock(&self.engine.owned).remove(&room);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(unavailable(e));
+                }
+            }
+        }
+        self.engine
+            .metrics
+            .leases
+            .set(self.owned_rooms().len() as i64);
+        let r = redis::cmd("ZREM")
+            .arg(format!("{p}:engines"))
+            .arg(&self.engine.owner)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable);
+        match first_error {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
     /// Renew, release and acquire room leases, then return the rooms this engine owns.
     async fn active_rooms(&self) -> Result<Vec<String>, BusError> {
         let p = &self.cfg.prefix;
         let now = crate::redisx::now_ms();
         let ttl = self.cfg.lease_ttl.as_millis() as u64;
+        if self.engine.draining.load(Ordering::Acquire) {
+            // Only keep the rooms whose rounds are finishing.
+            self.renew_owned(ttl).await?;
+            return Ok(self.owned_rooms());
+        }
         let (rooms, _, _, engines): (BTreeSet<String>, (), (), usize) = redis::pipe()
             .cmd("SMEMBERS")
             .arg(format!("{p}:rooms"))
@@ -281,6 +478,7 @@ impl EngineBus for RedisBus {
         let mut conn = self.conn.clone();
         for room in &plan.release {
             lock(&self.engine.owned).remove(room);
+            lock(&self.engine.released).insert(room.clone(), RELEASE_HAND_OFF_PASSES);
             let _: i64 = self
                 .engine
                 .release
@@ -291,21 +489,8 @@ impl EngineBus for RedisBus {
                 .map_err(unavailable)?;
             tracing::info!(room, "room lease released");
         }
-        for room in &plan.renew {
-            let kept: i64 = self
-                .engine
-                .renew
-                .key(format!("{p}:lease:{room}"))
-                .arg(&self.engine.owner)
-                .arg(ttl)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if kept == 0 {
-                lock(&self.engine.owned).remove(room);
-                tracing::warn!(room, "room lease lost");
-            }
-        }
+        self.renew(&plan.renew, ttl).await?;
+        self.hand_off_released().await;
         let mut budget = plan.budget;
         for room in &plan.acquire {
             if budget == 0 {
@@ -324,6 +509,9 @@ impl EngineBus for RedisBus {
             if token > 0 {
                 self.ensure_group(room).await?;
                 lock(&self.engine.owned).insert(room.clone(), token);
+                lock(&self.engine.released).remove(room);
+                // Claim what a previous owner left pending without waiting for the next pass.
+                *lock(&self.engine.last_claim) = None;
                 budget -= 1;
                 tracing::info!(room, token, "room lease acquired");
             }
