@@ -464,7 +464,8 @@ impl ApiServer {
             if opts.dry_run {
                 return Err(ApiError::dry_run(new));
             }
-            if new == *cur {
+            if unchanged(cur, &new) {
+                // No-op writes are not persisted: same resourceVersion, no watch event.
                 return Ok(Write::Keep);
             }
             let finalizers_empty = new
@@ -805,7 +806,8 @@ impl ApiServer {
             if opts.dry_run {
                 return Err(ApiError::dry_run(new));
             }
-            if new == *cur {
+            if unchanged(cur, &new) {
+                // No-op writes are not persisted: same resourceVersion, no watch event.
                 return Ok(Write::Keep);
             }
             Ok(Write::Put(new))
@@ -1031,6 +1033,25 @@ fn update_defaults(def: &ResourceDef, cur: &Value, new: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// Whether a write would leave the object as it is (the resourceVersion the writer sent, or
+/// left out, does not count).
+fn unchanged(cur: &Value, new: &Value) -> bool {
+    let mut n = new.clone();
+    match (
+        n.get_mut("metadata"),
+        cur.pointer("/metadata/resourceVersion"),
+    ) {
+        (Some(Value::Object(m)), Some(rv)) => {
+            m.insert("resourceVersion".into(), rv.clone());
+        }
+        (Some(Value::Object(m)), None) => {
+            m.remove("resourceVersion");
+        }
+        _ => {}
+    }
+    n == *cur
 }
 
 fn str_list(v: &Value) -> Vec<String> {

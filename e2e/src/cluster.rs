@@ -2,6 +2,7 @@
 //! client, read pod logs, shut it down (also on drop).
 
 use crate::apiserver::ApiServer;
+use crate::audit::AuditLog;
 use crate::http::{router, AppState};
 use crate::kubelet::LogStore;
 use std::collections::BTreeMap;
@@ -122,6 +123,7 @@ pub struct Cluster {
     temp_dir: Option<PathBuf>,
     api: Arc<ApiServer>,
     logs: Arc<LogStore>,
+    audit: Arc<AuditLog>,
     kubelet: Arc<crate::kubelet::Kubelet>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -131,6 +133,7 @@ impl Cluster {
     pub async fn start(config: ClusterConfig) -> Result<Self, Error> {
         let api = Arc::new(ApiServer::new(config.watch_history));
         let logs = Arc::new(LogStore::default());
+        let audit = Arc::new(AuditLog::default());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
             .map_err(Error::Bind)?;
@@ -140,6 +143,7 @@ impl Cluster {
             api: api.clone(),
             logs: logs.clone(),
             bookmark_interval: config.bookmark_interval,
+            audit: audit.clone(),
         });
         let app = router(state);
         let c = cancel.clone();
@@ -179,6 +183,7 @@ impl Cluster {
             temp_dir,
             api,
             logs,
+            audit,
             kubelet,
             cancel,
             tasks,
@@ -199,6 +204,18 @@ impl Cluster {
     }
 
     pub async fn client(&self) -> Result<kube::Client, Error> {
+        kube::Client::try_from(self.client_config()?).map_err(|e| Error::Client(e.to_string()))
+    }
+
+    /// A client whose requests carry `token` as bearer token, so [`Cluster::audit`] attributes
+    /// them to the user `token` (e.g. to tell an operator's requests from the test's own).
+    pub async fn client_as(&self, token: &str) -> Result<kube::Client, Error> {
+        let mut cfg = self.client_config()?;
+        cfg.auth_info.token = Some(token.to_string().into());
+        kube::Client::try_from(cfg).map_err(|e| Error::Client(e.to_string()))
+    }
+
+    fn client_config(&self) -> Result<kube::Config, Error> {
         let url: http::Uri = self
             .api_url()
             .parse()
@@ -206,7 +223,12 @@ impl Cluster {
         let mut cfg = kube::Config::new(url);
         cfg.default_namespace = "default".into();
         cfg.read_timeout = None;
-        kube::Client::try_from(cfg).map_err(|e| Error::Client(e.to_string()))
+        Ok(cfg)
+    }
+
+    /// The distinct API requests made so far, by user (bearer token), verb, group and resource.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
     }
 
     /// Everything the pod's containers printed so far (empty if unknown).

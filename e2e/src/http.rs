@@ -22,6 +22,7 @@ pub struct AppState {
     pub api: Arc<ApiServer>,
     pub logs: Arc<LogStore>,
     pub bookmark_interval: Duration,
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 pub fn router(state: Arc<AppState>) -> axum::Router {
@@ -62,6 +63,15 @@ async fn handle(
         .unwrap_or_default();
     let path = uri.path().to_string();
     tracing::debug!(%method, %path, ?query, "request");
+    let watch = matches!(
+        query.get("watch").map(String::as_str),
+        Some("true") | Some("1")
+    );
+    if let Some(key) =
+        crate::audit::request_key(crate::audit::user(&headers), &method, &path, watch)
+    {
+        state.audit.record(key);
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -321,6 +331,18 @@ async fn route(
                 sub.unwrap_or_default(),
                 &opts,
             )?;
+            if created {
+                // An apply that creates is also authorized as `create`, as the API server does.
+                if let Some(mut key) = crate::audit::request_key(
+                    crate::audit::user(headers),
+                    &Method::PATCH,
+                    path,
+                    false,
+                ) {
+                    key.verb = "create".into();
+                    state.audit.record(key);
+                }
+            }
             Ok(json_response(
                 if created {
                     StatusCode::CREATED

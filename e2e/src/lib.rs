@@ -6,6 +6,7 @@
 //! and Services as loopback TCP proxies. Not a Kubernetes distribution.
 
 pub mod apiserver;
+pub mod audit;
 pub mod cel;
 mod cluster;
 pub mod controllers;

@@ -342,17 +342,47 @@ pub fn apply(
     }
     strategic_merge(&mut result, &patch);
 
-    managers.retain(|m| !m.same_slot(req.manager, "Apply", req.subresource));
-    managers.push(Manager {
+    let entry = Manager {
         manager: req.manager.to_string(),
         operation: "Apply".into(),
         api_version: req.api_version.to_string(),
         subresource: req.subresource.to_string(),
         time: req.now.to_string(),
         fields: new_paths,
-    });
+    };
+    // The manager keeps its place in the list, so a repeated apply only differs in its time.
+    match managers
+        .iter()
+        .position(|m| m.same_slot(req.manager, "Apply", req.subresource))
+    {
+        Some(i) => managers[i] = entry,
+        None => managers.push(entry),
+    }
     write_managers(&mut result, &managers);
+    // As the API server does: an apply that changes nothing (neither the object nor who owns
+    // which field) leaves the object as it was, timestamps included, so it is not written and
+    // watchers see no event.
+    if let Some(live) = live {
+        if without_manager_times(live) == without_manager_times(&result) {
+            return Ok(live.clone());
+        }
+    }
     Ok(result)
+}
+
+fn without_manager_times(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(entries) = o
+        .pointer_mut("/metadata/managedFields")
+        .and_then(Value::as_array_mut)
+    {
+        for e in entries {
+            if let Some(e) = e.as_object_mut() {
+                e.remove("time");
+            }
+        }
+    }
+    o
 }
 
 /// Records that a non-apply write by `manager` changed `old` into `new`:
@@ -451,6 +481,31 @@ mod tests {
         let a2 = json!({"metadata": {"name": "x"}, "spec": {}});
         let out = apply(Some(&forced), &a2, &req("op", false)).unwrap();
         assert_eq!(out["spec"], json!({"replicas": 3}));
+    }
+
+    #[test]
+    fn repeated_apply_changes_nothing_until_something_changes() {
+        let a = json!({"metadata": {"name": "x"}, "spec": {"replicas": 2}});
+        let at = |now| ApplyRequest {
+            now,
+            ..req("op", false)
+        };
+        let live = apply(None, &a, &at("t1")).unwrap();
+        let live = apply(
+            Some(&live),
+            &json!({"spec": {"y": 1}}),
+            &req("other", false),
+        )
+        .unwrap();
+        // Same apply later: identical object, times included.
+        assert_eq!(apply(Some(&live), &a, &at("t2")).unwrap(), live);
+        // A changed value: new time, and op's entry keeps its place before other's.
+        let b = json!({"metadata": {"name": "x"}, "spec": {"replicas": 3}});
+        let out = apply(Some(&live), &b, &at("t3")).unwrap();
+        let mf = out["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(mf[0]["manager"], "op");
+        assert_eq!(mf[0]["time"], "t3");
+        assert_eq!(mf[1]["manager"], "other");
     }
 
     #[test]

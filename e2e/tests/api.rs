@@ -534,3 +534,102 @@ async fn kube_runtime_event_recorder_shows_in_core_events() {
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(Some(2)));
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn audit_log_attributes_requests_to_their_token() {
+    let c = common::cluster().await;
+    let client = c.client_as("reader").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("audited", json!({})))
+        .await
+        .unwrap();
+    cms.get("audited").await.unwrap();
+    // An apply that creates is authorized (and recorded) as create as well as patch.
+    cms.patch(
+        "applied",
+        &PatchParams::apply("reader"),
+        &Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    cms.list(&ListParams::default()).await.unwrap();
+    cms.patch_status(
+        "audited",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {}})),
+    )
+    .await
+    .ok();
+    let seen: Vec<(String, String, String, String)> = c
+        .audit()
+        .of_user("reader")
+        .into_iter()
+        .map(|k| (k.verb, k.group, k.resource, k.namespace))
+        .collect();
+    let s = |v: &str, r: &str| {
+        (
+            v.to_string(),
+            String::new(),
+            r.to_string(),
+            "default".to_string(),
+        )
+    };
+    assert_eq!(
+        seen,
+        vec![
+            s("create", "configmaps"),
+            s("get", "configmaps"),
+            s("list", "configmaps"),
+            s("patch", "configmaps"),
+            s("patch", "configmaps/status"),
+        ]
+    );
+    // Requests without a token are anonymous, and discovery is not a resource request.
+    let anon = c.client().await.unwrap();
+    anon.apiserver_version().await.unwrap();
+    Api::<ConfigMap>::namespaced(anon, "default")
+        .get("audited")
+        .await
+        .unwrap();
+    assert_eq!(c.audit().of_user("system:anonymous").len(), 1);
+    assert_eq!(c.audit().of_user("reader").len(), 5);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_op_writes_keep_the_resource_version() {
+    let c = common::cluster().await;
+    let client = c.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pp = PatchParams::apply("op").force();
+    let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same"}, "data": {"k": "1"}});
+    let first = cms.patch("same", &pp, &Patch::Apply(&obj)).await.unwrap();
+    let again = cms.patch("same", &pp, &Patch::Apply(&obj)).await.unwrap();
+    assert_eq!(
+        first.metadata.resource_version,
+        again.metadata.resource_version
+    );
+    let merged = cms
+        .patch(
+            "same",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.resource_version,
+        merged.metadata.resource_version
+    );
+    let changed = cms
+        .patch("same", &pp, &Patch::Apply(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same"}, "data": {"k": "2"}})))
+        .await
+        .unwrap();
+    assert_ne!(
+        first.metadata.resource_version,
+        changed.metadata.resource_version
+    );
+    c.shutdown().await;
+}

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -28,6 +28,7 @@ use crate::apply::{self, Change};
 use crate::build::{self, names, FleetObjects, Owner, FIELD_MANAGER, LABEL_MANAGED_BY};
 use crate::crd::{GameFleet, GameFleetSpec, SecretKeyRef};
 use crate::error::{is_not_found, Error};
+use crate::events::EventRecorder;
 use crate::metrics::Metrics;
 use crate::scaling::{self, CurrentReplicas, ScaleDecision};
 use crate::status::{self, LoadSample, Observation, Outcome};
@@ -62,7 +63,7 @@ impl ScaleAdvisor for NoAdvisor {
 /// Shared state of all reconciles.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     pub metrics: Metrics,
     pub advisor: Arc<dyn ScaleAdvisor>,
     pub fleets: Option<Store<GameFleet>>,
@@ -78,7 +79,7 @@ impl Context {
         advisor: Arc<dyn ScaleAdvisor>,
     ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), reporter),
             client,
             metrics,
             advisor,

@@ -31,8 +31,6 @@ pub const CLUSTER: &[Permission] = &[
     // patch, and as create when the object does not exist), orphans deleted.
     p("apps", "deployments", "create"),
     p("apps", "deployments", "delete"),
-    // Current Deployment state (replicas for the autoscaling seam, create-vs-update events).
-    p("apps", "deployments", "get"),
     p("apps", "deployments", "list"),
     p("apps", "deployments", "patch"),
     p("apps", "deployments", "watch"),
