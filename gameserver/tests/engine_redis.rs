@@ -344,3 +344,43 @@ async fn redis_restart_is_survived() {
     }
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_gateway_s_members_drop_out_of_rooms() {
+    use gameserver::bus::EngineBus;
+    let server = RedisServer::start();
+    let cfg = |node: &str| {
+        let mut c = bus_cfg(&server, node);
+        c.presence_ttl = Duration::from_millis(600);
+        c
+    };
+    let dead = RedisBus::connect(cfg("gw-dead")).unwrap();
+    let live = RedisBus::connect(cfg("gw-live")).unwrap();
+    assert_eq!(dead.join_room("r", "d1").await.unwrap(), 1);
+    assert_eq!(dead.join_room("solo", "d2").await.unwrap(), 1);
+    assert_eq!(live.join_room("r", "l1").await.unwrap(), 2);
+    // Live gateways keep their members well past the TTL by refreshing them.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(live.join_room("r", "l2").await.unwrap(), 3);
+
+    // A gateway that stops writing (its process died): its members drop out.
+    drop(dead);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = live.join_room("r", "l2").await.unwrap();
+        if n == 2 {
+            break;
+        }
+        assert_eq!(n, 3, "count of r");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dead gateway's member still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Engines run rounds only where someone is alive.
+    let engine = RedisBus::connect(cfg("e")).unwrap();
+    assert_eq!(engine.active_rooms().await.unwrap(), ["r"]);
+    assert_eq!(live.leave_room("r", "l1").await.unwrap(), 1);
+    assert_eq!(live.leave_room("r", "l2").await.unwrap(), 0);
+}

@@ -454,9 +454,18 @@ impl EngineBus for RedisBus {
             self.renew_owned(ttl).await?;
             return Ok(self.owned_rooms());
         }
-        let (rooms, _, _, engines): (BTreeSet<String>, (), (), usize) = redis::pipe()
-            .cmd("SMEMBERS")
-            .arg(format!("{p}:rooms"))
+        // Rooms with live members (expired presence is pruned on the way).
+        let rooms: BTreeSet<String> = self
+            .presence_scripts
+            .live_rooms
+            .key(format!("{p}:rooms"))
+            .arg(super::presence::key_prefix(p))
+            .invoke_async::<Vec<String>>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .collect();
+        let engines: usize = redis::pipe()
             .cmd("ZADD")
             .arg(format!("{p}:engines"))
             .arg(now)
@@ -469,9 +478,9 @@ impl EngineBus for RedisBus {
             .ignore()
             .cmd("ZCARD")
             .arg(format!("{p}:engines"))
-            .query_async::<(BTreeSet<String>, usize)>(&mut self.conn.clone())
+            .query_async::<(usize,)>(&mut self.conn.clone())
             .await
-            .map(|(r, n)| (r, (), (), n))
+            .map(|(n,)| n)
             .map_err(unavailable)?;
         let owned = lock(&self.engine.owned).clone();
         let plan = lease::plan(&self.engine.owner, &owned, &rooms, engines);

@@ -10,8 +10,9 @@
 //!   `bet_settled`) on `<p>:user:<userId>`, subscribed by the gateway(s) holding that user;
 //!   frames for everyone on `<p>:all`. Room and user frames are also appended to a bounded
 //!   history (see [`history`]) in the same atomic step, for session resume.
-//! * **Presence**: `<p>:members:<gameId>` (set of connections) and `<p>:rooms` (rooms with
-//!   members), updated atomically by scripts. Each gateway keeps a copy of its own memberships
+//! * **Presence**: `<p>:presence:<gameId>` (connections with an expiry, see [`presence`]) and
+//!   `<p>:rooms` (rooms with live members), updated atomically by scripts. Each gateway
+//!   refreshes its own entries several times per TTL, keeps a copy of its own memberships
 //!   and writes them again after Redis comes back.
 //! * **Room ownership**: see [`lease`].
 //!
@@ -21,6 +22,7 @@
 mod engine;
 mod history;
 pub mod lease;
+mod presence;
 mod pubsub;
 
 use std::collections::{HashMap, HashSet};
@@ -29,7 +31,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::Script;
 use tokio::sync::mpsc;
 
 use super::history::HistoryLimits;
@@ -49,6 +50,9 @@ pub struct RedisBusConfig {
     pub claim_idle: Duration,
     /// Bounds of the room and user histories kept for session resume.
     pub history: HistoryLimits,
+    /// How long a connection's room membership counts without a refresh from its gateway
+    /// (a dead gateway's members drop out of the rooms after this).
+    pub presence_ttl: Duration,
 }
 
 impl RedisBusConfig {
@@ -60,6 +64,7 @@ impl RedisBusConfig {
             lease_ttl: Duration::from_secs(3),
             claim_idle: Duration::from_secs(2),
             history: HistoryLimits::default(),
+            presence_ttl: presence::DEFAULT_TTL,
         }
     }
 }
@@ -71,27 +76,16 @@ pub(crate) fn unavailable(e: redis::RedisError) -> BusError {
 /// Deliveries queued towards the gateway before the subscriber waits.
 const DELIVERY_QUEUE: usize = 16_384;
 
-const JOIN: &str = r#"
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[2])
-return redis.call('SCARD', KEYS[1])
-"#;
-
-const LEAVE: &str = r#"
-redis.call('SREM', KEYS[1], ARGV[1])
-local n = redis.call('SCARD', KEYS[1])
-if n == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-return n
-"#;
-
 pub struct RedisBus {
     cfg: RedisBusConfig,
     conn: ConnectionManager,
     /// Only for blocking stream reads.
     blocking: ConnectionManager,
-    join: Script,
-    leave: Script,
-    /// This gateway's memberships (room → connections), re-written after a Redis restart.
+    presence_scripts: presence::Scripts,
+    /// Stops the presence refresher when the bus is dropped.
+    _presence: tokio_util::sync::DropGuard,
+    /// This gateway's memberships (room → connections), refreshed in Redis several times per
+    /// presence TTL and re-written after a Redis restart.
     members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     subscriber: pubsub::Subscriber,
     deliveries_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
@@ -118,16 +112,25 @@ impl RedisBus {
             tx,
             conn.clone(),
             Arc::clone(&members),
+            cfg.presence_ttl,
         )
         .map_err(|e| BusError::Protocol(e.to_string()))?;
+        let presence_stop = tokio_util::sync::CancellationToken::new();
+        presence::spawn_refresher(
+            conn.clone(),
+            cfg.prefix.clone(),
+            cfg.presence_ttl,
+            Arc::downgrade(&members),
+            presence_stop.clone(),
+        );
         Ok(Arc::new(Self {
             engine: engine::EngineSide::new(&cfg).map_err(|e| BusError::Protocol(e.to_string()))?,
             histories: history::Histories::new(cfg.prefix.clone(), cfg.history.clone()),
             cfg,
             conn,
             blocking,
-            join: Script::new(JOIN),
-            leave: Script::new(LEAVE),
+            presence_scripts: presence::Scripts::new(),
+            _presence: presence_stop.drop_guard(),
             members,
             subscriber,
             deliveries_rx: Mutex::new(Some(rx)),
@@ -216,11 +219,13 @@ impl GatewayBus for RedisBus {
             .entry(game_id.to_owned())
             .or_default()
             .insert(connection_id.to_owned());
-        self.join
-            .key(self.key(&format!("members:{game_id}")))
+        self.presence_scripts
+            .join
+            .key(presence::key(&self.cfg.prefix, game_id))
             .key(self.key("rooms"))
             .arg(connection_id)
             .arg(game_id)
+            .arg(presence::ttl_ms(self.cfg.presence_ttl))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)
@@ -236,8 +241,9 @@ impl GatewayBus for RedisBus {
                 }
             }
         }
-        self.leave
-            .key(self.key(&format!("members:{game_id}")))
+        self.presence_scripts
+            .leave
+            .key(presence::key(&self.cfg.prefix, game_id))
             .key(self.key("rooms"))
             .arg(connection_id)
             .arg(game_id)
@@ -289,25 +295,8 @@ impl GatewayBus for RedisBus {
 pub(crate) async fn restore_presence(
     conn: &mut ConnectionManager,
     prefix: &str,
+    ttl: Duration,
     members: &Mutex<HashMap<String, HashSet<String>>>,
 ) -> Result<(), BusError> {
-    let snapshot: Vec<(String, Vec<String>)> = lock(members)
-        .iter()
-        .map(|(g, c)| (g.clone(), c.iter().cloned().collect()))
-        .collect();
-    if snapshot.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    for (game, conns) in &snapshot {
-        pipe.cmd("SADD")
-            .arg(format!("{prefix}:members:{game}"))
-            .arg(conns)
-            .ignore();
-        pipe.cmd("SADD")
-            .arg(format!("{prefix}:rooms"))
-            .arg(game)
-            .ignore();
-    }
-    pipe.query_async::<()>(conn).await.map_err(unavailable)
+    presence::refresh(conn, prefix, ttl, members).await
 }

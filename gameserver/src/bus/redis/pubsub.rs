@@ -57,6 +57,7 @@ impl Subscriber {
         tx: mpsc::Sender<Delivery>,
         conn: ConnectionManager,
         members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+        presence_ttl: Duration,
     ) -> prometheus::Result<Self> {
         let stop = CancellationToken::new();
         let channels = Arc::new(Mutex::new(HashSet::from([RedisBus::channel(
@@ -71,6 +72,7 @@ impl Subscriber {
             tx,
             conn,
             members,
+            presence_ttl,
             channels: Arc::clone(&channels),
             sink: Arc::clone(&sink),
             metrics: metrics.clone(),
@@ -113,6 +115,7 @@ struct Task {
     tx: mpsc::Sender<Delivery>,
     conn: ConnectionManager,
     members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    presence_ttl: Duration,
     channels: Arc<Mutex<HashSet<String>>>,
     sink: Arc<Mutex<Option<PubSubSink>>>,
     metrics: PubSubMetrics,
@@ -157,7 +160,13 @@ impl Task {
         if !late.is_empty() {
             sink.subscribe(&late).await.map_err(unavailable)?;
         }
-        restore_presence(&mut self.conn, &self.prefix, &self.members).await?;
+        restore_presence(
+            &mut self.conn,
+            &self.prefix,
+            self.presence_ttl,
+            &self.members,
+        )
+        .await?;
         self.metrics.connected.set(1);
         tracing::info!("redis pub/sub connected");
         while let Some(msg) = stream.next().await {
