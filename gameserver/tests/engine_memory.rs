@@ -224,6 +224,17 @@ async fn bad_bets_are_rejected_with_specific_reasons() {
             bet("carol", "c6", i64::MAX, ok.clone(), None),
             "INVALID_AMOUNT",
         ),
+        // Within i64 and the ledger's range, but a win (about 9.9x) would not be.
+        (
+            bet(
+                "carol",
+                "c9",
+                1 << 52,
+                json!({"direction":"over","target":90}),
+                None,
+            ),
+            "INVALID_AMOUNT",
+        ),
         (
             bet("carol", "c7", 1_001, ok.clone(), None),
             "INSUFFICIENT_BALANCE",

@@ -79,3 +79,44 @@ async fn rounds_are_fenced() {
     let server = RedisServer::start();
     ledger_suite::rounds_are_fenced(ledger(&server, "t6")).await;
 }
+
+#[tokio::test]
+async fn amounts_beyond_lua_precision_are_refused_and_balances_stay_exact() {
+    use gameserver::ledger::LedgerError;
+    let server = RedisServer::start();
+    let l = ledger(&server, "t6");
+    // Not representable as a Lua number: refused before reaching a script.
+    for amount in [MAX_BALANCE + 1, 1 << 60, i64::MAX] {
+        assert_eq!(
+            l.transfer(&ledger_suite::deposit("big", amount, &format!("d{amount}")))
+                .await
+                .map(|_| ()),
+            Err(LedgerError::InvalidAmount(amount))
+        );
+        assert!(matches!(
+            l.place_bet(&ledger_suite::wager("big", &format!("k{amount}"), "r1", amount))
+                .await,
+            Err(LedgerError::InvalidAmount(a)) if a == amount
+        ));
+    }
+    // The largest amount is taken exactly (no rounding through doubles).
+    l.transfer(&ledger_suite::deposit("big", MAX_BALANCE, "dmax"))
+        .await
+        .unwrap();
+    assert_eq!(l.balance("user:big").await.unwrap(), MAX_BALANCE);
+    assert!(matches!(
+        l.transfer(&ledger_suite::deposit("big", 1, "d1")).await,
+        Err(LedgerError::Overflow(_))
+    ));
+    // A payout that would push a balance past the limit is refused; nothing moves.
+    l.place_bet(&ledger_suite::wager("big", "b1", "r1", 1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        l.settle_bet("big", "b1", 100, 2).await,
+        Err(LedgerError::Overflow(_))
+    ));
+    assert_eq!(l.balance("user:big").await.unwrap(), MAX_BALANCE - 1);
+    assert_eq!(ledger_suite::total(l.as_ref()).await, 0);
+    assert_eq!(l.entries(0, 100).await.unwrap().len(), 2);
+}

@@ -13,7 +13,7 @@ use crate::game::fairness::{self, ClientSeedMix};
 use crate::game::rules::{check_amount, Selection};
 use crate::ledger::{
     user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, RoundState, Transfer, Wager,
-    TREASURY,
+    MAX_AMOUNT, TREASURY,
 };
 
 use super::frames::{self, Reveal, RoundInfo, RoundTotals};
@@ -235,6 +235,13 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
             return reject(shared, &q, &raw, e.code()).await;
         }
     };
+    // A win must be payable: no bet whose payout the ledger could not hold.
+    if !selection
+        .win_payout(bet.amount)
+        .is_ok_and(|p| p <= MAX_AMOUNT)
+    {
+        return reject(shared, &q, &raw, "INVALID_AMOUNT").await;
+    }
     if let Some(seed) = &bet.client_seed {
         if seed.is_empty() || seed.len() > MAX_CLIENT_SEED || seed.chars().any(char::is_control) {
             return reject(shared, &q, &raw, "INVALID_CLIENT_SEED").await;

@@ -207,6 +207,11 @@ impl LedgerError {
     }
 }
 
+/// Largest amount or balance any ledger takes, in minor units: 2^53 − 1, the largest integer
+/// Redis Lua numbers (doubles) hold exactly. The engine refuses bets whose possible payout is
+/// above it, so no accepted bet can become unpayable.
+pub const MAX_AMOUNT: i64 = (1 << 53) - 1;
+
 /// Checks shared by every implementation, before anything is touched.
 pub fn check_transfer(t: &Transfer) -> Result<(), LedgerError> {
     if t.amount <= 0 {

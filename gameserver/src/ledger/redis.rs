@@ -21,7 +21,7 @@ use super::{
 };
 
 /// Largest balance magnitude representable exactly in Redis Lua.
-pub const MAX_BALANCE: i64 = (1 << 53) - 1;
+pub const MAX_BALANCE: i64 = super::MAX_AMOUNT;
 
 const TRANSFER_FN: &str = r#"
 local function fmt(n) return string.format('%.0f', n) end
@@ -281,8 +281,9 @@ impl Ledger for RedisLedger {
 
     async fn transfer(&self, t: &Transfer) -> Result<Posted, LedgerError> {
         check_transfer(t)?;
+        // Not representable in Lua: refused before it could be rounded there.
         if t.amount > MAX_BALANCE {
-            return Err(LedgerError::Overflow(t.to.clone()));
+            return Err(LedgerError::InvalidAmount(t.amount));
         }
         let mut inv = self.transfer.prepare_invoke();
         for k in self.money_keys() {
@@ -328,11 +329,8 @@ impl Ledger for RedisLedger {
     }
 
     async fn place_bet(&self, w: &Wager) -> Result<Placed, LedgerError> {
-        if w.amount <= 0 {
+        if w.amount <= 0 || w.amount > MAX_BALANCE {
             return Err(LedgerError::InvalidAmount(w.amount));
-        }
-        if w.amount > MAX_BALANCE {
-            return Err(LedgerError::Overflow(HOUSE.into()));
         }
         let wager = serde_json::to_string(w).map_err(corrupt)?;
         let mut inv = self.place.prepare_invoke();
