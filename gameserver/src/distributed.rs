@@ -66,6 +66,10 @@ pub struct EngineCmdArgs {
     /// rooms up anyway, milliseconds (keep it below the pod's termination grace period).
     #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
     pub drain_timeout_ms: u64,
+    /// How long idempotency keys and settled bet records are kept, seconds: a key repeated
+    /// within it gets its first outcome. The ledger's audit stream keeps every entry regardless.
+    #[arg(long, env = "IDEMPOTENCY_RETENTION_SECS", default_value_t = 86_400)]
+    pub idempotency_retention_secs: u64,
     /// Bearer token for the admin ledger API (credit/debit); unset leaves it disabled (503).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
     pub admin_token: Secret,
@@ -197,11 +201,19 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
             args.lease_ttl_ms
         ));
     }
+    if args.idempotency_retention_secs < 60 {
+        return Err(format!(
+            "--idempotency-retention-secs must be at least 60, got {}",
+            args.idempotency_retention_secs
+        ));
+    }
     bus_cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     bus_cfg.claim_idle = bus_cfg.lease_ttl * 2 / 3;
     let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
     let ledger: Arc<dyn Ledger> = Arc::new(
-        RedisLedger::connect(&url, args.redis.redis_prefix.clone()).map_err(|e| e.to_string())?,
+        RedisLedger::connect(&url, args.redis.redis_prefix.clone())
+            .map_err(|e| e.to_string())?
+            .with_retention(Duration::from_secs(args.idempotency_retention_secs)),
     );
     let registry = prometheus::Registry::new();
     bus.register_metrics(&registry).map_err(|e| e.to_string())?;

@@ -120,3 +120,56 @@ async fn amounts_beyond_lua_precision_are_refused_and_balances_stay_exact() {
     assert_eq!(ledger_suite::total(l.as_ref()).await, 0);
     assert_eq!(l.entries(0, 100).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn idempotency_keys_are_kept_for_the_retention_period() {
+    use gameserver::ledger::BetState;
+    use std::time::Duration;
+    let server = RedisServer::start();
+    let retention = Duration::from_millis(1_500);
+    let l = RedisLedger::connect(&server.url(), "t7")
+        .unwrap()
+        .with_retention(retention);
+    let first = l
+        .transfer(&ledger_suite::deposit("r", 1_000, "dep"))
+        .await
+        .unwrap();
+    l.place_bet(&ledger_suite::wager("r", "settled", "r1", 100))
+        .await
+        .unwrap();
+    l.place_bet(&ledger_suite::wager("r", "pending", "r1", 100))
+        .await
+        .unwrap();
+    l.settle_bet("r", "settled", 1, 0).await.unwrap();
+    // Within the window a repeated key changes nothing and gets its first outcome.
+    let again = l
+        .transfer(&ledger_suite::deposit("r", 1_000, "dep"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.entry.seq, first.entry.seq);
+    assert!(matches!(
+        l.place_bet(&ledger_suite::wager("r", "settled", "r2", 100))
+            .await
+            .unwrap(),
+        gameserver::ledger::Placed::Existing(_)
+    ));
+    assert_eq!(l.balance("user:r").await.unwrap(), 800);
+
+    tokio::time::sleep(retention + Duration::from_millis(300)).await;
+    // After it, final records and keys are gone; a pending bet is kept until it settles.
+    assert!(l.bet("r", "settled").await.unwrap().is_none());
+    assert!(matches!(
+        l.bet("r", "pending").await.unwrap().map(|b| b.state),
+        Some(BetState::Pending { .. })
+    ));
+    let fresh = l
+        .transfer(&ledger_suite::deposit("r", 1_000, "dep"))
+        .await
+        .unwrap();
+    assert!(!fresh.duplicate, "key usable afresh after the retention");
+    assert_eq!(l.balance("user:r").await.unwrap(), 1_800);
+    // The audit stream keeps every entry.
+    assert_eq!(l.entries(0, 100).await.unwrap().len(), 4);
+    assert_eq!(ledger_suite::total(&l).await, 0);
+}

@@ -4,12 +4,20 @@
 //! (`<prefix>:ledger:log`, id `<seq>-1`) for audit and dispute resolution.
 //!
 //! Keys (prefix `gf` by default): `ledger:balances` (hash account → balance),
-//! `ledger:applied` (hash transfer key → entry), `ledger:seq`, `ledger:log` (stream),
-//! `bet:<len(user)>:<user>:<key>` (hash: one bet record), `round:<roundId>:bets` (list).
-//! Nothing expires: idempotency keys and bet records are kept for good.
+//! `ledger:applied:<transfer key>` (the entry a key produced), `ledger:seq`, `ledger:log`
+//! (stream), `bet:<len(user)>:<user>:<key>` (hash: one bet record), `round:<roundId>:bets`
+//! (list).
+//!
+//! Idempotency keys are kept for a retention period (default 24 h, like payment APIs): within
+//! it a repeated key gets its first outcome, after it the key may be used afresh. A transfer's
+//! key expires that long after it was applied; a bet record that long after its outcome became
+//! final (a pending bet never expires, so it is always settled). The audit stream keeps every
+//! entry for good.
 //!
 //! Lua numbers are doubles, so balances are limited to ±(2^53 − 1) minor units here; larger
 //! movements are refused as overflow rather than rounded.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -26,7 +34,7 @@ pub const MAX_BALANCE: i64 = super::MAX_AMOUNT;
 const TRANSFER_FN: &str = r#"
 local function fmt(n) return string.format('%.0f', n) end
 local function transfer(key, kind, from, to, amount, memo, now, from_system, max)
-  local prev = redis.call('HGET', KEYS[2], key)
+  local prev = redis.call('GET', KEYS[2])
   if prev then return {'dup', prev} end
   local fb = tonumber(redis.call('HGET', KEYS[1], from) or '0')
   local tb = tonumber(redis.call('HGET', KEYS[1], to) or '0')
@@ -37,7 +45,7 @@ local function transfer(key, kind, from, to, amount, memo, now, from_system, max
   tb = redis.call('HINCRBY', KEYS[1], to, fmt(amount))
   local seq = redis.call('INCR', KEYS[3])
   local entry = cjson.encode({fmt(seq), key, kind, from, to, fmt(amount), fmt(fb), fmt(tb), now, memo})
-  redis.call('HSET', KEYS[2], key, entry)
+  redis.call('SET', KEYS[2], entry, 'PX', RETENTION)
   redis.call('XADD', KEYS[4], fmt(seq) .. '-1', 'entry', entry)
   return {'ok', entry}
 end
@@ -65,6 +73,7 @@ else
   elseif t[1] == 'insufficient' then
     redis.call('HSET', KEYS[5], 'wager', ARGV[4], 'state', 'rejected',
       'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[5])
+    redis.call('PEXPIRE', KEYS[5], RETENTION)
     status = 'insufficient'
   else
     return {t[1], t[2]}
@@ -94,6 +103,7 @@ if st == 'pending' then
   if payout > 0 then outcome = 'win' end
   redis.call('HSET', KEYS[5], 'state', 'settled', 'roll', ARGV[4], 'payout', ARGV[3],
     'outcome', outcome, 'balance', bal)
+  redis.call('PEXPIRE', KEYS[5], RETENTION)
 end
 local r = redis.call('HGETALL', KEYS[5])
 table.insert(r, 1, 'ok')
@@ -103,19 +113,25 @@ return r
 const FINISH_ROUND: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if v and cjson.decode(v).roundId == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 "#;
 
 const REJECT_BET: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'wager', ARGV[1], 'state', 'rejected', 'reason', ARGV[2], 'round', '')
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return redis.call('HGETALL', KEYS[1])
 "#;
 
+/// How long idempotency keys and final bet records are kept unless configured.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 pub struct RedisLedger {
     conn: ConnectionManager,
     prefix: String,
+    retention_ms: u64,
     transfer: Script,
     place: Script,
     settle: Script,
@@ -211,10 +227,16 @@ fn parse_record(fields: &[String]) -> Result<BetRecord, LedgerError> {
 impl RedisLedger {
     /// `prefix` namespaces every key (several fleets may share one Redis).
     pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
-        let script = |body: &str| Script::new(&format!("{TRANSFER_FN}\n{body}"));
+        // The retention is the script's last argument (RETENTION in the shared function).
+        let script = |body: &str| {
+            Script::new(&format!(
+                "local RETENTION = ARGV[#ARGV]\n{TRANSFER_FN}\n{body}"
+            ))
+        };
         Self {
             conn,
             prefix: prefix.into(),
+            retention_ms: DEFAULT_RETENTION.as_millis() as u64,
             transfer: script(TRANSFER),
             place: script(PLACE_BET),
             settle: script(SETTLE_BET),
@@ -229,6 +251,12 @@ impl RedisLedger {
             crate::redisx::manager(url).map_err(unavailable)?,
             prefix,
         ))
+    }
+
+    /// Keep idempotency keys and final bet records this long (at least 1 ms).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention_ms = (retention.as_millis() as u64).max(1);
+        self
     }
 
     fn key(&self, name: &str) -> String {
@@ -252,11 +280,12 @@ impl RedisLedger {
         format!("{}:room:{}:{game_id}:{what}", self.prefix, game_id.len())
     }
 
-    /// The four keys every money-moving script uses, in the order the Lua expects.
-    fn money_keys(&self) -> [String; 4] {
+    /// The four keys every money-moving script uses, in the order the Lua expects, for the
+    /// transfer with this idempotency key.
+    fn money_keys(&self, transfer_key: &str) -> [String; 4] {
         [
             self.key("ledger:balances"),
-            self.key("ledger:applied"),
+            format!("{}:ledger:applied:{transfer_key}", self.prefix),
             self.key("ledger:seq"),
             self.key("ledger:log"),
         ]
@@ -286,7 +315,7 @@ impl Ledger for RedisLedger {
             return Err(LedgerError::InvalidAmount(t.amount));
         }
         let mut inv = self.transfer.prepare_invoke();
-        for k in self.money_keys() {
+        for k in self.money_keys(&t.key) {
             inv.key(k);
         }
         let from_system = super::is_system(&t.from);
@@ -298,7 +327,8 @@ impl Ledger for RedisLedger {
             .arg(&t.memo)
             .arg(now_ms())
             .arg(if from_system { "1" } else { "0" })
-            .arg(MAX_BALANCE);
+            .arg(MAX_BALANCE)
+            .arg(self.retention_ms);
         let r: Vec<String> = inv
             .invoke_async(&mut self.conn())
             .await
@@ -333,21 +363,23 @@ impl Ledger for RedisLedger {
             return Err(LedgerError::InvalidAmount(w.amount));
         }
         let wager = serde_json::to_string(w).map_err(corrupt)?;
+        let stake_key = super::memory::stake_key(&w.user_id, &w.key);
         let mut inv = self.place.prepare_invoke();
-        for k in self.money_keys() {
+        for k in self.money_keys(&stake_key) {
             inv.key(k);
         }
         inv.key(self.bet_key(&w.user_id, &w.key))
             .key(self.round_key(&w.round_id))
             .key(self.closed_key(&w.round_id));
-        inv.arg(super::memory::stake_key(&w.user_id, &w.key))
+        inv.arg(&stake_key)
             .arg(user_account(&w.user_id))
             .arg(w.amount)
             .arg(wager)
             .arg(&w.round_id)
             .arg(now_ms())
             .arg(MAX_BALANCE)
-            .arg(HOUSE);
+            .arg(HOUSE)
+            .arg(self.retention_ms);
         let r: Vec<String> = inv
             .invoke_async(&mut self.conn())
             .await
@@ -375,18 +407,20 @@ impl Ledger for RedisLedger {
         if payout > MAX_BALANCE {
             return Err(LedgerError::Overflow(user_account(user_id)));
         }
+        let payout_key = super::memory::payout_key(user_id, key);
         let mut inv = self.settle.prepare_invoke();
-        for k in self.money_keys() {
+        for k in self.money_keys(&payout_key) {
             inv.key(k);
         }
         inv.key(self.bet_key(user_id, key));
-        inv.arg(super::memory::payout_key(user_id, key))
+        inv.arg(&payout_key)
             .arg(user_account(user_id))
             .arg(payout)
             .arg(roll)
             .arg(now_ms())
             .arg(MAX_BALANCE)
-            .arg(HOUSE);
+            .arg(HOUSE)
+            .arg(self.retention_ms);
         let r: Vec<String> = inv
             .invoke_async(&mut self.conn())
             .await
@@ -409,6 +443,7 @@ impl Ledger for RedisLedger {
             .key(self.bet_key(&w.user_id, &w.key))
             .arg(wager)
             .arg(reason)
+            .arg(self.retention_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -520,9 +555,12 @@ impl Ledger for RedisLedger {
     }
 
     async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError> {
+        // The round's list of bets is only needed while it settles.
         self.finish
             .key(self.room_key(game_id, "round"))
+            .key(self.round_key(round_id))
             .arg(round_id)
+            .arg(self.retention_ms)
             .invoke_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)
