@@ -77,9 +77,8 @@ pub struct Resilience {
     pub duplicate_frames: u64,
     /// Offsets skipped after a resume: must be 0.
     pub gaps: u64,
-    /// `bet_settled` frames repeated for a key already settled. Not a double settlement: an
-    /// engine answers a redelivered bet (claimed from a slow engine under overload) with its
-    /// original outcome, and the ledger moves the money once; clients drop repeats by key.
+    /// `bet_settled` frames received again for a key already settled (the ledger moves a bet's
+    /// money once regardless; clients drop repeats by key).
     pub settlement_repeats: u64,
     /// Acknowledged bets never settled by the end (after the settle wait): must be 0.
     pub bets_unsettled: u64,
