@@ -331,6 +331,9 @@ async fn check_secrets(api: &Api<Secret>, ns: &str, spec: &GameFleetSpec) -> Res
     if let Some(r) = &spec.redis.url_secret_ref {
         refs.push(("redis.urlSecretRef", r));
     }
+    if let Some(r) = &spec.auth.admin_token_secret_ref {
+        refs.push(("auth.adminTokenSecretRef", r));
+    }
     for (field, r) in refs {
         let secret = match api.get(&r.name).await {
             Ok(s) => s,

@@ -320,6 +320,10 @@ pub struct RedisSpec {
 pub struct AuthSpec {
     /// Secret key holding the HS256 JWT secret (passed to pods as `JWT_SECRET`).
     pub jwt_secret_ref: SecretKeyRef,
+    /// Secret key holding the bearer token of the engines' admin ledger API (credits, debits,
+    /// balances; passed to engines as `ADMIN_TOKEN`). Unset leaves that API disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_secret_ref: Option<SecretKeyRef>,
 }
 
 /// A key in a Secret in the fleet's namespace.

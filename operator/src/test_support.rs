@@ -37,6 +37,7 @@ pub fn spec() -> GameFleetSpec {
                 name: "dice-secrets".into(),
                 key: "jwt-secret".into(),
             },
+            admin_token_secret_ref: None,
         },
         autoscaling: AutoscalingSpec::default(),
         drain: DrainSpec::default(),

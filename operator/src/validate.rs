@@ -193,6 +193,9 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
         (None, Some(r)) => p.secret_ref("redis.urlSecretRef", r),
     }
     p.secret_ref("auth.jwtSecretRef", &spec.auth.jwt_secret_ref);
+    if let Some(r) = &spec.auth.admin_token_secret_ref {
+        p.secret_ref("auth.adminTokenSecretRef", r);
+    }
 
     let a = &spec.autoscaling;
     p.range(
@@ -352,6 +355,16 @@ mod tests {
                 "jwt secret key",
                 |s| s.auth.jwt_secret_ref.key = String::new(),
                 "auth.jwtSecretRef.key",
+            ),
+            (
+                "admin token secret name",
+                |s| {
+                    s.auth.admin_token_secret_ref = Some(SecretKeyRef {
+                        name: String::new(),
+                        key: "admin-token".into(),
+                    })
+                },
+                "auth.adminTokenSecretRef.name",
             ),
             (
                 "min > max",

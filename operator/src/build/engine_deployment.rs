@@ -24,6 +24,21 @@ pub fn args(spec: &GameFleetSpec) -> Vec<String> {
     ]
 }
 
+/// The common environment plus the engine's own: the admin API token when one is configured, and
+/// its drain budget in the unit it reads (milliseconds), so it gives its rooms up before the
+/// kubelet's SIGKILL.
+pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let mut env = pod::env(spec);
+    if let Some(r) = &spec.auth.admin_token_secret_ref {
+        env.push(pod::secret("ADMIN_TOKEN", r));
+    }
+    env.push(pod::value(
+        "DRAIN_TIMEOUT_MS",
+        (i64::from(spec.drain.timeout_seconds.max(0)) * 1000).to_string(),
+    ));
+    env
+}
+
 /// The engine image: its own, or the gateway's (one binary runs both roles).
 pub fn image(spec: &GameFleetSpec) -> String {
     spec.engine
@@ -40,7 +55,7 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
         image_pull_policy: Some(spec.gateway.image_pull_policy.as_str().into()),
         args: Some(args(spec)),
         ports: Some(vec![pod::port(ADMIN_PORT_NAME, e.admin_port)]),
-        env: Some(pod::env(spec)),
+        env: Some(env(spec)),
         resources: Some(pod::resources(e.resources.as_ref())),
         readiness_probe: Some(pod::readiness_probe()),
         liveness_probe: Some(pod::liveness_probe()),
@@ -152,7 +167,7 @@ mod tests {
             (ports[0].name.as_deref(), ports[0].container_port),
             (Some("admin"), 9500)
         );
-        assert_eq!(c.env.clone().unwrap(), pod::env(&sp));
+        assert_eq!(c.env.clone().unwrap(), env(&sp));
         assert_eq!(c.readiness_probe, Some(pod::readiness_probe()));
         assert_eq!(c.liveness_probe, Some(pod::liveness_probe()));
         assert_eq!(c.security_context, Some(pod::container_security_context()));
@@ -161,5 +176,35 @@ mod tests {
         assert_eq!(p.security_context, Some(pod::pod_security_context()));
         assert_eq!(p.node_selector, Some(sp.engine.node_selector.clone()));
         assert_eq!(p.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn engine_env_adds_admin_token_and_drain_in_milliseconds() {
+        let mut sp = spec();
+        sp.drain.timeout_seconds = 20;
+        let find = |env: &[k8s_openapi::api::core::v1::EnvVar], n: &str| {
+            env.iter().find(|e| e.name == n).cloned()
+        };
+        let e = env(&sp);
+        assert_eq!(&e[..pod::env(&sp).len()], pod::env(&sp).as_slice());
+        assert_eq!(
+            find(&e, "DRAIN_TIMEOUT_MS").unwrap().value.as_deref(),
+            Some("20000")
+        );
+        assert!(
+            find(&e, "ADMIN_TOKEN").is_none(),
+            "no admin API unless configured"
+        );
+        sp.auth.admin_token_secret_ref = Some(crate::crd::SecretKeyRef {
+            name: "dice-secrets".into(),
+            key: "admin-token".into(),
+        });
+        let t = find(&env(&sp), "ADMIN_TOKEN").unwrap();
+        assert_eq!(t.value, None);
+        let sel = t.value_from.unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (sel.name.as_str(), sel.key.as_str()),
+            ("dice-secrets", "admin-token")
+        );
     }
 }

@@ -99,7 +99,7 @@ pub fn port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-fn value(name: &str, value: impl Into<String>) -> EnvVar {
+pub fn value(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -107,7 +107,7 @@ fn value(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-fn secret(name: &str, r: &SecretKeyRef) -> EnvVar {
+pub fn secret(name: &str, r: &SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
