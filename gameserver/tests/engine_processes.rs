@@ -388,6 +388,27 @@ async fn sigterm_of_an_engine_hands_its_rooms_over() {
         .await
         .expect("not every bet settled within 30 s")
         .unwrap();
+    // Every bet taken into the ledger was acknowledged on the stream (and deleted from it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = 0;
+        for room in rooms {
+            let n: usize = redis::cmd("XLEN")
+                .arg(format!("gf:bets:{room}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            left += n;
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} bet entries never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     sigterm(&survivor);
     let _ = survivor.0.wait();
 

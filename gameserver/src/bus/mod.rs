@@ -119,6 +119,13 @@ pub trait EngineBus: Send + Sync + 'static {
     async fn next_bets(&self, max: usize, wait: Duration) -> Result<Vec<QueuedBet>, BusError>;
     /// The bet is settled or rejected durably; it will not be redelivered.
     async fn ack_bet(&self, delivery_id: &str) -> Result<(), BusError>;
+    /// Acknowledge several bets at once (fewer round trips than one by one).
+    async fn ack_bets(&self, delivery_ids: &[String]) -> Result<(), BusError> {
+        for id in delivery_ids {
+            self.ack_bet(id).await?;
+        }
+        Ok(())
+    }
     /// Send a frame to players.
     async fn publish(&self, delivery: Delivery) -> Result<(), BusError>;
     /// Rooms that have at least one member on some gateway (rounds run only there).

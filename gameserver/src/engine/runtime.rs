@@ -17,6 +17,10 @@ use super::{room, EngineConfig, EngineMetrics};
 /// Bets queued towards one room task before the intake waits.
 const ROOM_QUEUE: usize = 4_096;
 
+/// Acknowledgements sent together; a partial batch goes after `ACK_INTERVAL`.
+const ACK_BATCH: usize = 256;
+const ACK_INTERVAL: Duration = Duration::from_millis(5);
+
 /// State shared by the intake, the supervisor and every room task.
 pub(super) struct Shared {
     pub bus: Arc<dyn EngineBus>,
@@ -28,6 +32,9 @@ pub(super) struct Shared {
     /// handed to its room, so rooms may close their rounds.
     pub intake_done: CancellationToken,
     tracker: TaskTracker,
+    /// Delivery ids waiting to be acknowledged (see `ack`).
+    acks: Mutex<Vec<String>>,
+    ack_ready: tokio::sync::Notify,
     /// Room → (generation, sender) of its running task.
     rooms: Mutex<HashMap<String, (u64, mpsc::Sender<QueuedBet>)>>,
     next_generation: AtomicU64,
@@ -89,16 +96,29 @@ impl Shared {
         }
     }
 
-    /// Acknowledge in the background: the bet is already durable in the ledger, and a lost ack
-    /// only means a harmless redelivery (the key answers with its first outcome).
+    /// Acknowledge in the background, in batches: the bet is already durable in the ledger,
+    /// and a lost or late ack only means a harmless redelivery (the key answers with its first
+    /// outcome).
     pub async fn ack(&self, delivery_id: &str) {
-        let bus = Arc::clone(&self.bus);
-        let id = delivery_id.to_owned();
-        self.tracker.spawn(async move {
-            if let Err(e) = bus.ack_bet(&id).await {
-                tracing::warn!(error = %e, delivery_id = %id, "bet ack failed; it will be redelivered");
-            }
-        });
+        let full = {
+            let mut acks = lock(&self.acks);
+            acks.push(delivery_id.to_owned());
+            acks.len() >= ACK_BATCH
+        };
+        if full {
+            self.ack_ready.notify_one();
+        }
+    }
+
+    /// Send the acknowledgements collected so far.
+    async fn flush_acks(&self) {
+        let batch = std::mem::take(&mut *lock(&self.acks));
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.bus.ack_bets(&batch).await {
+            tracing::warn!(error = %e, n = batch.len(), "bet acks failed; they will be redelivered");
+        }
     }
 
     /// Start a room task; the caller holds the rooms lock.
@@ -181,6 +201,8 @@ impl Runtime {
                 metrics,
                 shutdown,
                 tracker: TaskTracker::new(),
+                acks: Mutex::new(Vec::new()),
+                ack_ready: tokio::sync::Notify::new(),
                 rooms: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
                 active: RwLock::new(HashSet::new()),
@@ -194,6 +216,8 @@ impl Runtime {
         let shared = self.shared;
         tracing::info!(engine = %shared.cfg.engine_id, "engine started");
         shared.tracker.spawn(intake(Arc::clone(&shared)));
+        let acker_stop = CancellationToken::new();
+        let acker = tokio::spawn(acker(Arc::clone(&shared), acker_stop.clone()));
         let mut tick = tokio::time::interval(shared.cfg.rooms_poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -202,14 +226,19 @@ impl Runtime {
                 _ = tick.tick() => refresh_rooms(&shared).await,
             }
         }
-        drain(&shared, &mut tick).await;
+        drain(&shared, &mut tick, acker_stop, acker).await;
         tracing::info!(engine = %shared.cfg.engine_id, "engine stopped");
     }
 }
 
 /// Graceful stop: the intake stops reading, rooms close their rounds with the bets already
 /// read and settle them (leases are renewed meanwhile), then the rooms are given up.
-async fn drain(shared: &Arc<Shared>, tick: &mut tokio::time::Interval) {
+async fn drain(
+    shared: &Arc<Shared>,
+    tick: &mut tokio::time::Interval,
+    acker_stop: CancellationToken,
+    acker: tokio::task::JoinHandle<()>,
+) {
     let started = tokio::time::Instant::now();
     tracing::info!(engine = %shared.cfg.engine_id, "draining");
     if let Err(e) = shared.bus.begin_drain().await {
@@ -228,6 +257,10 @@ async fn drain(shared: &Arc<Shared>, tick: &mut tokio::time::Interval) {
             _ = tick.tick() => refresh_rooms(shared).await,
         }
     }
+    // Acknowledge what the rooms took into the ledger before handing the rest over.
+    acker_stop.cancel();
+    let _ = acker.await;
+    shared.flush_acks().await;
     if let Err(e) = shared.bus.stand_down().await {
         tracing::warn!(error = %e, "cannot release rooms; they move when their leases expire");
     }
@@ -236,6 +269,18 @@ async fn drain(shared: &Arc<Shared>, tick: &mut tokio::time::Interval) {
         ms = started.elapsed().as_millis() as u64,
         "drained"
     );
+}
+
+/// Sends acknowledgements in batches until stopped.
+async fn acker(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = shared.ack_ready.notified() => {}
+            _ = tokio::time::sleep(ACK_INTERVAL) => {}
+        }
+        shared.flush_acks().await;
+    }
 }
 
 async fn refresh_rooms(shared: &Arc<Shared>) {

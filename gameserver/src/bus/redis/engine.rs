@@ -369,6 +369,26 @@ impl EngineBus for RedisBus {
             .map_err(unavailable)
     }
 
+    async fn ack_bets(&self, delivery_ids: &[String]) -> Result<(), BusError> {
+        let mut by_room: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for d in delivery_ids {
+            let Some((game_id, id)) = d.split_once('\n') else {
+                return Err(BusError::Protocol(format!("bad delivery id {d:?}")));
+            };
+            by_room.entry(game_id).or_default().push(id);
+        }
+        // One pipeline: per room, one XACK and one XDEL for all its entries.
+        let mut pipe = redis::pipe();
+        for (game_id, ids) in &by_room {
+            let key = Self::bets_key(&self.cfg.prefix, game_id);
+            pipe.cmd("XACK").arg(&key).arg(GROUP).arg(ids).ignore();
+            pipe.cmd("XDEL").arg(&key).arg(ids).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
         self.publish_delivery(&delivery).await
     }
