@@ -12,8 +12,8 @@ use crate::bus::{QueuedBet, Target};
 use crate::game::fairness::{self, ClientSeedMix};
 use crate::game::rules::{check_amount, Selection};
 use crate::ledger::{
-    user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, RoundState, Transfer, Wager,
-    MAX_AMOUNT, TREASURY,
+    user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, RoundState, Settlement,
+    Transfer, Wager, MAX_AMOUNT, TREASURY,
 };
 
 use super::frames::{self, Reveal, RoundInfo, RoundTotals};
@@ -477,10 +477,17 @@ async fn settle_one(
             }
             Err(e) => {
                 tracing::error!(key = %w.key, error = %e, "settlement refused");
-                break rec.clone();
+                break Settlement {
+                    record: rec.clone(),
+                    now: false,
+                };
             }
         }
     };
-    send_outcome(shared, &settled).await;
-    Some(settled)
+    // Only the engine whose call settled the bet tells the player (two engines may settle one
+    // round when a room changes owner mid-round).
+    if settled.now {
+        send_outcome(shared, &settled.record).await;
+    }
+    Some(settled.record)
 }

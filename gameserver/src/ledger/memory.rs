@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Ledger,
-    LedgerError, Outcome, Placed, Posted, RoundState, Transfer, Wager, HOUSE,
+    LedgerError, Outcome, Placed, Posted, RoundState, Settlement, Transfer, Wager, HOUSE,
 };
 
 #[derive(Default)]
@@ -174,7 +174,7 @@ impl Ledger for MemoryLedger {
         key: &str,
         roll: u32,
         payout: i64,
-    ) -> Result<BetRecord, LedgerError> {
+    ) -> Result<Settlement, LedgerError> {
         if payout < 0 {
             return Err(LedgerError::InvalidAmount(payout));
         }
@@ -189,7 +189,7 @@ impl Ledger for MemoryLedger {
                 key: key.into(),
             })?;
         let BetState::Pending { .. } = record.state else {
-            return Ok(record);
+            return Ok(Settlement { record, now: false });
         };
         let balance = if payout > 0 {
             let t = Transfer {
@@ -219,7 +219,10 @@ impl Ledger for MemoryLedger {
             },
         };
         s.bets.insert(id, settled.clone());
-        Ok(settled)
+        Ok(Settlement {
+            record: settled,
+            now: true,
+        })
     }
 
     async fn reject_bet(&self, w: &Wager, reason: &str) -> Result<BetRecord, LedgerError> {

@@ -207,6 +207,14 @@ impl LedgerError {
     }
 }
 
+/// The result of [`Ledger::settle_bet`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settlement {
+    pub record: BetRecord,
+    /// This call settled it (false: it was already final).
+    pub now: bool,
+}
+
 /// Largest amount or balance any ledger takes, in minor units: 2^53 − 1, the largest integer
 /// Redis Lua numbers (doubles) hold exactly. The engine refuses bets whose possible payout is
 /// above it, so no accepted bet can become unpayable.
@@ -247,14 +255,15 @@ pub trait Ledger: Send + Sync + 'static {
     async fn place_bet(&self, wager: &Wager) -> Result<Placed, LedgerError>;
 
     /// Settle a pending bet: credit `payout` (0 on a loss) from the house and mark it settled.
-    /// Settling an already settled bet returns its record unchanged.
+    /// Settling an already settled bet returns its record unchanged (`now: false`), so of
+    /// several engines settling one round only one tells the player.
     async fn settle_bet(
         &self,
         user_id: &str,
         key: &str,
         roll: u32,
         payout: i64,
-    ) -> Result<BetRecord, LedgerError>;
+    ) -> Result<Settlement, LedgerError>;
 
     /// Record a rejection for a key that has no record yet; returns the key's record (the
     /// existing one if there was one: the first outcome is final).

@@ -25,7 +25,7 @@ use redis::Script;
 
 use super::{
     check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Ledger,
-    LedgerError, Outcome, Placed, Posted, RoundState, Transfer, Wager, HOUSE,
+    LedgerError, Outcome, Placed, Posted, RoundState, Settlement, Transfer, Wager, HOUSE,
 };
 
 /// Largest balance magnitude representable exactly in Redis Lua.
@@ -104,9 +104,10 @@ if st == 'pending' then
   redis.call('HSET', KEYS[5], 'state', 'settled', 'roll', ARGV[4], 'payout', ARGV[3],
     'outcome', outcome, 'balance', bal)
   redis.call('PEXPIRE', KEYS[5], RETENTION)
+  st = 'now'
 end
 local r = redis.call('HGETALL', KEYS[5])
-table.insert(r, 1, 'ok')
+table.insert(r, 1, st)
 return r
 "#;
 
@@ -400,7 +401,7 @@ impl Ledger for RedisLedger {
         key: &str,
         roll: u32,
         payout: i64,
-    ) -> Result<BetRecord, LedgerError> {
+    ) -> Result<Settlement, LedgerError> {
         if payout < 0 {
             return Err(LedgerError::InvalidAmount(payout));
         }
@@ -426,7 +427,15 @@ impl Ledger for RedisLedger {
             .await
             .map_err(unavailable)?;
         match r.first().map(String::as_str) {
-            Some("ok") => parse_record(&r[1..]),
+            // The record's previous state, or "now" when this call settled it.
+            Some("now") => Ok(Settlement {
+                record: parse_record(&r[1..])?,
+                now: true,
+            }),
+            Some("settled" | "rejected") => Ok(Settlement {
+                record: parse_record(&r[1..])?,
+                now: false,
+            }),
             Some("unknown") => Err(LedgerError::UnknownBet {
                 user_id: user_id.into(),
                 key: key.into(),

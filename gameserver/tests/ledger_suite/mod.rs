@@ -129,7 +129,9 @@ pub async fn bets_have_one_final_outcome(ledger: Arc<dyn Ledger>) {
         Placed::Accepted(_)
     ));
 
-    let settled = l.settle_bet("b", "k1", 5001, 594).await.unwrap();
+    let first = l.settle_bet("b", "k1", 5001, 594).await.unwrap();
+    assert!(first.now, "the first call settles it");
+    let settled = first.record;
     assert_eq!(
         settled.state,
         BetState::Settled {
@@ -139,10 +141,12 @@ pub async fn bets_have_one_final_outcome(ledger: Arc<dyn Ledger>) {
             balance: 1_294
         }
     );
-    // Settling twice pays once.
-    assert_eq!(l.settle_bet("b", "k1", 5001, 594).await.unwrap(), settled);
+    // Settling twice pays once, and says it was already settled.
+    let again = l.settle_bet("b", "k1", 5001, 594).await.unwrap();
+    assert!(!again.now);
+    assert_eq!(again.record, settled);
     assert_eq!(l.balance(&user_account("b")).await.unwrap(), 1_294);
-    let lost = l.settle_bet("c", "k1", 5001, 0).await.unwrap();
+    let lost = l.settle_bet("c", "k1", 5001, 0).await.unwrap().record;
     assert!(matches!(
         lost.state,
         BetState::Settled {
