@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -25,14 +25,15 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::apply::{self, Change};
-use crate::build::{self, names, FleetObjects, Owner, FIELD_MANAGER, LABEL_MANAGED_BY};
-use crate::crd::{GameFleet, GameFleetSpec, SecretKeyRef};
+use crate::build::{self, names, Component, FleetObjects, Owner, FIELD_MANAGER, LABEL_MANAGED_BY};
+use crate::crd::{DrainingStatus, GameFleet, GameFleetSpec, SecretKeyRef};
 use crate::error::{is_not_found, Error};
 use crate::events::EventRecorder;
 use crate::metrics::Metrics;
 use crate::scaling::{self, CurrentReplicas, ScaleDecision};
 use crate::status::{self, LoadSample, Observation, Outcome};
 use crate::validate;
+use crate::{drain, drain_probe};
 
 /// How long to wait before re-checking a fleet whose Secrets are missing (Secrets are not
 /// watched: watching every Secret would need list/watch on all of them).
@@ -126,6 +127,7 @@ struct Apis {
     services: Api<Service>,
     pdbs: Api<PodDisruptionBudget>,
     secrets: Api<Secret>,
+    pods: Api<Pod>,
 }
 
 impl Apis {
@@ -136,6 +138,7 @@ impl Apis {
             services: Api::namespaced(client.clone(), ns),
             pdbs: Api::namespaced(client.clone(), ns),
             secrets: Api::namespaced(client.clone(), ns),
+            pods: Api::namespaced(client.clone(), ns),
         }
     }
 }
@@ -173,6 +176,7 @@ pub async fn reconcile(fleet: Arc<GameFleet>, ctx: Arc<Context>) -> Result<Actio
             gateway: gateway_now,
             engine: engine_now,
             load: ctx.advisor.load(&fleet),
+            draining: None,
         };
         if !e.is_spec_problem() {
             return Err(fail(&fleet, &ctx, &apis, Some(obs), e).await);
@@ -207,6 +211,7 @@ pub async fn reconcile(fleet: Arc<GameFleet>, ctx: Arc<Context>) -> Result<Actio
                 gateway: gateway_now,
                 engine: engine_now,
                 load: ctx.advisor.load(&fleet),
+                draining: None,
             };
             return Err(fail(&fleet, &ctx, &apis, Some(obs), e).await);
         }
@@ -217,8 +222,12 @@ pub async fn reconcile(fleet: Arc<GameFleet>, ctx: Arc<Context>) -> Result<Actio
         gateway: Some(&applied.0),
         engine: Some(&applied.1),
         load: ctx.advisor.load(&fleet),
+        draining: draining_gateways(&apis, &owner, fleet.spec.gateway.admin_port).await,
     };
     let new = status::compute(&fleet, Some(&replicas), &obs, &Outcome::Applied, &now());
+    if let Some((reason, note)) = status::rollout_event(fleet.status.as_ref(), &new) {
+        publish(&ctx, &fleet, EventType::Normal, reason, "Rollout", note).await;
+    }
     if let Err(e) = write_status(&apis.fleets, &fleet, &new).await {
         return Err(fail(&fleet, &ctx, &apis, None, e).await);
     }
@@ -314,6 +323,24 @@ pub fn error_policy(fleet: Arc<GameFleet>, err: &Error, ctx: Arc<Context>) -> Ac
     let wait = backoff(n);
     warn!(fleet = %fleet.name_any(), attempt = n, retry_in = ?wait, "reconcile will be retried");
     Action::requeue(wait)
+}
+
+/// Gateway pods shutting down and their remaining connections. Best effort: this only feeds the
+/// status, so a failed pod list is logged and reported as "none known".
+async fn draining_gateways(apis: &Apis, owner: &Owner, admin_port: i32) -> Option<DrainingStatus> {
+    let sel = build::selector_string(&owner.selector(Some(Component::Gateway)));
+    let pods = match apis.pods.list(&ListParams::default().labels(&sel)).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            warn!(error = %e, "cannot list gateway pods; draining gateways not reported");
+            return None;
+        }
+    };
+    let draining = drain::draining_pods(&pods);
+    if draining.is_empty() {
+        return None;
+    }
+    drain::summarize(&drain_probe::connections(&draining, admin_port).await)
 }
 
 async fn list_existing(apis: &Apis, owner: &Owner) -> Result<Existing, Error> {

@@ -518,9 +518,24 @@ pub struct GameFleetStatus {
     /// When the autoscaler last changed a replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// Gateway pods shutting down and draining their players (absent when none are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<DrainingStatus>,
     /// Ready, Progressing, Degraded, ScalingLimited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Gateways draining (terminating) and the player connections they still hold.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainingStatus {
+    /// Gateway pods being deleted (rollout, scale-down, eviction) that have not exited yet.
+    pub gateways: i32,
+    /// `ws_active_connections` summed over the draining gateways whose metrics could be read
+    /// (absent when none could).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<i64>,
 }
 
 /// Replica counts of one tier.

@@ -10,6 +10,7 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod drain;
+pub mod drain_probe;
 pub mod error;
 pub mod events;
 pub mod leader;

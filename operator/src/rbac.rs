@@ -46,6 +46,8 @@ pub const CLUSTER: &[Permission] = &[
     p("policy", "poddisruptionbudgets", "watch"),
     // Dereference: the Secrets a fleet names must exist and hold the key.
     p("", "secrets", "get"),
+    // Status: gateway pods shutting down (draining), whose metrics are then read directly.
+    p("", "pods", "list"),
     // kube-runtime's event recorder: create, then patch to count repeats.
     p("events.k8s.io", "events", "create"),
     p("events.k8s.io", "events", "patch"),

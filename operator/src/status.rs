@@ -8,13 +8,17 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build::{selector_string, Component, Owner};
-use crate::crd::{GameFleet, GameFleetStatus, TierStatus};
+use crate::crd::{DrainingStatus, GameFleet, GameFleetStatus, TierStatus};
 use crate::scaling::Replicas;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const SCALING_LIMITED: &str = "ScalingLimited";
+
+/// Progressing reasons of a rollout (new pod template) in progress and done.
+pub const ROLLING_OUT: &str = "RollingOut";
+pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
 
 /// Live load, when an autoscaler or metrics source has sampled it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub struct Observation<'a> {
     pub gateway: Option<&'a Deployment>,
     pub engine: Option<&'a Deployment>,
     pub load: Option<LoadSample>,
+    /// Gateways shutting down, when any are.
+    pub draining: Option<DrainingStatus>,
 }
 
 /// Computes the full status. `desired` is `None` when the spec could not be used (invalid), in
@@ -104,6 +110,7 @@ pub fn compute(
             None => previous.observed_p99_ms,
         },
         last_scale_time: previous.last_scale_time,
+        draining: obs.draining.clone(),
         conditions,
     }
 }
@@ -169,13 +176,13 @@ fn tier_progress(
         .unwrap_or(0);
     if observed < generation {
         return Some((
-            "RollingUpdate",
+            ROLLING_OUT,
             format!("{name} Deployment generation {generation} not yet observed"),
         ));
     }
     if t.updated_replicas < t.replicas {
         return Some((
-            "RollingUpdate",
+            ROLLING_OUT,
             format!(
                 "{name}: {} of {} pods updated",
                 t.updated_replicas, t.desired_replicas
@@ -232,12 +239,16 @@ fn progressing(
     .flatten()
     .collect();
     match moving.first() {
-        None => condition(
-            PROGRESSING,
-            false,
-            "Complete",
-            "all replicas updated and available".into(),
-        ),
+        None => match &obs.draining {
+            // Replicas are settled but old gateways are still handing their players over.
+            Some(d) => condition(PROGRESSING, true, "DrainingGateways", draining_message(d)),
+            None => condition(
+                PROGRESSING,
+                false,
+                ROLLOUT_COMPLETE,
+                "all replicas updated and available".into(),
+            ),
+        },
         Some((reason, _)) => {
             let message = moving
                 .iter()
@@ -246,6 +257,44 @@ fn progressing(
                 .join("; ");
             condition(PROGRESSING, true, reason, message)
         }
+    }
+}
+
+fn draining_message(d: &DrainingStatus) -> String {
+    match d.connections {
+        Some(c) => format!("{} gateways draining, {c} connections left", d.gateways),
+        None => format!("{} gateways draining", d.gateways),
+    }
+}
+
+/// The event to record when a rollout starts or finishes, from the status before and after.
+pub fn rollout_event(
+    previous: Option<&GameFleetStatus>,
+    new: &GameFleetStatus,
+) -> Option<(&'static str, String)> {
+    let rolling = |s: &GameFleetStatus| {
+        find(s, PROGRESSING).is_some_and(|c| c.status == "True" && c.reason == ROLLING_OUT)
+    };
+    let was = previous.is_some_and(rolling);
+    let is = rolling(new);
+    let message = |s: &GameFleetStatus| {
+        find(s, PROGRESSING)
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    };
+    match (was, is) {
+        (false, true) => Some((
+            "RolloutStarted",
+            format!("Rollout started: {}", message(new)),
+        )),
+        (true, false) => Some((
+            "RolloutFinished",
+            format!(
+                "Rollout finished: {} gateways and {} engines updated",
+                new.gateway.updated_replicas, new.engine.updated_replicas
+            ),
+        )),
+        _ => None,
     }
 }
 
@@ -362,6 +411,7 @@ mod tests {
             gateway: Some(&gw),
             engine: Some(&en),
             load: None,
+            draining: None,
         };
         let s = compute(&f, Some(&replicas(3, 1)), &obs, &Outcome::Applied, &t(100));
         assert_eq!(s.observed_generation, Some(4));
@@ -392,7 +442,7 @@ mod tests {
         let p = cond(&s, PROGRESSING);
         assert_eq!(
             (p.status.as_str(), p.reason.as_str()),
-            ("False", "Complete")
+            ("False", "RolloutComplete")
         );
         let d = cond(&s, DEGRADED);
         assert_eq!(
@@ -435,7 +485,7 @@ mod tests {
                 Some(deploy(3, 4, 3, 1, 3)),
                 Some(deploy(1, 1, 1, 1, 1)),
                 ("True", "AllReplicasReady"),
-                ("True", "RollingUpdate"),
+                ("True", "RollingOut"),
             ),
             (
                 Some(deploy(3, 5, 5, 5, 5)),
@@ -455,6 +505,7 @@ mod tests {
                 gateway: gw.as_ref(),
                 engine: en.as_ref(),
                 load: None,
+                draining: None,
             };
             let s = compute(
                 &fleet(),
@@ -488,6 +539,7 @@ mod tests {
             gateway: Some(&gw),
             engine: Some(&en),
             load: None,
+            draining: None,
         };
         let s = compute(
             &fleet(),
@@ -499,7 +551,7 @@ mod tests {
         let p = cond(&s, PROGRESSING);
         assert_eq!(
             (p.status.as_str(), p.reason.as_str()),
-            ("True", "RollingUpdate")
+            ("True", "RollingOut")
         );
     }
 
@@ -511,6 +563,7 @@ mod tests {
             gateway: Some(&gw),
             engine: Some(&en),
             load: None,
+            draining: None,
         };
         let s = compute(
             &fleet(),
@@ -530,6 +583,7 @@ mod tests {
             gateway: Some(&gw),
             engine: Some(&en),
             load: None,
+            draining: None,
         };
         let outcome = Outcome::Failed {
             reason: "InvalidSpec".into(),
@@ -591,6 +645,7 @@ mod tests {
             gateway: Some(&gw),
             engine: Some(&en),
             load: None,
+            draining: None,
         };
         let mut f = fleet();
         let first = compute(&f, Some(&replicas(3, 1)), &obs, &Outcome::Applied, &t(100));
@@ -604,6 +659,7 @@ mod tests {
             gateway: Some(&gw2),
             engine: Some(&en),
             load: None,
+            draining: None,
         };
         let third = compute(&f, Some(&replicas(3, 1)), &obs2, &Outcome::Applied, &t(300));
         assert_eq!(cond(&third, READY).last_transition_time, t(300));
@@ -633,5 +689,108 @@ mod tests {
         );
         assert_eq!(s2.total_connections, Some(48_210));
         assert_eq!(s2.observed_p99_ms, Some(131));
+    }
+
+    #[test]
+    fn draining_gateways_are_reported_and_keep_the_fleet_progressing() {
+        let gw = deploy(3, 3, 3, 3, 3);
+        let en = deploy(1, 1, 1, 1, 1);
+        let obs = Observation {
+            gateway: Some(&gw),
+            engine: Some(&en),
+            load: None,
+            draining: Some(DrainingStatus {
+                gateways: 2,
+                connections: Some(180),
+            }),
+        };
+        let s = compute(
+            &fleet(),
+            Some(&replicas(3, 1)),
+            &obs,
+            &Outcome::Applied,
+            &t(1),
+        );
+        assert_eq!(
+            s.draining,
+            Some(DrainingStatus {
+                gateways: 2,
+                connections: Some(180)
+            })
+        );
+        let p = cond(&s, PROGRESSING);
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("True", "DrainingGateways")
+        );
+        assert_eq!(p.message, "2 gateways draining, 180 connections left");
+        // Once they are gone: complete, and the field disappears.
+        let done = Observation {
+            draining: None,
+            ..obs
+        };
+        let s = compute(
+            &fleet(),
+            Some(&replicas(3, 1)),
+            &done,
+            &Outcome::Applied,
+            &t(2),
+        );
+        assert_eq!(s.draining, None);
+        assert_eq!(cond(&s, PROGRESSING).reason, ROLLOUT_COMPLETE);
+    }
+
+    #[test]
+    fn rollout_events_on_start_and_finish() {
+        let en = deploy(1, 1, 1, 1, 1);
+        let status_with = |gw: &Deployment| {
+            let obs = Observation {
+                gateway: Some(gw),
+                engine: Some(&en),
+                ..Default::default()
+            };
+            compute(
+                &fleet(),
+                Some(&replicas(3, 1)),
+                &obs,
+                &Outcome::Applied,
+                &t(1),
+            )
+        };
+        let settled = status_with(&deploy(3, 3, 3, 3, 3));
+        let rolling = status_with(&deploy(3, 4, 3, 1, 3));
+        let draining = {
+            let gw = deploy(3, 3, 3, 3, 3);
+            let obs = Observation {
+                gateway: Some(&gw),
+                engine: Some(&en),
+                load: None,
+                draining: Some(DrainingStatus {
+                    gateways: 1,
+                    connections: None,
+                }),
+            };
+            compute(
+                &fleet(),
+                Some(&replicas(3, 1)),
+                &obs,
+                &Outcome::Applied,
+                &t(1),
+            )
+        };
+        let started = rollout_event(Some(&settled), &rolling).unwrap();
+        assert_eq!(started.0, "RolloutStarted");
+        assert_eq!(started.1, "Rollout started: gateway: 1 of 3 pods updated");
+        assert_eq!(rollout_event(Some(&rolling), &rolling), None);
+        let finished = rollout_event(Some(&rolling), &draining).unwrap();
+        assert_eq!(finished.0, "RolloutFinished");
+        assert_eq!(
+            finished.1,
+            "Rollout finished: 3 gateways and 1 engines updated"
+        );
+        assert_eq!(rollout_event(Some(&settled), &settled), None);
+        assert_eq!(rollout_event(None, &settled), None);
+        // A fleet first seen mid-rollout (e.g. after an operator restart) announces it.
+        assert_eq!(rollout_event(None, &rolling).unwrap().0, "RolloutStarted");
     }
 }

@@ -438,6 +438,49 @@ async fn fleet_lifecycle_with_the_real_reconciler() {
         },
     )
     .await;
+    // A rollout (new gateway image): Progressing says RollingOut, then RolloutComplete, and
+    // events mark its start and finish.
+    apply_fleet(
+        &fleets,
+        &fleet(
+            "dice",
+            1,
+            json!({"image": "ghcr.io/gamefleet/gameserver:test-2", "podDisruptionBudget": {"enabled": true}}),
+        ),
+    )
+    .await;
+    wait_for(&cluster, NS, long, "rollout of generation 4 complete", || async {
+        let f = fleets.get("dice").await.map_err(|e| e.to_string())?;
+        let og = f.status.as_ref().and_then(|s| s.observed_generation);
+        let p = cond(&f, status::PROGRESSING);
+        let ev = events_of(&client, "dice").await;
+        let finished = has_event(&ev, "Normal", "RolloutFinished", "Rollout finished");
+        match p {
+            Some((s, r, _)) if og == Some(4) && s == "False" && r == status::ROLLOUT_COMPLETE && finished => Ok(()),
+            p => Err(format!("observedGeneration {og:?}, Progressing {p:?}, RolloutFinished event {finished}")),
+        }
+    })
+    .await;
+    let ev = events_of(&client, "dice").await;
+    assert!(
+        has_event(&ev, "Normal", "RolloutStarted", "Rollout started"),
+        "{:?}",
+        ev.iter().map(|e| e.note.clone()).collect::<Vec<_>>()
+    );
+    let images: Vec<String> = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.spec.and_then(|s| s.containers[0].image.clone()))
+        .collect();
+    assert_eq!(
+        images,
+        vec!["ghcr.io/gamefleet/gameserver:test-2".to_string()]
+    );
+
     // No hot loop on the invalid fleet: it waits for a change.
     let settled = operator.reconciles();
     tokio::time::sleep(Duration::from_secs(2)).await;
