@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -47,6 +48,22 @@ pub const PROGRESS_RECHECK: Duration = Duration::from_secs(5);
 pub trait ScaleAdvisor: Send + Sync {
     fn decision(&self, fleet: &GameFleet) -> Option<ScaleDecision>;
     fn load(&self, fleet: &GameFleet) -> Option<LoadSample>;
+    /// Background work while this replica reconciles (sampling load); it asks for a reconcile
+    /// of a fleet through `env.trigger`. Never returns by default.
+    fn run(self: Arc<Self>, _env: AdvisorEnv) -> BoxFuture<'static, ()> {
+        futures::future::pending().boxed()
+    }
+}
+
+/// What a [`ScaleAdvisor`] gets to run with.
+#[derive(Clone)]
+pub struct AdvisorEnv {
+    pub client: Client,
+    /// The controller's cache of GameFleets.
+    pub fleets: Store<GameFleet>,
+    /// Asks the controller to reconcile a fleet.
+    pub trigger: futures::channel::mpsc::Sender<ObjectRef<GameFleet>>,
+    pub metrics: Metrics,
 }
 
 /// No autoscaler: spec replicas (when autoscaling is off) or current replicas stand.
@@ -224,7 +241,10 @@ pub async fn reconcile(fleet: Arc<GameFleet>, ctx: Arc<Context>) -> Result<Actio
         load: ctx.advisor.load(&fleet),
         draining: draining_gateways(&apis, &owner, fleet.spec.gateway.admin_port).await,
     };
-    let new = status::compute(&fleet, Some(&replicas), &obs, &Outcome::Applied, &now());
+    let mut new = status::compute(&fleet, Some(&replicas), &obs, &Outcome::Applied, &now());
+    if autoscaled(&fleet.spec, current, &replicas) {
+        new.last_scale_time = Some(now());
+    }
     if let Some((reason, note)) = status::rollout_event(fleet.status.as_ref(), &new) {
         publish(&ctx, &fleet, EventType::Normal, reason, "Rollout", note).await;
     }
@@ -239,6 +259,13 @@ pub async fn reconcile(fleet: Arc<GameFleet>, ctx: Arc<Context>) -> Result<Actio
     } else {
         PROGRESS_RECHECK
     }))
+}
+
+/// The autoscaler changed a replica count of an existing Deployment in this reconcile.
+fn autoscaled(spec: &GameFleetSpec, current: CurrentReplicas, r: &scaling::Replicas) -> bool {
+    spec.autoscaling.enabled
+        && (current.gateway.is_some_and(|g| g != r.desired.gateway)
+            || current.engine.is_some_and(|e| e != r.desired.engine))
 }
 
 /// Turns an error into a failed reconcile: counts it, emits a Warning event, marks the fleet
@@ -454,7 +481,7 @@ async fn apply_all(
         if let (Some(from), Some(to)) = (from, to) {
             if from != to {
                 let why = match decision {
-                    Some(d) if fleet.spec.autoscaling.enabled => d.reason.clone(),
+                    Some(d) if fleet.spec.autoscaling.enabled => d.reason(tier).to_string(),
                     _ => "spec".to_string(),
                 };
                 publish(
@@ -629,10 +656,18 @@ pub async fn run_controller(
                 Api::all(client.clone()),
             ),
         };
+    let (trigger, triggers) = futures::channel::mpsc::channel(64);
     let controller = Controller::new(fleets, watcher::Config::default())
         .owns(deployments, owned_watch_config())
         .owns(services, owned_watch_config())
-        .owns(pdbs, owned_watch_config());
+        .owns(pdbs, owned_watch_config())
+        .reconcile_on(triggers);
+    let advisor = ctx_template.advisor.clone().run(AdvisorEnv {
+        client: client.clone(),
+        fleets: controller.store(),
+        trigger,
+        metrics: ctx_template.metrics.clone(),
+    });
     let mut ctx = Context::new(
         client,
         ctx_template.reporter,
@@ -640,15 +675,19 @@ pub async fn run_controller(
         ctx_template.advisor,
     );
     ctx.fleets = Some(controller.store());
-    controller
+    let reconciling = controller
         .run(reconcile, error_policy, Arc::new(ctx))
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(fleet = %obj.name, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile error"),
             }
-        })
-        .await;
+        });
+    // The advisor runs only while this replica reconciles (it stops with leadership).
+    tokio::select! {
+        _ = reconciling => {}
+        _ = advisor => {}
+    }
 }
 
 /// What a controller run needs besides the client.

@@ -353,6 +353,14 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_target_utilization")]
     #[schemars(range(min = 1, max = 100))]
     pub target_utilization_percent: i32,
+    /// Engine target: bets waiting in the bet streams (`bet_stream_backlog`) per engine pod.
+    #[serde(default = "default_engine_backlog_per_pod")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub engine_backlog_per_pod: i32,
+    /// Engine target: settled bets per second per engine pod.
+    #[serde(default = "default_engine_bets_per_second_per_pod")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub engine_bets_per_second_per_pod: i32,
     /// Optional Prometheus server (instant queries) instead of scraping pods directly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
@@ -370,6 +378,8 @@ impl Default for AutoscalingSpec {
             enabled: false,
             sync_interval_seconds: default_sync_interval(),
             target_utilization_percent: default_target_utilization(),
+            engine_backlog_per_pod: default_engine_backlog_per_pod(),
+            engine_bets_per_second_per_pod: default_engine_bets_per_second_per_pod(),
             prometheus_url: None,
             gateway: TierAutoscaling::default(),
             engine: TierAutoscaling::default(),
@@ -609,6 +619,12 @@ fn default_sync_interval() -> i32 {
 }
 fn default_target_utilization() -> i32 {
     80
+}
+fn default_engine_backlog_per_pod() -> i32 {
+    500
+}
+fn default_engine_bets_per_second_per_pod() -> i32 {
+    2000
 }
 fn default_min_replicas() -> i32 {
     1

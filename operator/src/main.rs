@@ -3,9 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
 use gamefleet_operator::leader::LeaseConfig;
 use gamefleet_operator::runtime::{self, RunConfig};
 
@@ -61,6 +63,9 @@ struct RunArgs {
     /// Only manage GameFleets in this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Timeout of one pod /metrics scrape by the autoscaler, in milliseconds.
+    #[arg(long, env = "SCRAPE_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=60000))]
+    scrape_timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -143,7 +148,10 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match runtime::run(client, cfg, shutdown_signal()).await {
+        let autoscaler = Arc::new(Autoscaler::new(AutoscalerConfig {
+            scrape_timeout: Duration::from_millis(args.scrape_timeout_ms),
+        }));
+        match runtime::run_with(client, cfg, autoscaler, shutdown_signal(), |_| {}).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

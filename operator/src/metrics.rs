@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The operator's metrics, in their own registry (so several operators can run in one process,
@@ -17,6 +17,63 @@ pub struct Metrics {
     pub duration: Histogram,
     pub fleets: IntGauge,
     pub leader: IntGauge,
+    pub autoscale: AutoscaleMetrics,
+}
+
+/// The autoscaler's view per fleet and tier: its decision and the inputs of the last one.
+#[derive(Clone)]
+pub struct AutoscaleMetrics {
+    /// Labels: namespace, fleet, tier.
+    pub desired_replicas: IntGaugeVec,
+    /// Labels: namespace, fleet, tier.
+    pub current_replicas: IntGaugeVec,
+    /// Labels: namespace, fleet, input (connections, p99_ms, backlog, bet_rate).
+    pub input: GaugeVec,
+    /// Labels: tier.
+    pub scrape_failures: IntCounterVec,
+}
+
+impl AutoscaleMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let desired_replicas = IntGaugeVec::new(
+            Opts::new(
+                "gamefleet_autoscaler_desired_replicas",
+                "Replicas the autoscaler decided on, per fleet and tier",
+            ),
+            &["namespace", "fleet", "tier"],
+        )?;
+        let current_replicas = IntGaugeVec::new(
+            Opts::new(
+                "gamefleet_autoscaler_current_replicas",
+                "Replicas the workload had when the autoscaler last decided",
+            ),
+            &["namespace", "fleet", "tier"],
+        )?;
+        let input = GaugeVec::new(
+            Opts::new(
+                "gamefleet_autoscaler_input",
+                "Inputs of the last decision: connections, p99_ms, backlog, bet_rate",
+            ),
+            &["namespace", "fleet", "input"],
+        )?;
+        let scrape_failures = IntCounterVec::new(
+            Opts::new(
+                "gamefleet_autoscaler_scrape_failures_total",
+                "Pod /metrics scrapes that failed or timed out, by tier",
+            ),
+            &["tier"],
+        )?;
+        registry.register(Box::new(desired_replicas.clone()))?;
+        registry.register(Box::new(current_replicas.clone()))?;
+        registry.register(Box::new(input.clone()))?;
+        registry.register(Box::new(scrape_failures.clone()))?;
+        Ok(Self {
+            desired_replicas,
+            current_replicas,
+            input,
+            scrape_failures,
+        })
+    }
 }
 
 impl Metrics {
@@ -55,7 +112,9 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(fleets.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        let autoscale = AutoscaleMetrics::new(&registry)?;
         Ok(Self {
+            autoscale,
             registry,
             reconciles,
             failures,
@@ -117,6 +176,14 @@ mod tests {
         m.failed("InvalidSpec");
         m.fleets.set(3);
         m.leader.set(1);
+        m.autoscale
+            .desired_replicas
+            .with_label_values(&["games", "dice", "gateway"])
+            .set(3);
+        m.autoscale
+            .input
+            .with_label_values(&["games", "dice", "connections"])
+            .set(1500.0);
         let text = m.render();
         assert!(
             text.contains("gamefleet_operator_reconciles_total 1"),
@@ -128,5 +195,11 @@ mod tests {
         assert!(text.contains("gamefleet_operator_reconcile_duration_seconds_count 1"));
         assert!(text.contains("gamefleet_operator_fleets_managed 3"));
         assert!(text.contains("gamefleet_operator_leader 1"));
+        assert!(text.contains(
+            "gamefleet_autoscaler_desired_replicas{fleet=\"dice\",namespace=\"games\",tier=\"gateway\"} 3"
+        ));
+        assert!(text.contains(
+            "gamefleet_autoscaler_input{fleet=\"dice\",input=\"connections\",namespace=\"games\"} 1500"
+        ));
     }
 }

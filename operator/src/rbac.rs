@@ -53,6 +53,10 @@ pub const CLUSTER: &[Permission] = &[
     p("events.k8s.io", "events", "patch"),
 ];
 
+/// Cluster-wide, used only for fleets with autoscaling on: find the pods to scrape, and set
+/// `controller.kubernetes.io/pod-deletion-cost` before a gateway scale-down.
+pub const AUTOSCALER: &[Permission] = &[p("", "pods", "patch")];
+
 /// In the operator's own namespace only: the leader-election Lease.
 pub const LEADER_ELECTION: &[Permission] = &[
     p("coordination.k8s.io", "leases", "create"),
@@ -105,7 +109,9 @@ mod tests {
 
     #[test]
     fn cluster_role_grants_exactly_the_cluster_calls() {
-        assert_eq!(rules_in("clusterrole.yaml"), set(CLUSTER));
+        let mut want = set(CLUSTER);
+        want.extend(set(AUTOSCALER));
+        assert_eq!(rules_in("clusterrole.yaml"), want);
     }
 
     #[test]
@@ -115,7 +121,12 @@ mod tests {
 
     #[test]
     fn no_wildcards_and_no_duplicates() {
-        let all: Vec<Permission> = CLUSTER.iter().chain(LEADER_ELECTION).copied().collect();
+        let all: Vec<Permission> = CLUSTER
+            .iter()
+            .chain(AUTOSCALER)
+            .chain(LEADER_ELECTION)
+            .copied()
+            .collect();
         let unique: BTreeSet<_> = all.iter().collect();
         assert_eq!(unique.len(), all.len());
         assert!(all

@@ -12,8 +12,24 @@ use crate::crd::{GameFleetSpec, TierAutoscaling};
 pub struct ScaleDecision {
     pub gateway: i32,
     pub engine: i32,
-    /// Human-readable reason, used in the `Scaled` event ("connections 48210 > 40000 capacity").
-    pub reason: String,
+    /// Why the gateway count is what it is, for the `Scaled` event
+    /// ("connections 48 210 > 40 000 capacity").
+    pub gateway_reason: String,
+    /// Why the engine count is what it is ("backlog 2 400 > 1 000 capacity").
+    pub engine_reason: String,
+    /// Bounds or rate limits that held a tier back (the `ScalingLimited` condition).
+    pub limits: Vec<ScalingLimit>,
+}
+
+impl ScaleDecision {
+    /// The reason for `tier` ("gateway" or "engine").
+    pub fn reason(&self, tier: &str) -> &str {
+        if tier == "engine" {
+            &self.engine_reason
+        } else {
+            &self.gateway_reason
+        }
+    }
 }
 
 /// Replica counts the builders use.
@@ -68,7 +84,9 @@ pub fn desired_replicas(
             current.engine.unwrap_or(spec.engine.replicas),
         ),
     };
-    let mut limits = vec![];
+    // Limits the autoscaler saw (rate limits, bounds); clamping below adds any bound that
+    // changed since (it is a no-op for a decision made under the current bounds).
+    let mut limits = decision.map(|d| d.limits.clone()).unwrap_or_default();
     let gateway = clamp("gateway", gw_wanted, &spec.autoscaling.gateway, &mut limits);
     let engine = clamp("engine", en_wanted, &spec.autoscaling.engine, &mut limits);
     Replicas {
@@ -84,6 +102,7 @@ fn clamp(
     limits: &mut Vec<ScalingLimit>,
 ) -> i32 {
     if wanted > bounds.max_replicas {
+        limits.retain(|l| l.tier != tier);
         limits.push(ScalingLimit {
             tier,
             wanted,
@@ -92,6 +111,7 @@ fn clamp(
         });
         bounds.max_replicas
     } else if wanted < bounds.min_replicas {
+        limits.retain(|l| l.tier != tier);
         limits.push(ScalingLimit {
             tier,
             wanted,
@@ -123,7 +143,9 @@ mod tests {
         ScaleDecision {
             gateway,
             engine,
-            reason: "test".into(),
+            gateway_reason: "test".into(),
+            engine_reason: "test".into(),
+            limits: vec![],
         }
     }
 

@@ -325,10 +325,11 @@ fn scaling_limited(fleet: &GameFleet, desired: Option<&Replicas>) -> Condition {
             "desired replicas are within bounds".into(),
         ),
         Some(first) => {
-            let reason = if first.bound == "maxReplicas" {
-                "TooManyReplicas"
-            } else {
-                "TooFewReplicas"
+            let reason = match first.bound {
+                "maxReplicas" => "TooManyReplicas",
+                "minReplicas" => "TooFewReplicas",
+                "scaleUp policies" => "ScaleUpLimit",
+                _ => "ScaleDownLimit",
             };
             let message = limits
                 .iter()

@@ -5,3 +5,8 @@
 pub mod behavior;
 pub mod calc;
 pub mod decide;
+pub mod pods;
+pub mod runner;
+pub mod scrape;
+
+pub use runner::{Autoscaler, AutoscalerConfig};
