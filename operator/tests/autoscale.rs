@@ -1,0 +1,551 @@
+//! Autoscaling end to end in the simulated cluster: the real operator (with the autoscaler)
+//! scrapes real gateway pods, real load (`gameserver bench` processes) drives it. Gateways grow
+//! from 1 to 3 when 1,500 connections arrive at 500 per pod; when the load drops they shrink, the
+//! least-loaded pods are the ones removed (pod-deletion-cost), and the clients of removed pods
+//! are drained and resume elsewhere with every bet answered.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{pod_report, prepare, wait_for};
+use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
+use gamefleet_operator::crd::GameFleet;
+use gamefleet_operator::metrics::Metrics;
+use gamefleet_operator::rbac;
+use gamefleet_operator::runtime::{run_with, RunConfig};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+const NS: &str = "scale";
+const OPERATOR: &str = "autoscale-operator";
+const TEST: &str = "autoscale-test";
+const SECRET: &str = "autoscale-test-secret";
+const COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+fn gameserver_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap();
+    for d in [dir, dir.parent().unwrap()] {
+        let p = d.join("gameserver");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "gameserver binary not found next to {}: run `cargo build --workspace --bins`",
+        exe.display()
+    );
+}
+
+/// A `gameserver bench` run in its own process group (it spawns workers), killed with the group.
+struct Bench {
+    child: Option<Child>,
+    started: Instant,
+}
+
+impl Bench {
+    fn start(url: &str, connections: usize, prefix: &str, extra: &[&str]) -> Bench {
+        let mut cmd = Command::new(gameserver_bin());
+        cmd.args(["bench", "--url", url, "--connections"])
+            .arg(connections.to_string())
+            .args([
+                "--rooms",
+                "10",
+                "--connect-rate",
+                "5000",
+                "--user-prefix",
+                prefix,
+                "--json",
+            ])
+            .args(extra)
+            .env("JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        Bench {
+            child: Some(cmd.spawn().expect("bench starts")),
+            started: Instant::now(),
+        }
+    }
+
+    fn kill_group(&self) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+
+    async fn report(mut self, timeout: Duration) -> Value {
+        let child = self.child.take().expect("bench running");
+        let out = tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .expect("bench finishes in time")
+            .expect("bench output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "bench report is not JSON ({e}): {text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
+fn fleet() -> Value {
+    json!({
+        "apiVersion": "gamefleet.dev/v1alpha1",
+        "kind": "GameFleet",
+        "metadata": {"name": "dice", "namespace": NS},
+        "spec": {
+            "gateway": {
+                "image": "ghcr.io/gamefleet/gameserver:test",
+                "replicas": 1,
+                "minReadySeconds": 0,
+                "connectionsPerPod": 500,
+            },
+            "engine": {"replicas": 1},
+            "rooms": {"bettingWindowMs": 500, "roundPauseMs": 100},
+            "redis": {"urlSecretRef": {"name": "dice-secrets", "key": "redis-url"}},
+            "auth": {"jwtSecretRef": {"name": "dice-secrets", "key": "jwt-secret"}},
+            "drain": {"timeoutSeconds": 5, "reconnectSpreadSeconds": 1},
+            "autoscaling": {
+                "enabled": true,
+                "syncIntervalSeconds": 1,
+                "targetUtilizationPercent": 100,
+                "gateway": {
+                    "minReplicas": 1,
+                    "maxReplicas": 4,
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 5}},
+                },
+                "engine": {"minReplicas": 1, "maxReplicas": 1},
+            },
+        }
+    })
+}
+
+/// The dev Redis of `examples/redis-dev.yaml` and the fleet's Secret (Redis by cluster IP).
+async fn install_redis_and_secret(client: &kube::Client) {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/redis-dev.yaml"),
+    )
+    .unwrap();
+    for doc in text.split("\n---\n") {
+        let v: Value = serde_saphyr::from_str(doc).unwrap();
+        match v["kind"].as_str() {
+            Some("Deployment") => {
+                let d: Deployment = serde_json::from_value(v).unwrap();
+                Api::<Deployment>::namespaced(client.clone(), NS)
+                    .create(&PostParams::default(), &d)
+                    .await
+                    .unwrap();
+            }
+            Some("Service") => {
+                let s: Service = serde_json::from_value(v).unwrap();
+                Api::<Service>::namespaced(client.clone(), NS)
+                    .create(&PostParams::default(), &s)
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unexpected kind {other:?} in redis-dev.yaml"),
+        }
+    }
+    let redis = Api::<Service>::namespaced(client.clone(), NS)
+        .get("redis")
+        .await
+        .unwrap();
+    let ip = redis.spec.unwrap().cluster_ip.expect("redis clusterIP");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "dice-secrets"},
+        "stringData": {"jwt-secret": SECRET, "redis-url": format!("redis://{ip}:6379")}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+async fn gateway_pods(pods: &Api<Pod>) -> Vec<Pod> {
+    pods.list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
+        .await
+        .unwrap()
+        .items
+}
+
+fn ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn name(p: &Pod) -> String {
+    p.metadata.name.clone().unwrap_or_default()
+}
+
+fn cost(p: &Pod) -> Option<i64> {
+    p.metadata.annotations.as_ref()?.get(COST)?.parse().ok()
+}
+
+fn created(p: &Pod) -> String {
+    p.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_follow_connections_and_the_emptiest_are_removed() {
+    let started = Instant::now();
+    let cluster = common::cluster().await;
+    let client = cluster.client_as(TEST).await.unwrap();
+    prepare(&client, &[NS]).await;
+    install_redis_and_secret(&client).await;
+
+    // The operator with the autoscaler, in this process.
+    let op_client = cluster.client_as(OPERATOR).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (mtx, mrx) = tokio::sync::oneshot::channel::<Metrics>();
+    let operator = tokio::spawn(async move {
+        let cfg = RunConfig {
+            metrics_listen: "127.0.0.1:0".parse().unwrap(),
+            lease: None,
+            namespace: None,
+            identity: OPERATOR.into(),
+        };
+        let autoscaler = Arc::new(Autoscaler::new(AutoscalerConfig {
+            scrape_timeout: Duration::from_secs(1),
+        }));
+        run_with(
+            op_client,
+            cfg,
+            autoscaler,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |op| {
+                let _ = mtx.send(op.metrics.clone());
+            },
+        )
+        .await
+        .expect("operator runs");
+    });
+    let metrics = mrx.await.expect("operator started");
+
+    let fleets: Api<GameFleet> = Api::namespaced(client.clone(), NS);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    fleets
+        .patch(
+            "dice",
+            &PatchParams::apply(TEST).force(),
+            &Patch::Apply(&fleet()),
+        )
+        .await
+        .expect("fleet applied");
+    wait_for(
+        &cluster,
+        NS,
+        Duration::from_secs(60),
+        "1 gateway and 1 engine ready",
+        || async {
+            let g = deployments
+                .get("dice-gateway")
+                .await
+                .map_err(|e| e.to_string())?;
+            let e = deployments
+                .get("dice-engine")
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = |d: &Deployment| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+            };
+            if ready(&g) == 1 && ready(&e) == 1 {
+                Ok(())
+            } else {
+                Err(format!("gateway {} ready, engine {}", ready(&g), ready(&e)))
+            }
+        },
+    )
+    .await;
+    let first = gateway_pods(&pods)
+        .await
+        .into_iter()
+        .find(ready)
+        .expect("one gateway");
+    let first_name = name(&first);
+
+    // 1. Surge: 1,500 connections through the player Service → 3 gateways.
+    let svc = Api::<Service>::namespaced(client.clone(), NS)
+        .get("dice-players")
+        .await
+        .unwrap();
+    let svc_spec = svc.spec.unwrap();
+    let svc_url = format!(
+        "ws://{}:{}/ws",
+        svc_spec.cluster_ip.unwrap(),
+        svc_spec.ports.unwrap()[0].port
+    );
+    let surge = Bench::start(
+        &svc_url,
+        1500,
+        "surge",
+        &["--duration", "120", "--settle-wait", "0"],
+    );
+    let requested = wait_for(
+        &cluster,
+        NS,
+        Duration::from_secs(20),
+        "gateway Deployment scaled to 3",
+        || async {
+            let g = deployments
+                .get("dice-gateway")
+                .await
+                .map_err(|e| e.to_string())?;
+            match g.spec.replicas {
+                Some(3) => Ok(surge.started.elapsed()),
+                other => Err(format!("replicas {other:?}")),
+            }
+        },
+    )
+    .await;
+    let all_ready = wait_for(
+        &cluster,
+        NS,
+        Duration::from_secs(30),
+        "3 gateways ready",
+        || async {
+            let n = gateway_pods(&pods)
+                .await
+                .iter()
+                .filter(|p| ready(p))
+                .count();
+            if n == 3 {
+                Ok(surge.started.elapsed())
+            } else {
+                Err(format!("{n} ready"))
+            }
+        },
+    )
+    .await;
+    eprintln!("autoscale: surge of 1,500 connections → 3 replicas requested after {requested:?}, ready after {all_ready:?}");
+
+    let f = wait_for(
+        &cluster,
+        NS,
+        Duration::from_secs(10),
+        "status with 1500 connections and 3/3",
+        || async {
+            let f = fleets.get("dice").await.map_err(|e| e.to_string())?;
+            let s = f.status.clone().unwrap_or_default();
+            if s.total_connections == Some(1500) && s.gateways_ready.as_deref() == Some("3/3") {
+                Ok(f)
+            } else {
+                Err(format!(
+                    "connections {:?}, gateways {:?}",
+                    s.total_connections, s.gateways_ready
+                ))
+            }
+        },
+    )
+    .await;
+    let s = f.status.unwrap();
+    assert_eq!(s.gateway.desired_replicas, 3);
+    assert!(s.last_scale_time.is_some(), "lastScaleTime set");
+    let events = Api::<Event>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let scaled: Vec<String> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Scaled"))
+        .filter_map(|e| e.note.clone())
+        .collect();
+    assert!(
+        scaled.iter().any(
+            |n| n.starts_with("Scaled gateway from 1 to 3 (connections ")
+                && n.ends_with(" > 500 capacity)")
+        ),
+        "Scaled event with from, to and why: {scaled:?}"
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("gamefleet_autoscaler_desired_replicas{fleet=\"dice\",namespace=\"scale\",tier=\"gateway\"} 3"),
+        "{text}"
+    );
+    // Stays at 3 (1,500 over 3 pods is on target): no overshoot to 4.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let g = deployments.get("dice-gateway").await.unwrap();
+    assert_eq!(g.spec.replicas, Some(3), "no overshoot");
+
+    // 2. Load drops: the surge leaves; 400 players stay on one of the new gateways (connected to
+    // it directly) and 60 betting players come through the Service (20 per gateway).
+    let gws = gateway_pods(&pods).await;
+    let busy = gws
+        .iter()
+        .filter(|p| name(p) != first_name)
+        .max_by_key(|p| created(p))
+        .expect("a new gateway");
+    let busy_name = name(busy);
+    let busy_ip = busy.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+    surge.kill_group();
+    drop(surge);
+    let dropped_at = Instant::now();
+    let _stay = Bench::start(
+        &format!("ws://{busy_ip}:8080/ws"),
+        400,
+        "stay",
+        &["--duration", "120", "--settle-wait", "0"],
+    );
+    let players = Bench::start(
+        &svc_url,
+        60,
+        "players",
+        &[
+            "--duration",
+            "15",
+            "--bet-rate",
+            "20",
+            "--resume",
+            "--settle-wait",
+            "10",
+        ],
+    );
+
+    // After the 5 s window, one gateway is enough (460 < 500): the two emptiest go.
+    let (survivors, removed) = wait_for(
+        &cluster,
+        NS,
+        Duration::from_secs(25),
+        "gateways scaled down to 1",
+        || async {
+            let g = deployments
+                .get("dice-gateway")
+                .await
+                .map_err(|e| e.to_string())?;
+            if g.spec.replicas != Some(1) {
+                return Err("replicas not yet 1".into());
+            }
+            let all = gateway_pods(&pods).await;
+            let (alive, gone): (Vec<Pod>, Vec<Pod>) = all
+                .into_iter()
+                .partition(|p| p.metadata.deletion_timestamp.is_none());
+            Ok((alive, gone))
+        },
+    )
+    .await;
+    let scaled_down_after = dropped_at.elapsed();
+    let costs: BTreeMap<String, Option<i64>> = survivors
+        .iter()
+        .chain(&removed)
+        .map(|p| (name(p), cost(p)))
+        .collect();
+    assert_eq!(survivors.len(), 1, "one gateway left: {costs:?}");
+    assert_eq!(
+        name(&survivors[0]),
+        busy_name,
+        "the busiest gateway stays: {costs:?}"
+    );
+    assert!(
+        removed.iter().any(|p| name(p) == first_name),
+        "the oldest (emptiest) gateway is removed although the ReplicaSet would otherwise remove the newest: {costs:?}"
+    );
+    let kept_cost = cost(&survivors[0]).expect("deletion cost set on the survivor");
+    assert!(
+        kept_cost >= 400,
+        "survivor cost from its live connections: {costs:?}"
+    );
+    for p in &removed {
+        let c = cost(p).unwrap_or_else(|| panic!("deletion cost set on {}: {costs:?}", name(p)));
+        assert!(
+            c < kept_cost,
+            "removed pods were the least loaded: {costs:?}"
+        );
+    }
+
+    // 3. Their players were drained and resumed on the remaining gateway; no bet lost.
+    let report = players.report(Duration::from_secs(60)).await;
+    let r = &report["resilience"];
+    eprintln!("autoscale: scale-down {scaled_down_after:?} after the drop; players: {r}");
+    assert_eq!(report["connected"], 60, "{report}");
+    assert!(
+        r["drain_notices"].as_u64().unwrap() > 0,
+        "drained players: {report}"
+    );
+    assert!(
+        r["resumes"].as_u64().unwrap() >= r["drain_notices"].as_u64().unwrap(),
+        "{report}"
+    );
+    assert_eq!(r["bets_unsettled"], 0, "no acknowledged bet lost: {report}");
+    assert_eq!(r["duplicate_frames"], 0, "{report}");
+    // Every bet sent got its answer (operator-managed engines give players no starting balance,
+    // so the ledger answers INSUFFICIENT_BALANCE; what matters here is that none went missing).
+    assert!(report["bets_sent"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(r["bets_unacknowledged"], 0, "{report}");
+
+    let f = fleets.get("dice").await.unwrap();
+    let scaled: Vec<String> = Api::<Event>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Scaled"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        scaled
+            .iter()
+            .any(|n| n.starts_with("Scaled gateway from 3 to 1 (connections ")),
+        "{scaled:?}"
+    );
+    assert!(f.status.unwrap().gateway.desired_replicas == 1);
+
+    // The autoscaler's API calls are exactly its RBAC rules.
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    let pod_calls: std::collections::BTreeSet<(String, String)> = cluster
+        .audit()
+        .of_user(OPERATOR)
+        .into_iter()
+        .filter(|k| k.resource == "pods")
+        .map(|k| (k.group, k.verb))
+        .collect();
+    let granted: std::collections::BTreeSet<(String, String)> = rbac::AUTOSCALER
+        .iter()
+        .map(|p| (p.group.to_string(), p.verb.to_string()))
+        .collect();
+    assert_eq!(
+        pod_calls, granted,
+        "autoscaler pod calls vs rbac::AUTOSCALER"
+    );
+    if std::env::var_os("AUTOSCALE_REPORT").is_some() {
+        eprintln!("{}", pod_report(&cluster, NS).await);
+    }
+    cluster.shutdown().await;
+    eprintln!("autoscale e2e: total {:?}", started.elapsed());
+}
