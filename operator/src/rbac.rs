@@ -53,9 +53,10 @@ pub const CLUSTER: &[Permission] = &[
     p("events.k8s.io", "events", "patch"),
 ];
 
-/// Cluster-wide, used only for fleets with autoscaling on: find the pods to scrape, and set
-/// `controller.kubernetes.io/pod-deletion-cost` before a gateway scale-down.
-pub const AUTOSCALER: &[Permission] = &[p("", "pods", "patch")];
+/// Cluster-wide, used only for fleets with autoscaling on: read the Deployments' current
+/// replicas and set `controller.kubernetes.io/pod-deletion-cost` before a gateway scale-down
+/// (the pods to scrape are found with the `pods` list above).
+pub const AUTOSCALER: &[Permission] = &[p("apps", "deployments", "get"), p("", "pods", "patch")];
 
 /// In the operator's own namespace only: the leader-election Lease.
 pub const LEADER_ELECTION: &[Permission] = &[
