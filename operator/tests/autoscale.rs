@@ -71,7 +71,9 @@ impl Bench {
             .env("JWT_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            // Not read while the bench runs: a full pipe would stall its players (and the
+            // gateways would then close them for missed heartbeats).
+            .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
         Bench {
@@ -95,12 +97,8 @@ impl Bench {
             .expect("bench finishes in time")
             .expect("bench output");
         let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-            panic!(
-                "bench report is not JSON ({e}): {text}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+        serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("bench report is not JSON ({e}): {text}"))
     }
 }
 
@@ -262,6 +260,11 @@ fn created(p: &Pod) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_follow_connections_and_the_emptiest_are_removed() {
+    // RUST_LOG=gamefleet_operator=debug shows every autoscaler decision.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let started = Instant::now();
     let cluster = common::cluster().await;
     let client = cluster.client_as(TEST).await.unwrap();
@@ -462,6 +465,7 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
     surge.kill_group();
     drop(surge);
     let dropped_at = Instant::now();
+    tracing::info!("surge stopped");
     let _stay = Bench::start(
         &format!("ws://{busy_ip}:8080/ws"),
         400,
