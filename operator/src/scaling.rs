@@ -207,6 +207,35 @@ mod tests {
     }
 
     #[test]
+    fn the_autoscalers_limits_are_reported_and_a_new_bound_replaces_them() {
+        let s = auto(1, 4);
+        let mut d = decision(4, 1);
+        d.limits = vec![ScalingLimit {
+            tier: "gateway",
+            wanted: 8,
+            bound: "scaleUp policies",
+            limit: 4,
+        }];
+        let r = desired_replicas(&s, CurrentReplicas::default(), Some(&d));
+        assert_eq!(r.desired.gateway, 4);
+        assert_eq!(r.limits, d.limits);
+        // The bounds were lowered after the decision: the bound is what holds the tier now.
+        let s = auto(1, 2);
+        let r = desired_replicas(&s, CurrentReplicas::default(), Some(&d));
+        assert_eq!(r.desired.gateway, 2);
+        assert_eq!(
+            r.limits,
+            vec![ScalingLimit {
+                tier: "gateway",
+                wanted: 4,
+                bound: "maxReplicas",
+                limit: 2
+            }]
+        );
+        assert_eq!(d.reason("gateway"), "test");
+    }
+
+    #[test]
     fn engine_bounds_are_applied_too() {
         let s = auto(1, 4);
         let r = desired_replicas(&s, CurrentReplicas::default(), Some(&decision(2, 8)));
