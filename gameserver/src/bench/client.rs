@@ -185,7 +185,9 @@ async fn open(p: &Player) -> Result<Ws, ConnectError> {
     socket.bind(SocketAddr::V4(SocketAddrV4::new(p.source, 0)))?;
     let stream = socket.connect(p.server).await?;
     stream.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(p.url.as_str(), stream).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(p.url.as_str(), stream, Some(ws_config()))
+            .await?;
     expect(&mut ws, "connected").await?;
     Ok(ws)
 }
@@ -205,6 +207,13 @@ async fn join_inner(p: &Player, token: &str, s: &mut Session) -> Result<Ws, Conn
         epoch: p.epoch,
     });
     Ok(ws)
+}
+
+/// Small buffers, like the gateway's: tungstenite zero-fills its whole read buffer (128 KiB by
+/// default) before every socket read, which at tens of thousands of small frames a second made
+/// memset most of the load generator's CPU and its own scheduling delay most of the measured tail.
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024)
 }
 
 /// Read frames until one of type `want`; another player's join or a game event may come first.

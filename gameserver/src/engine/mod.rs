@@ -4,6 +4,7 @@
 
 pub mod frames;
 pub mod metrics;
+pub mod phase;
 mod room;
 mod runtime;
 

@@ -18,6 +18,7 @@ use crate::ledger::{
 
 use super::frames::{self, Reveal, RoundInfo, RoundTotals};
 use super::now_ms;
+use super::phase;
 use super::runtime::Shared;
 
 /// How long after its betting closed a round may still be settling on its previous owner.
@@ -76,7 +77,7 @@ macro_rules! retry {
 }
 
 /// Open a new round: next nonce, fresh seed, saved before its commitment is published.
-async fn open(shared: &Shared, game_id: &str) -> Option<OpenRound> {
+async fn open(shared: &Shared, game_id: &str, window: Duration) -> Option<OpenRound> {
     let nonce = retry!(
         shared,
         "next_nonce",
@@ -99,7 +100,7 @@ async fn open(shared: &Shared, game_id: &str) -> Option<OpenRound> {
         commitment: fairness::commitment(&server_seed),
         server_seed,
         betting_opens_at: opens_at,
-        betting_closes_at: opens_at + shared.cfg.betting_window.as_millis() as u64,
+        betting_closes_at: opens_at + window.as_millis() as u64,
     };
     retry!(shared, "open_round", shared.ledger.open_round(&state).await)?;
     Some(OpenRound::from_state(state))
@@ -137,13 +138,16 @@ pub(super) async fn run(
         settle(&shared, &OpenRound::from_state(left)).await;
     }
     let mut carried: Vec<QueuedBet> = Vec::new();
+    let (window, pause) = (shared.cfg.betting_window, shared.cfg.result_pause);
+    let mut first_window =
+        Some(window + phase::first_round_extension(&game_id, now_ms(), window, pause));
     loop {
         let opened = Instant::now();
-        let Some(mut round) = open(&shared, &game_id).await else {
+        let window = first_window.take().unwrap_or(window);
+        let Some(mut round) = open(&shared, &game_id, window).await else {
             return;
         };
         let opens_at = round.info.betting_opens_at;
-        let window = shared.cfg.betting_window;
         shared
             .publish(
                 Target::Room(game_id.clone()),
