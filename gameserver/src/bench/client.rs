@@ -379,7 +379,7 @@ pub async fn play(
     p: Player,
     mut s: Session,
     tally: Arc<Tally>,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     bet: Option<(Duration, Duration, i64)>,
     resume: bool,
 ) {
@@ -389,14 +389,22 @@ pub async fn play(
     // Ticks missed while connecting (or while this task was starved) are dropped, not sent in
     // a burst: the rate asked for is a ceiling, and the report gives the rate achieved.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // One long-lived future watches for the end. A `phase.changed()` made afresh in every turn of
+    // the loop would register and unregister a waiter on the watch shared by every player, for
+    // every frame received: a contended lock that cost more than handling the frame.
+    let mut watcher = phase.clone();
+    let done = async move {
+        while *watcher.borrow_and_update() != Phase::Done {
+            if watcher.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::pin!(done);
     loop {
         let measuring = *phase.borrow() == Phase::Measuring;
         tokio::select! {
-            changed = phase.changed() => {
-                if changed.is_err() || *phase.borrow() == Phase::Done {
-                    break;
-                }
-            }
+            () = &mut done => break,
             _ = ticker.tick(), if bet.is_some() && measuring => {
                 seq += 1;
                 let key = format!("{}-{seq}", p.user_id);

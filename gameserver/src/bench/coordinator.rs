@@ -45,6 +45,7 @@ pub async fn run(args: &BenchArgs) -> Result<Option<Report>, BenchError> {
         }
     }
     let rss_connected = args.server_pid.and_then(rss_kib);
+    tokio::time::sleep(std::time::Duration::from_secs(args.warmup)).await;
     for stdin in &mut stdins {
         stdin.write_all(b"start\n").await?;
         stdin.flush().await?;

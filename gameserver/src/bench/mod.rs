@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Seconds to measure after every connection is up.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// Seconds to wait after every connection is up before measuring, so the join storm (every
+    /// join is announced to the room) is not counted as event delivery latency.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
     /// Bets per second across all connections (0: only hold and receive).
     #[arg(long, default_value_t = 0)]
     pub bet_rate: u32,
