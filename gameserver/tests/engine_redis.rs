@@ -36,25 +36,16 @@ async fn gateway(server: &RedisServer, node: &str, rooms: &[&str]) -> Gateway {
     let bus = RedisBus::connect(bus_cfg(server, node)).unwrap();
     let rx = bus.take_deliveries().unwrap();
     for room in rooms {
-        // The subscriber connects in the background; retry until it is up.
-        for _ in 0..100 {
-            if bus.subscribe_room(room).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        bus.subscribe_room(room).await.unwrap();
         bus.join_room(room, &format!("{node}-conn")).await.unwrap();
     }
     // Direct frames reach a gateway only for the users it holds: these tests' players.
     let users = ["ann", "bo", "cy"].map(String::from);
     for u in users.into_iter().chain((0..8).map(|i| format!("p{i}"))) {
-        for _ in 0..100 {
-            if bus.subscribe_user(&u).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        bus.subscribe_user(&u).await.unwrap();
     }
+    // The subscriber connects in the background.
+    bus.wait_subscribed(Duration::from_secs(10)).await.unwrap();
     Gateway { bus, rx }
 }
 

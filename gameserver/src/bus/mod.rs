@@ -107,6 +107,13 @@ pub trait GatewayBus: Send + Sync + 'static {
         stream: &Target,
         since: Option<&Position>,
     ) -> Result<Recovery, BusError>;
+    /// Waits (at most `timeout`) until every room and user subscribed so far is being received.
+    /// Subscribing never fails for a lost connection: what is asked for while it is down is
+    /// subscribed as soon as it is back, and a join waits for that here. `Unavailable` when it
+    /// is not back in time.
+    async fn wait_subscribed(&self, _timeout: Duration) -> Result<(), BusError> {
+        Ok(())
+    }
     /// The stream of deliveries for this gateway's subscribed rooms, its users and `All`.
     /// Yields `None` for every call after the first.
     fn take_deliveries(&self) -> Option<tokio::sync::mpsc::Receiver<Delivery>>;

@@ -232,7 +232,7 @@ impl Conn {
             return Err(CloseCause::TooManyConnections);
         }
         if gw.registry.user_connections(user) == 1 {
-            // On failure the subscription is retried when the bus reconnects.
+            // A subscription asked for while the bus is reconnecting is made once it is back.
             if let Err(e) = gw.bus.subscribe_user(user).await {
                 tracing::warn!(error = %e, "subscribe_user failed");
             }
@@ -319,6 +319,10 @@ impl Conn {
             let gw = Arc::clone(&self.gw);
             let _membership = gw.membership.lock().await;
             self.join_on_bus(game_id, already).await
+        };
+        let joined = match joined {
+            Ok(players) if !already => self.wait_subscribed(game_id).await.map(|()| players),
+            other => other,
         };
         let players = match joined {
             Ok(p) => p,
@@ -449,6 +453,10 @@ impl Conn {
             let _membership = gw.membership.lock().await;
             self.join_on_bus(game_id, already).await
         };
+        let joined = match joined {
+            Ok(players) if !already => self.wait_subscribed(game_id).await.map(|()| players),
+            other => other,
+        };
         let players = match joined {
             Ok(players) => players,
             Err(code) => {
@@ -514,6 +522,34 @@ impl Conn {
                 .set(self.gw.registry.room_count() as i64);
         }
         Ok(players)
+    }
+
+    /// A new member waits (bounded) until the bus receives its room: the subscription may
+    /// be pending while the bus's connection is re-established. Outside the membership lock,
+    /// so joins of other rooms go on meanwhile. When it does not come in time the join is
+    /// undone and refused; the connection stays open.
+    async fn wait_subscribed(&mut self, game_id: &str) -> Result<(), ErrorCode> {
+        let Err(e) = self
+            .gw
+            .bus
+            .wait_subscribed(self.gw.cfg.subscribe_wait)
+            .await
+        else {
+            return Ok(());
+        };
+        tracing::warn!(error = %e, game_id, "room not received in time; join refused");
+        let gw = Arc::clone(&self.gw);
+        let _membership = gw.membership.lock().await;
+        if gw.registry.leave_room(game_id, &self.handle.id) == 0 {
+            if let Err(e) = gw.bus.unsubscribe_room(game_id).await {
+                tracing::warn!(error = %e, game_id, "unsubscribe_room failed");
+            }
+            gw.metrics.rooms.set(gw.registry.room_count() as i64);
+        }
+        if let Err(e) = gw.bus.leave_room(game_id, &self.id).await {
+            tracing::warn!(error = %e, game_id, "undoing a join failed");
+        }
+        Err(ErrorCode::EngineUnavailable)
     }
 
     async fn leave(&mut self, game_id: &str) -> Result<(), CloseCause> {

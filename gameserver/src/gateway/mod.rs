@@ -59,6 +59,9 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// Window over which a drain spreads its closes (capped at `drain_timeout`).
     pub reconnect_spread: Duration,
+    /// How long a join waits for the bus to receive its room (a pub/sub connection being
+    /// re-established) before it is refused with `ENGINE_UNAVAILABLE`.
+    pub subscribe_wait: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -79,6 +82,7 @@ impl Default for GatewayConfig {
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             reconnect_spread: Duration::from_secs(5),
+            subscribe_wait: Duration::from_secs(5),
         }
     }
 }

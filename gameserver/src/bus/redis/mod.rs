@@ -202,7 +202,8 @@ impl GatewayBus for RedisBus {
                 &self.cfg.prefix,
                 &Target::Room(game_id.into()),
             ))
-            .await
+            .await;
+        Ok(())
     }
 
     async fn unsubscribe_room(&self, game_id: &str) -> Result<(), BusError> {
@@ -211,7 +212,8 @@ impl GatewayBus for RedisBus {
                 &self.cfg.prefix,
                 &Target::Room(game_id.into()),
             ))
-            .await
+            .await;
+        Ok(())
     }
 
     async fn join_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError> {
@@ -258,7 +260,8 @@ impl GatewayBus for RedisBus {
                 &self.cfg.prefix,
                 &Target::User(user_id.into()),
             ))
-            .await
+            .await;
+        Ok(())
     }
 
     async fn unsubscribe_user(&self, user_id: &str) -> Result<(), BusError> {
@@ -267,7 +270,8 @@ impl GatewayBus for RedisBus {
                 &self.cfg.prefix,
                 &Target::User(user_id.into()),
             ))
-            .await
+            .await;
+        Ok(())
     }
 
     async fn position(&self, stream: &Target) -> Result<Position, BusError> {
@@ -284,6 +288,10 @@ impl GatewayBus for RedisBus {
         self.histories
             .history(&mut self.conn.clone(), stream, since)
             .await
+    }
+
+    async fn wait_subscribed(&self, timeout: Duration) -> Result<(), BusError> {
+        self.subscriber.wait_up(timeout).await
     }
 
     fn take_deliveries(&self) -> Option<mpsc::Receiver<Delivery>> {

@@ -1,6 +1,11 @@
 //! The gateway's subscriber: one pub/sub connection carrying its rooms' and users' channels plus
 //! the broadcast channel; re-established (with every subscription and this gateway's presence)
 //! whenever Redis comes back.
+//!
+//! What the gateway wants to receive is kept apart from the connection: a subscription asked
+//! for while the connection is down, or whose command fails, is not an error but part of what
+//! the next connection subscribes. Callers that need the channel live (a join) wait for the
+//! connection with [`Subscriber::wait_up`], bounded.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -9,10 +14,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
 use redis::aio::{ConnectionManager, PubSubSink};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{lock, restore_presence, unavailable, RedisBus};
+use super::{restore_presence, unavailable, RedisBus};
 use crate::bus::{BusError, Delivery, Target};
 
 #[derive(Clone)]
@@ -43,9 +48,42 @@ impl PubSubMetrics {
     }
 }
 
+/// Longest wait for Redis to answer a (un)subscribe or to accept the connection; past it the
+/// connection is taken for dead and re-established.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Channels per `SUBSCRIBE` when a new connection subscribes everything wanted.
+const SUBSCRIBE_CHUNK: usize = 1_000;
+
+/// What the gateway wants to receive, and the connection receiving it (if one is up). Held
+/// across (un)subscribe commands so that commands reach Redis in the order the wanted set
+/// changed, and a new connection subscribes a complete set.
+struct State {
+    wanted: HashSet<String>,
+    live: Option<Live>,
+}
+
+/// A connection that has subscribed every wanted channel.
+struct Live {
+    sink: PubSubSink,
+    /// Cancelled when a command on this connection failed: its session ends and a new
+    /// connection subscribes `wanted` again.
+    broken: CancellationToken,
+}
+
+impl State {
+    /// The live connection failed a command: drop it and have it re-established.
+    fn take_down(&mut self, up: &watch::Sender<bool>) {
+        if let Some(live) = self.live.take() {
+            live.broken.cancel();
+        }
+        up.send_replace(false);
+    }
+}
+
 pub(super) struct Subscriber {
-    channels: Arc<Mutex<HashSet<String>>>,
-    sink: Arc<Mutex<Option<PubSubSink>>>,
+    state: Arc<tokio::sync::Mutex<State>>,
+    up_tx: Arc<watch::Sender<bool>>,
+    up: watch::Receiver<bool>,
     pub(super) metrics: PubSubMetrics,
     _stop: DropGuard,
 }
@@ -60,11 +98,12 @@ impl Subscriber {
         presence_ttl: Duration,
     ) -> prometheus::Result<Self> {
         let stop = CancellationToken::new();
-        let channels = Arc::new(Mutex::new(HashSet::from([RedisBus::channel(
-            &prefix,
-            &Target::All,
-        )])));
-        let sink = Arc::new(Mutex::new(None));
+        let state = Arc::new(tokio::sync::Mutex::new(State {
+            wanted: HashSet::from([RedisBus::channel(&prefix, &Target::All)]),
+            live: None,
+        }));
+        let (up_tx, up) = watch::channel(false);
+        let up_tx = Arc::new(up_tx);
         let metrics = PubSubMetrics::new()?;
         let task = Task {
             client,
@@ -73,38 +112,72 @@ impl Subscriber {
             conn,
             members,
             presence_ttl,
-            channels: Arc::clone(&channels),
-            sink: Arc::clone(&sink),
+            state: Arc::clone(&state),
+            up: Arc::clone(&up_tx),
             metrics: metrics.clone(),
             stop: stop.clone(),
+            went_up: false,
         };
         tokio::spawn(task.run());
         Ok(Self {
-            channels,
-            sink,
+            state,
+            up_tx,
+            up,
             metrics,
             _stop: stop.drop_guard(),
         })
     }
 
-    fn current_sink(&self) -> Option<PubSubSink> {
-        lock(&self.sink).clone()
-    }
-
-    pub(super) async fn subscribe(&self, channel: String) -> Result<(), BusError> {
-        lock(&self.channels).insert(channel.clone());
-        match self.current_sink() {
-            Some(mut sink) => sink.subscribe(&channel).await.map_err(unavailable),
-            // Subscribed as soon as the connection is back.
-            None => Err(BusError::Unavailable("pub/sub connection down".into())),
+    /// Adds `channel` to what this gateway receives. Never fails: while the connection is down
+    /// (or when this command fails, which takes it down) the channel is subscribed by the next
+    /// connection; [`wait_up`](Self::wait_up) tells when that has happened.
+    pub(super) async fn subscribe(&self, channel: String) {
+        let mut state = self.state.lock().await;
+        state.wanted.insert(channel.clone());
+        let Some(live) = &state.live else { return };
+        let mut sink = live.sink.clone();
+        match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, channel, "pub/sub subscribe failed; reconnecting");
+                state.take_down(&self.up_tx);
+            }
+            Err(_) => {
+                tracing::warn!(channel, "pub/sub subscribe timed out; reconnecting");
+                state.take_down(&self.up_tx);
+            }
         }
     }
 
-    pub(super) async fn unsubscribe(&self, channel: String) -> Result<(), BusError> {
-        lock(&self.channels).remove(&channel);
-        match self.current_sink() {
-            Some(mut sink) => sink.unsubscribe(&channel).await.map_err(unavailable),
-            None => Ok(()),
+    /// Stops receiving `channel`. Never fails: a connection made later does not subscribe it.
+    pub(super) async fn unsubscribe(&self, channel: String) {
+        let mut state = self.state.lock().await;
+        state.wanted.remove(&channel);
+        let Some(live) = &state.live else { return };
+        let mut sink = live.sink.clone();
+        if !matches!(
+            tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!(channel, "pub/sub unsubscribe failed; reconnecting");
+            state.take_down(&self.up_tx);
+        }
+    }
+
+    /// Resolves once a connection is up that receives every channel subscribed so far, or
+    /// fails after `timeout`.
+    pub(super) async fn wait_up(&self, timeout: Duration) -> Result<(), BusError> {
+        let mut up = self.up.clone();
+        let waited = tokio::time::timeout(timeout, up.wait_for(|up| *up))
+            .await
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(BusError::Unavailable("pub/sub subscriber stopped".into())),
+            Err(_) => Err(BusError::Unavailable(format!(
+                "pub/sub connection not up within {} ms",
+                timeout.as_millis()
+            ))),
         }
     }
 }
@@ -116,10 +189,12 @@ struct Task {
     conn: ConnectionManager,
     members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     presence_ttl: Duration,
-    channels: Arc<Mutex<HashSet<String>>>,
-    sink: Arc<Mutex<Option<PubSubSink>>>,
+    state: Arc<tokio::sync::Mutex<State>>,
+    up: Arc<watch::Sender<bool>>,
     metrics: PubSubMetrics,
     stop: CancellationToken,
+    /// The current session got as far as subscribing (its end starts the backoff over).
+    went_up: bool,
 }
 
 impl Task {
@@ -130,12 +205,15 @@ impl Task {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 done = self.session() => match done {
-                    Ok(()) => backoff = Duration::from_millis(100),
+                    Ok(()) => return, // the gateway stopped reading deliveries
                     Err(e) => tracing::warn!(error = %e, "redis pub/sub unavailable; retrying"),
                 },
             }
-            *lock(&self.sink) = None;
+            self.state.lock().await.take_down(&self.up);
             self.metrics.connected.set(0);
+            if std::mem::take(&mut self.went_up) {
+                backoff = Duration::from_millis(100);
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
@@ -144,32 +222,54 @@ impl Task {
         }
     }
 
-    /// One connection's life: subscribe everything, restore presence, forward messages.
+    /// One connection's life: subscribe everything wanted, restore presence, forward messages.
     async fn session(&mut self) -> Result<(), BusError> {
-        let pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| BusError::Unavailable("pub/sub connect timed out".into()))?
+            .map_err(unavailable)?;
         let (mut sink, mut stream) = pubsub.split();
-        let wanted: Vec<String> = lock(&self.channels).iter().cloned().collect();
-        sink.subscribe(&wanted).await.map_err(unavailable)?;
-        *lock(&self.sink) = Some(sink.clone());
-        // Channels added while we were subscribing (subscribing twice is harmless).
-        let late: Vec<String> = lock(&self.channels)
-            .iter()
-            .filter(|c| !wanted.contains(c))
-            .cloned()
-            .collect();
-        if !late.is_empty() {
-            sink.subscribe(&late).await.map_err(unavailable)?;
-        }
-        restore_presence(
-            &mut self.conn,
-            &self.prefix,
-            self.presence_ttl,
-            &self.members,
-        )
-        .await?;
+        let broken = self.stop.child_token();
+        let channels = {
+            // Joins wait on this lock meanwhile, so none falls between the set and the sink.
+            let mut state = self.state.lock().await;
+            let wanted: Vec<&String> = state.wanted.iter().collect();
+            for chunk in wanted.chunks(SUBSCRIBE_CHUNK) {
+                tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(chunk))
+                    .await
+                    .map_err(|_| BusError::Unavailable("pub/sub subscribe timed out".into()))?
+                    .map_err(unavailable)?;
+            }
+            let channels = wanted.len();
+            state.live = Some(Live {
+                sink,
+                broken: broken.clone(),
+            });
+            channels
+        };
+        self.up.send_replace(true);
+        self.went_up = true;
         self.metrics.connected.set(1);
-        tracing::info!("redis pub/sub connected");
-        while let Some(msg) = stream.next().await {
+        tracing::info!(channels, "redis pub/sub connected");
+        // Redis may have lost this gateway's presence (a restart); written again beside the
+        // session, so a slow or failed write never takes a working subscription down.
+        tokio::spawn(restore_presence_until_done(
+            self.conn.clone(),
+            self.prefix.clone(),
+            self.presence_ttl,
+            Arc::clone(&self.members),
+            broken.clone(),
+        ));
+        loop {
+            let msg = tokio::select! {
+                _ = broken.cancelled() => {
+                    return Err(BusError::Unavailable("pub/sub command failed".into()));
+                }
+                msg = stream.next() => msg,
+            };
+            let Some(msg) = msg else {
+                return Err(BusError::Unavailable("pub/sub connection closed".into()));
+            };
             let payload: String = match msg.get_payload() {
                 Ok(p) => p,
                 Err(e) => {
@@ -190,6 +290,32 @@ impl Task {
                 return Ok(()); // the gateway stopped
             }
         }
-        Err(BusError::Unavailable("pub/sub connection closed".into()))
+    }
+}
+
+/// Writes this gateway's memberships again, retrying until it worked or the session ended.
+async fn restore_presence_until_done(
+    mut conn: ConnectionManager,
+    prefix: String,
+    ttl: Duration,
+    members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    session: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = restore_presence(&mut conn, &prefix, ttl, &members);
+        let failed = tokio::select! {
+            _ = session.cancelled() => return,
+            r = attempt => match r {
+                Ok(()) => return,
+                Err(e) => e,
+            },
+        };
+        tracing::warn!(error = %failed, "restoring presence failed; retrying");
+        tokio::select! {
+            _ = session.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
