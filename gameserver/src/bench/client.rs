@@ -79,6 +79,9 @@ struct Incoming {
     idempotency_key: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    /// `error`: its code (reported with the rejection).
+    #[serde(default)]
+    code: Option<String>,
     /// Where a room or inbox frame sits (see docs/protocol.md, "Positions").
     #[serde(default)]
     position: Option<FramePosition>,
@@ -228,7 +231,11 @@ async fn expect(ws: &mut Ws, want: &str) -> Result<Incoming, ConnectError> {
             return Ok(frame);
         }
         if ERRORS.contains(&frame.kind.as_str()) {
-            return Err(ConnectError::Rejected(frame.kind));
+            let why = frame.code.or(frame.reason);
+            return Err(ConnectError::Rejected(match why {
+                Some(code) => format!("{}:{code}", frame.kind),
+                None => frame.kind,
+            }));
         }
     }
     Err(ConnectError::Closed)
