@@ -45,7 +45,12 @@ pub async fn run(args: &BenchArgs) -> Result<Option<Report>, BenchError> {
         }
     }
     let rss_connected = args.server_pid.and_then(rss_kib);
-    tokio::time::sleep(std::time::Duration::from_secs(args.warmup)).await;
+    let rss_warm = if args.warmup > 0 {
+        tokio::time::sleep(std::time::Duration::from_secs(args.warmup)).await;
+        args.server_pid.and_then(rss_kib)
+    } else {
+        None
+    };
     for stdin in &mut stdins {
         stdin.write_all(b"start\n").await?;
         stdin.flush().await?;
@@ -62,6 +67,7 @@ pub async fn run(args: &BenchArgs) -> Result<Option<Report>, BenchError> {
     }
     let mut report = Report::merge(args.connections, &reports);
     report.set_server_memory(rss_before, rss_connected);
+    report.server_rss_kib_after_warmup = rss_warm;
     Ok(Some(report))
 }
 

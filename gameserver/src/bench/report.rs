@@ -152,6 +152,8 @@ pub struct Report {
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_connected: Option<u64>,
     pub server_kib_per_connection: Option<f64>,
+    /// Server resident memory after the warm-up, with rounds running (KiB).
+    pub server_rss_kib_after_warmup: Option<u64>,
 }
 
 impl Report {
@@ -263,6 +265,14 @@ impl Report {
                 self.server_rss_kib_connected.unwrap_or(0),
                 per
             ));
+            if let (Some(warm), Some(before)) =
+                (self.server_rss_kib_after_warmup, self.server_rss_kib_before)
+            {
+                s.push_str(&format!(
+                    "server RSS after warm-up: {warm} KiB, {:.2} KiB per connection\n",
+                    warm.saturating_sub(before) as f64 / self.connected.max(1) as f64
+                ));
+            }
         }
         s
     }
