@@ -101,6 +101,16 @@ pub(crate) async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// `/readyz` waits for Redis (and, on a gateway, its pub/sub connection) and fails when it is
+/// lost for longer than the grace period; `/healthz` does not look at it.
+fn watch_redis(health: &Health, bus: &Arc<RedisBus>, pubsub: bool, stop: &CancellationToken) {
+    let bus = Arc::clone(bus);
+    admin::watch_dependency(health.dependency("redis"), stop.clone(), move || {
+        let bus = Arc::clone(&bus);
+        async move { bus.check(pubsub).await }
+    });
+}
+
 fn spawn_server(
     name: &'static str,
     l: tokio::net::TcpListener,
@@ -142,6 +152,7 @@ pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
     bus.register_metrics(&registry).map_err(|e| e.to_string())?;
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();
+    watch_redis(&health, &bus, true, &stop);
     let gateway =
         Gateway::new(cfg, bus, auth, &registry, Arc::clone(&health)).map_err(|e| e.to_string())?;
     gateway.start(stop.clone()).map_err(|e| e.to_string())?;
@@ -210,6 +221,10 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
     bus_cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     bus_cfg.claim_idle = bus_cfg.lease_ttl * 2 / 3;
     let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
+    let health = Arc::new(Health::default());
+    let stop = CancellationToken::new();
+    // The ledger uses the same Redis: one check covers both.
+    watch_redis(&health, &bus, false, &stop);
     let ledger: Arc<dyn Ledger> = Arc::new(
         RedisLedger::connect(&url, args.redis.redis_prefix.clone())
             .map_err(|e| e.to_string())?
@@ -228,8 +243,6 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         ..EngineConfig::default()
     };
     cfg.validate().map_err(|e| e.to_string())?;
-    let health = Arc::new(Health::default());
-    let stop = CancellationToken::new();
     let admin_l = server::bind(args.admin_listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.admin_listen))?;

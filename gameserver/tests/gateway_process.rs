@@ -1,5 +1,7 @@
 //! A real `gameserver gateway` process on a real redis-server: SIGTERM drains it (every client
 //! told and closed with 1012, readiness and upgrades refused at once) and the process exits.
+//! Gateway and engine processes are ready only while Redis is reachable, and stay alive
+//! (liveness) through a Redis outage.
 
 mod support;
 
@@ -33,6 +35,11 @@ fn free_addr() -> SocketAddr {
 }
 
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path).await.map(|(status, _)| status)
+}
+
+/// Status and body of a GET; `None` while nothing answers.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
@@ -40,7 +47,9 @@ async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).await.ok()?;
-    out.get(9..12)?.parse().ok()
+    let status = out.get(9..12)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
 }
 
 type Ws =
@@ -159,4 +168,101 @@ async fn sigterm_drains_every_client_and_exits() {
         "{:?}",
         sent.elapsed()
     );
+}
+
+fn gameserver(args: &[&str], redis: &RedisServer) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_gameserver"))
+            .args(args)
+            .env("REDIS_URL", redis.url())
+            .env("JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Polls every admin address until `/readyz` answers `want` (asserting that `/healthz` stays
+/// 200 meanwhile); returns the last body per address.
+async fn readiness_becomes(admins: &[SocketAddr], want: u16, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut bodies = vec![String::new(); admins.len()];
+    let mut done = vec![false; admins.len()];
+    while done.contains(&false) {
+        for (i, admin) in admins.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            assert_eq!(
+                http_status(*admin, "/healthz").await,
+                Some(200),
+                "{admin}: liveness must not depend on Redis"
+            );
+            if let Some((status, body)) = http_get(*admin, "/readyz").await {
+                done[i] = status == want;
+                bodies[i] = body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz not {want} within {within:?}: {bodies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis_and_liveness_does_not() {
+    let mut redis = RedisServer::start();
+    // Redis is down when the processes start.
+    redis.kill();
+    let (player, gw_admin, engine_admin) = (free_addr(), free_addr(), free_addr());
+    let _gateway = gameserver(
+        &[
+            "gateway",
+            "--listen",
+            &player.to_string(),
+            "--admin-listen",
+            &gw_admin.to_string(),
+        ],
+        &redis,
+    );
+    let _engine = gameserver(
+        &["engine", "--admin-listen", &engine_admin.to_string()],
+        &redis,
+    );
+    let admins = [gw_admin, engine_admin];
+    // Alive (the admin port answers) but not ready, saying why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for admin in admins {
+        while http_status(admin, "/healthz").await != Some(200) {
+            assert!(Instant::now() < deadline, "{admin} never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, body) = http_get(admin, "/readyz").await.unwrap();
+        assert_eq!(status, 503, "{admin}: {body}");
+        assert!(body.contains("redis: not connected yet"), "{admin}: {body}");
+    }
+
+    redis.restart();
+    readiness_becomes(&admins, 200, Duration::from_secs(10)).await;
+
+    // A lost Redis takes them out of their Services only after the grace period.
+    redis.kill();
+    let lost = Instant::now();
+    let bodies = readiness_becomes(&admins, 503, Duration::from_secs(15)).await;
+    let after = lost.elapsed();
+    assert!(
+        after >= Duration::from_secs(2),
+        "readiness failed {after:?} after Redis was lost, within the grace period"
+    );
+    for body in &bodies {
+        assert!(body.contains("redis: unreachable for"), "{body}");
+    }
+
+    redis.restart();
+    readiness_becomes(&admins, 200, Duration::from_secs(10)).await;
 }

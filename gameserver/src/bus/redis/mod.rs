@@ -175,6 +175,19 @@ impl RedisBus {
     pub fn history_max_age(&self) -> Duration {
         self.histories.max_age()
     }
+
+    /// Whether Redis answers, and (`pubsub`: a gateway) whether the pub/sub connection is up:
+    /// the readiness check.
+    pub async fn check(&self, pubsub: bool) -> Result<(), String> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        if pubsub && !self.subscriber.is_up() {
+            return Err("pub/sub connection down".into());
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

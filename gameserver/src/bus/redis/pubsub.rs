@@ -164,6 +164,10 @@ impl Subscriber {
         }
     }
 
+    pub(super) fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
     /// Resolves once a connection is up that receives every channel subscribed so far, or
     /// fails after `timeout`.
     pub(super) async fn wait_up(&self, timeout: Duration) -> Result<(), BusError> {
