@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState, Health};
 use crate::auth::Authenticator;
 use crate::bus::redis::{RedisBus, RedisBusConfig};
-use crate::cli::args::{Secret, ServerArgs};
+use crate::cli::args::{DrainArgs, Secret, ServerArgs, ENGINE_DRAIN_TIMEOUT};
 use crate::engine::{self, EngineConfig};
 use crate::gateway::Gateway;
 use crate::ledger::{admin as ledger_admin, Ledger, RedisLedger};
@@ -62,10 +62,10 @@ pub struct EngineCmdArgs {
     /// Room lease lifetime, milliseconds: how soon a dead engine's rooms move.
     #[arg(long, env = "LEASE_TTL_MS", default_value_t = 3_000)]
     pub lease_ttl_ms: u64,
-    /// On SIGTERM, longest wait for the rounds in progress to settle before the engine gives its
-    /// rooms up anyway, milliseconds (keep it below the pod's termination grace period).
-    #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
-    pub drain_timeout_ms: u64,
+    // On SIGTERM, the engine waits at most the drain timeout for the rounds in progress to
+    // settle before it gives its rooms up anyway.
+    #[command(flatten)]
+    pub drain: DrainArgs,
     /// How long idempotency keys and settled bet records are kept, seconds: a key repeated
     /// within it gets its first outcome. The ledger's audit stream keeps every entry regardless.
     #[arg(long, env = "IDEMPOTENCY_RETENTION_SECS", default_value_t = 86_400)]
@@ -239,7 +239,7 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         // Rooms are refreshed (and leases renewed) several times per lease lifetime, and at
         // least every 250 ms so a room another engine gives up is taken over promptly.
         rooms_poll: Duration::from_millis((args.lease_ttl_ms / 4).clamp(50, 250)),
-        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        drain_timeout: args.drain.timeout(ENGINE_DRAIN_TIMEOUT)?,
         ..EngineConfig::default()
     };
     cfg.validate().map_err(|e| e.to_string())?;

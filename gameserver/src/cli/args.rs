@@ -54,13 +54,38 @@ pub struct GatewayArgs {
     /// Close connections that do not authenticate within this, milliseconds.
     #[arg(long, env = "AUTH_TIMEOUT_MS", default_value_t = 30_000)]
     pub auth_timeout_ms: u64,
-    /// Longest a drain (SIGTERM, POST /drain) may take before the process exits anyway, seconds.
-    #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 30.0)]
-    pub drain_timeout_seconds: f64,
+    #[command(flatten)]
+    pub drain: DrainArgs,
     /// Window over which a drain spreads its connection closes (1012), seconds; capped at the
     /// drain timeout.
     #[arg(long, env = "RECONNECT_SPREAD_SECONDS", default_value_t = 5.0)]
     pub reconnect_spread_seconds: f64,
+}
+
+/// The drain budget, one name for gateways and engines (the operator sets it from
+/// `drain.timeoutSeconds` on both).
+#[derive(Args, Debug, Clone, Default)]
+pub struct DrainArgs {
+    /// Longest a drain (SIGTERM; on a gateway also POST /drain) may take before the process
+    /// exits anyway, seconds [default: gateway 30, engine 20]. Keep it below the pod's
+    /// termination grace period.
+    #[arg(long, env = "DRAIN_TIMEOUT_SECONDS")]
+    pub drain_timeout_seconds: Option<f64>,
+    /// Deprecated spelling of --drain-timeout-seconds in milliseconds (engines used to read
+    /// it); --drain-timeout-seconds wins when both are set.
+    #[arg(long, env = "DRAIN_TIMEOUT_MS", hide = true)]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+impl DrainArgs {
+    /// The configured drain timeout, or this role's `default`.
+    pub fn timeout(&self, default: Duration) -> Result<Duration, String> {
+        match (self.drain_timeout_seconds, self.drain_timeout_ms) {
+            (Some(s), _) => seconds("--drain-timeout-seconds", s),
+            (None, Some(ms)) => seconds("--drain-timeout-ms", ms as f64 / 1000.0),
+            (None, None) => Ok(default),
+        }
+    }
 }
 
 fn seconds(flag: &str, v: f64) -> Result<Duration, String> {
@@ -71,6 +96,11 @@ fn seconds(flag: &str, v: f64) -> Result<Duration, String> {
     }
     Ok(Duration::from_secs_f64(v))
 }
+
+/// A gateway's drain timeout unless configured.
+pub const GATEWAY_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// An engine's drain timeout unless configured.
+pub const ENGINE_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl GatewayArgs {
     pub fn config(&self) -> Result<GatewayConfig, String> {
@@ -92,7 +122,7 @@ impl GatewayArgs {
         if self.connections_per_user == 0 {
             return Err("--connections-per-user must be > 0, got 0".into());
         }
-        let drain_timeout = seconds("--drain-timeout-seconds", self.drain_timeout_seconds)?;
+        let drain_timeout = self.drain.timeout(GATEWAY_DRAIN_TIMEOUT)?;
         let reconnect_spread =
             seconds("--reconnect-spread-seconds", self.reconnect_spread_seconds)?;
         let mut cfg = GatewayConfig {
@@ -209,5 +239,39 @@ mod tests {
             cli.server.gateway.config().unwrap_err(),
             "--drain-timeout-seconds must be a number of seconds between 0 and 86400, got -1"
         );
+    }
+
+    #[test]
+    fn one_drain_timeout_name_with_the_old_milliseconds_as_fallback() {
+        #[derive(Parser, Debug)]
+        struct Drain {
+            #[command(flatten)]
+            drain: DrainArgs,
+        }
+        let timeout = |args: &[&str]| {
+            let mut argv = vec!["x"];
+            argv.extend_from_slice(args);
+            Drain::parse_from(argv).drain.timeout(ENGINE_DRAIN_TIMEOUT)
+        };
+        assert_eq!(timeout(&[]), Ok(Duration::from_secs(20)));
+        assert_eq!(
+            timeout(&["--drain-timeout-seconds", "45"]),
+            Ok(Duration::from_secs(45))
+        );
+        assert_eq!(
+            timeout(&["--drain-timeout-ms", "1500"]),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            timeout(&["--drain-timeout-ms", "1500", "--drain-timeout-seconds", "2"]),
+            Ok(Duration::from_secs(2)),
+            "the current name wins"
+        );
+        assert!(timeout(&["--drain-timeout-ms", "99999999999"])
+            .unwrap_err()
+            .starts_with("--drain-timeout-ms must be"));
+        let cli = Cli::parse_from(["x", "--drain-timeout-ms", "2500"]);
+        let cfg = cli.server.gateway.config().unwrap();
+        assert_eq!(cfg.drain_timeout, Duration::from_millis(2500));
     }
 }

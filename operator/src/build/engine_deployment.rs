@@ -24,18 +24,14 @@ pub fn args(spec: &GameFleetSpec) -> Vec<String> {
     ]
 }
 
-/// The common environment plus the engine's own: the admin API token when one is configured, and
-/// its drain budget in the unit it reads (milliseconds), so it gives its rooms up before the
-/// kubelet's SIGKILL.
+/// The common environment (which carries the drain budget, `DRAIN_TIMEOUT_SECONDS`, read by
+/// both roles: the engine gives its rooms up before the kubelet's SIGKILL) plus the admin API
+/// token when one is configured.
 pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     let mut env = pod::env(spec);
     if let Some(r) = &spec.auth.admin_token_secret_ref {
         env.push(pod::secret("ADMIN_TOKEN", r));
     }
-    env.push(pod::value(
-        "DRAIN_TIMEOUT_MS",
-        (i64::from(spec.drain.timeout_seconds.max(0)) * 1000).to_string(),
-    ));
     env
 }
 
@@ -179,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn engine_env_adds_admin_token_and_drain_in_milliseconds() {
+    fn engine_env_adds_admin_token_and_shares_the_drain_timeout_name() {
         let mut sp = spec();
         sp.drain.timeout_seconds = 20;
         let find = |env: &[k8s_openapi::api::core::v1::EnvVar], n: &str| {
@@ -188,8 +184,13 @@ mod tests {
         let e = env(&sp);
         assert_eq!(&e[..pod::env(&sp).len()], pod::env(&sp).as_slice());
         assert_eq!(
-            find(&e, "DRAIN_TIMEOUT_MS").unwrap().value.as_deref(),
-            Some("20000")
+            find(&e, "DRAIN_TIMEOUT_SECONDS").unwrap().value.as_deref(),
+            Some("20"),
+            "the gateway's name and unit"
+        );
+        assert!(
+            find(&e, "DRAIN_TIMEOUT_MS").is_none(),
+            "the old engine-only name is not set"
         );
         assert!(
             find(&e, "ADMIN_TOKEN").is_none(),
