@@ -6,13 +6,15 @@ mod support;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gameserver::bus::redis::{RedisBus, RedisBusConfig};
-use gameserver::bus::{BetRequest, GatewayBus, Target};
+use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
 use gameserver::ledger::{user_account, EntryKind, Ledger, RedisLedger, Transfer, TREASURY};
 use serde_json::{json, Value};
 use support::RedisServer;
+use tokio::sync::mpsc::Receiver;
 
 /// Kills the process if the test ends early (a failed assertion must not leave it running).
 struct Proc(Child);
@@ -60,9 +62,13 @@ fn engine_process_with_lease(server: &RedisServer, id: &str, lease_ms: u64) -> P
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
-    let server = RedisServer::start();
+/// The players p0…p7 funded with `balance` each, and a gateway's side of the bus holding a
+/// member in each of `rooms` and receiving those rooms and the players' direct frames.
+async fn players_and_gateway(
+    server: &RedisServer,
+    rooms: &[&str],
+    balance: i64,
+) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
     let ledger = RedisLedger::connect(&server.url(), "gf").unwrap();
     for u in 0..8 {
         ledger
@@ -71,31 +77,67 @@ async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
                 kind: EntryKind::Deposit,
                 from: TREASURY.into(),
                 to: user_account(&format!("p{u}")),
-                amount: 100_000,
+                amount: balance,
                 memo: String::new(),
             })
             .await
             .unwrap();
     }
     let gw = RedisBus::connect(RedisBusConfig::new(server.url(), "gw")).unwrap();
-    let mut rx = gw.take_deliveries().unwrap();
-    let rooms = ["r1", "r2", "r3", "r4"];
+    let rx = gw.take_deliveries().unwrap();
     for room in rooms {
-        for _ in 0..100 {
-            if gw.subscribe_room(room).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        gw.subscribe_room(room).await.unwrap();
         gw.join_room(room, "conn").await.unwrap();
     }
     // Direct frames reach a gateway only for the users it holds.
     for u in 0..8 {
         gw.subscribe_user(&format!("p{u}")).await.unwrap();
     }
+    // The subscriber connects in the background.
+    gw.wait_subscribed(Duration::from_secs(10)).await.unwrap();
+    (ledger, gw, rx)
+}
+
+async fn redis_conn(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Waits until every room's lease is held by one of `engines`, each holding at least one.
+async fn rooms_shared_by(
+    conn: &mut redis::aio::MultiplexedConnection,
+    rooms: &[&str],
+    engines: &[&str],
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let owners = lease_owners(conn, rooms).await;
+        let held = |e: &&str| owners.iter().any(|o| o == e);
+        if owners.iter().all(|o| engines.contains(&o.as_str())) && engines.iter().all(held) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rooms not shared by {engines:?} within {within:?}: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
+    let server = RedisServer::start();
+    let rooms = ["r1", "r2", "r3", "r4"];
+    let (ledger, gw, mut rx) = players_and_gateway(&server, &rooms, 100_000).await;
+    let mut conn = redis_conn(&server).await;
     let mut doomed = engine_process(&server, "e1");
     let mut survivor = engine_process(&server, "e2");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Both engines run rooms before one is killed (a slow start must not make the kill moot).
+    rooms_shared_by(&mut conn, &rooms, &["e1", "e2"], Duration::from_secs(30)).await;
 
     let mut keys = Vec::new();
     for i in 0..120 {
@@ -215,57 +257,14 @@ async fn lease_owners(conn: &mut redis::aio::MultiplexedConnection, rooms: &[&st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_an_engine_hands_its_rooms_over() {
     let server = RedisServer::start();
-    let ledger = RedisLedger::connect(&server.url(), "gf").unwrap();
-    for u in 0..8 {
-        ledger
-            .transfer(&Transfer {
-                key: format!("seed-{u}"),
-                kind: EntryKind::Deposit,
-                from: TREASURY.into(),
-                to: user_account(&format!("p{u}")),
-                amount: 1_000_000,
-                memo: String::new(),
-            })
-            .await
-            .unwrap();
-    }
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let gw = RedisBus::connect(RedisBusConfig::new(server.url(), "gw")).unwrap();
-    let mut rx = gw.take_deliveries().unwrap();
     let rooms = ["r1", "r2", "r3", "r4", "r5", "r6"];
-    for room in rooms {
-        for _ in 0..100 {
-            if gw.subscribe_room(room).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        gw.join_room(room, "conn").await.unwrap();
-    }
-    for u in 0..8 {
-        gw.subscribe_user(&format!("p{u}")).await.unwrap();
-    }
+    let (ledger, gw, mut rx) = players_and_gateway(&server, &rooms, 1_000_000).await;
+    let mut conn = redis_conn(&server).await;
     // A lease longer than the whole handover: rooms can only move because it is released.
     let lease_ms = 5_000;
     let draining = engine_process_with_lease(&server, "e1", lease_ms);
     let mut survivor = engine_process_with_lease(&server, "e2", lease_ms);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let owners = lease_owners(&mut conn, &rooms).await;
-        let e1 = owners.iter().filter(|o| *o == "e1").count();
-        if owners.iter().all(|o| o == "e1" || o == "e2") && e1 > 0 && e1 < rooms.len() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rooms not shared by both engines: {owners:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    rooms_shared_by(&mut conn, &rooms, &["e1", "e2"], Duration::from_secs(30)).await;
 
     // Collect room events and settlements while bets flow.
     let collector = tokio::spawn(async move {

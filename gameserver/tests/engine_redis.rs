@@ -10,7 +10,10 @@ use std::time::Duration;
 use gameserver::bus::redis::{RedisBus, RedisBusConfig};
 use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
 use gameserver::engine::{self, EngineConfig};
-use gameserver::ledger::{EntryKind, Ledger, RedisLedger};
+use gameserver::ledger::{
+    BetRecord, Entry, EntryKind, Ledger, LedgerError, Placed, Posted, RedisLedger, RoundState,
+    Settlement, Transfer, Wager,
+};
 use serde_json::{json, Value};
 use support::RedisServer;
 use tokio::sync::mpsc::Receiver;
@@ -75,6 +78,15 @@ impl Engine {
 }
 
 fn start_engine(server: &RedisServer, node: &str) -> Engine {
+    start_engine_with(server, node, |l| Arc::new(l))
+}
+
+/// An engine whose ledger is `wrap`ped (to stop it at a chosen step).
+fn start_engine_with(
+    server: &RedisServer,
+    node: &str,
+    wrap: impl FnOnce(RedisLedger) -> Arc<dyn Ledger> + Send + 'static,
+) -> Engine {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -92,7 +104,7 @@ fn start_engine(server: &RedisServer, node: &str) -> Engine {
     rt.spawn(async move {
         let bus = RedisBus::connect(bus_cfg_url(&url, &node)).unwrap();
         bus.register_metrics(&reg).unwrap();
-        let ledger: Arc<dyn Ledger> = Arc::new(RedisLedger::connect(&url, "gf").unwrap());
+        let ledger = wrap(RedisLedger::connect(&url, "gf").unwrap());
         let cfg = EngineConfig {
             engine_id: node,
             betting_window: Duration::from_millis(300),
@@ -374,4 +386,127 @@ async fn a_dead_gateway_s_members_drop_out_of_rooms() {
     assert_eq!(engine.active_rooms().await.unwrap(), ["r"]);
     assert_eq!(live.leave_room("r", "l1").await.unwrap(), 1);
     assert_eq!(live.leave_room("r", "l2").await.unwrap(), 0);
+}
+
+/// A ledger that stops its engine for good right after its first settlement is stored, before
+/// the engine can tell the player: a crash between the two steps.
+struct StopAfterFirstSettlement {
+    inner: RedisLedger,
+    stopped: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<String>>>,
+}
+
+#[async_trait::async_trait]
+impl Ledger for StopAfterFirstSettlement {
+    async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
+        self.inner.balance(account).await
+    }
+    async fn transfer(&self, t: &Transfer) -> Result<Posted, LedgerError> {
+        self.inner.transfer(t).await
+    }
+    async fn place_bet(&self, wager: &Wager) -> Result<Placed, LedgerError> {
+        self.inner.place_bet(wager).await
+    }
+    async fn settle_bet(
+        &self,
+        user_id: &str,
+        key: &str,
+        roll: u32,
+        payout: i64,
+    ) -> Result<Settlement, LedgerError> {
+        let settled = self.inner.settle_bet(user_id, key, roll, payout).await?;
+        if let Some(tx) = self.stopped.lock().await.take() {
+            let _ = tx.send(key.to_owned());
+            std::future::pending::<()>().await;
+        }
+        Ok(settled)
+    }
+    async fn reject_bet(&self, wager: &Wager, reason: &str) -> Result<BetRecord, LedgerError> {
+        self.inner.reject_bet(wager, reason).await
+    }
+    async fn bet(&self, user_id: &str, key: &str) -> Result<Option<BetRecord>, LedgerError> {
+        self.inner.bet(user_id, key).await
+    }
+    async fn round_bets(&self, round_id: &str) -> Result<Vec<BetRecord>, LedgerError> {
+        self.inner.round_bets(round_id).await
+    }
+    async fn entries(&self, after: u64, limit: usize) -> Result<Vec<Entry>, LedgerError> {
+        self.inner.entries(after, limit).await
+    }
+    async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        self.inner.accounts().await
+    }
+    async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError> {
+        self.inner.next_nonce(game_id).await
+    }
+    async fn open_round(&self, round: &RoundState) -> Result<(), LedgerError> {
+        self.inner.open_round(round).await
+    }
+    async fn current_round(&self, game_id: &str) -> Result<Option<RoundState>, LedgerError> {
+        self.inner.current_round(game_id).await
+    }
+    async fn close_round(&self, round_id: &str) -> Result<(), LedgerError> {
+        self.inner.close_round(round_id).await
+    }
+    async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError> {
+        self.inner.finish_round(game_id, round_id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_whose_engine_died_before_telling_the_player_is_told_once() {
+    let server = RedisServer::start();
+    let mut gw = gateway(&server, "gw", &["g1"]).await;
+    let (tx, stopped) = tokio::sync::oneshot::channel();
+    let doomed = start_engine_with(&server, "e1", move |inner| {
+        Arc::new(StopAfterFirstSettlement {
+            inner,
+            stopped: tokio::sync::Mutex::new(Some(tx)),
+        })
+    });
+    let keys = ["k1", "k2", "k3"];
+    for (i, key) in keys.iter().enumerate() {
+        gw.bus
+            .submit_bet(&bet(["ann", "bo", "cy"][i], key, "g1"))
+            .await
+            .unwrap();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("no settlement within 10 s")
+        .unwrap();
+    // The ledger holds the settlement of `first`; its engine dies before publishing it.
+    doomed.crash();
+    let survivor = start_engine(&server, "e2");
+
+    let mut told: HashMap<String, usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut quiet_until = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        assert!(now < deadline, "told {told:?}, {first} settled first");
+        if quiet_until.is_some_and(|q| now >= q) {
+            break;
+        }
+        let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), gw.rx.recv()).await
+        else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&d.frame).unwrap();
+        if matches!(d.target, Target::User(_)) {
+            assert_eq!(v["type"], "bet_settled", "{v}");
+            *told
+                .entry(v["idempotencyKey"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+            if told.len() == keys.len() && quiet_until.is_none() {
+                // Every player told; listen a while longer for a second notice.
+                quiet_until = Some(now + Duration::from_secs(1));
+            }
+        }
+    }
+    assert!(
+        told.values().all(|&n| n == 1),
+        "told more than once: {told:?}"
+    );
+    survivor.stop().await;
+    assert_eq!(ledger_total(&server).await, (0, keys.len()));
 }

@@ -135,6 +135,22 @@ pub trait EngineBus: Send + Sync + 'static {
     }
     /// Send a frame to players.
     async fn publish(&self, delivery: Delivery) -> Result<(), BusError>;
+    /// Send a player's bet outcome, marked with `key` (the user and idempotency key). With
+    /// `only_if_unsent` it is skipped when a notice with that key went out before: an engine
+    /// finishing what a dead one started tells each player once, whether or not the dead one
+    /// got to it. A bus that cannot tell (one process) skips those.
+    async fn publish_outcome(
+        &self,
+        delivery: Delivery,
+        key: &str,
+        only_if_unsent: bool,
+    ) -> Result<(), BusError> {
+        let _ = key;
+        if only_if_unsent {
+            return Ok(());
+        }
+        self.publish(delivery).await
+    }
     /// Rooms that have at least one member on some gateway (rounds run only there).
     async fn active_rooms(&self) -> Result<Vec<String>, BusError>;
     /// Whether a bet left unacknowledged is handed out again (to this or another engine).

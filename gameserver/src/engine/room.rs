@@ -332,7 +332,10 @@ async fn answer_existing(shared: &Shared, round: &mut OpenRound, q: &QueuedBet, 
         shared.ack(&q.delivery_id).await;
         return;
     }
-    if !q.redelivered {
+    if q.redelivered {
+        // Whoever decided it may have died before telling the player.
+        send_outcome_if_unsent(shared, &rec).await;
+    } else {
         send_outcome(shared, &rec).await;
     }
     shared.ack(&q.delivery_id).await;
@@ -360,11 +363,23 @@ fn ledger_unavailable(q: &QueuedBet, e: &LedgerError) {
     tracing::warn!(key = %q.bet.idempotency_key, error = %e, "ledger unavailable; bet left for redelivery");
 }
 
+/// Tells the player its bet's outcome (again, if it asked again with the same key).
 async fn send_outcome(shared: &Shared, record: &BetRecord) {
+    publish_outcome(shared, record, false).await
+}
+
+/// Tells the player an outcome another engine decided and may have died before sending: sent
+/// unless a notice for the bet already went out.
+async fn send_outcome_if_unsent(shared: &Shared, record: &BetRecord) {
+    publish_outcome(shared, record, true).await
+}
+
+async fn publish_outcome(shared: &Shared, record: &BetRecord, only_if_unsent: bool) {
     let at = now_ms();
     if let Some(frame) = frames::bet_outcome(record, at) {
+        let w = &record.wager;
         shared
-            .publish(Target::User(record.wager.user_id.clone()), frame, at)
+            .publish_outcome(&w.user_id, &w.key, frame, at, only_if_unsent)
             .await;
     }
 }
@@ -400,10 +415,17 @@ async fn settle(shared: &Shared, round: &OpenRound) {
         )
         .await;
 
+    // Bets settled by a previous owner of the room are done, but it may have died between
+    // settling one and telling its player.
+    for rec in bets
+        .iter()
+        .filter(|rec| !matches!(rec.state, BetState::Pending { .. }))
+    {
+        send_outcome_if_unsent(shared, rec).await;
+    }
     // Settle concurrently: the ledger calls pipeline on one connection.
     let pending: Vec<&BetRecord> = bets
         .iter()
-        // Bets settled by a previous owner of the room, which also told the player, are done.
         .filter(|rec| matches!(rec.state, BetState::Pending { .. }))
         .collect();
     let mut results: Vec<Option<BetRecord>> = Vec::with_capacity(pending.len());

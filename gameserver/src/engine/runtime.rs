@@ -96,6 +96,32 @@ impl Shared {
         }
     }
 
+    /// Send a bet outcome to its player, marked so that `only_if_unsent` copies (an engine
+    /// finishing a dead one's work) never repeat it.
+    pub async fn publish_outcome(
+        &self,
+        user_id: &str,
+        key: &str,
+        frame: String,
+        at_ms: u64,
+        only_if_unsent: bool,
+    ) {
+        let delivery = Delivery {
+            target: Target::User(user_id.to_owned()),
+            emitted_at_ms: at_ms,
+            except_connection: None,
+            frame: Arc::from(frame),
+        };
+        let mark = format!("outcome:{user_id}:{key}");
+        if let Err(e) = self
+            .bus
+            .publish_outcome(delivery, &mark, only_if_unsent)
+            .await
+        {
+            tracing::warn!(error = %e, "publishing an outcome failed");
+        }
+    }
+
     /// Acknowledge in the background, in batches: the bet is already durable in the ledger,
     /// and a lost or late ack only means a harmless redelivery (the key answers with its first
     /// outcome).

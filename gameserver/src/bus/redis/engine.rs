@@ -393,6 +393,23 @@ impl EngineBus for RedisBus {
         self.publish_delivery(&delivery).await
     }
 
+    async fn publish_outcome(
+        &self,
+        delivery: Delivery,
+        key: &str,
+        only_if_unsent: bool,
+    ) -> Result<(), BusError> {
+        self.histories
+            .publish_marked(
+                &mut self.conn.clone(),
+                Self::channel(&self.cfg.prefix, &delivery.target),
+                &delivery,
+                key,
+                only_if_unsent,
+            )
+            .await
+    }
+
     fn redelivers(&self) -> bool {
         true
     }

@@ -40,6 +40,17 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return redis.call('PUBLISH', ARGV[3], payload)
 "#;
 
+/// Prepended to the publish script for a notice sent at most once per key. KEYS[3]: the key's
+/// marker, kept as long as the history. ARGV[7]: `mark` (always publish; a first outcome, or
+/// one a player asked again for) or `once` (publish unless the key was published already).
+const ONCE: &str = r#"
+local fresh = redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2])
+if not fresh then
+  if ARGV[7] == 'once' then return -1 end
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+end
+"#;
+
 /// KEYS: meta, stream. ARGV: new epoch, ttl ms, since (-1: none), count.
 /// Returns epoch, seq, then id, t, d of each entry after `since`.
 const READ_BODY: &str = r#"
@@ -65,6 +76,7 @@ pub(super) struct Histories {
     prefix: String,
     limits: HistoryLimits,
     publish: Script,
+    publish_once: Script,
     read: Script,
 }
 
@@ -96,6 +108,7 @@ impl Histories {
             prefix,
             limits,
             publish: Script::new(&format!("{ENSURE}{PUBLISH_BODY}")),
+            publish_once: Script::new(&format!("{ONCE}{ENSURE}{PUBLISH_BODY}")),
             read: Script::new(&format!("{ENSURE}{READ_BODY}")),
         }
     }
@@ -139,6 +152,38 @@ impl Histories {
             .arg(payload)
             .arg(self.limits.entries_for(&delivery.target))
             .arg(crate::clock::now_ms())
+            .invoke_async::<i64>(conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// Publishes a user's notice that must reach it once: `once` skips it when `key` was
+    /// published before (within the history's age); otherwise it is published and marked.
+    pub(super) async fn publish_marked(
+        &self,
+        conn: &mut ConnectionManager,
+        channel: String,
+        delivery: &Delivery,
+        key: &str,
+        once: bool,
+    ) -> Result<(), BusError> {
+        let payload =
+            serde_json::to_string(delivery).map_err(|e| BusError::Protocol(e.to_string()))?;
+        let Some((meta, stream)) = self.keys(&delivery.target) else {
+            return Err(BusError::Protocol("broadcasts are not marked".into()));
+        };
+        self.publish_once
+            .key(meta)
+            .key(stream)
+            .key(format!("{}:sent:{key}", self.prefix))
+            .arg(history::new_epoch())
+            .arg(self.ttl_ms())
+            .arg(channel)
+            .arg(payload)
+            .arg(self.limits.entries_for(&delivery.target))
+            .arg(crate::clock::now_ms())
+            .arg(if once { "once" } else { "mark" })
             .invoke_async::<i64>(conn)
             .await
             .map(|_| ())
