@@ -26,3 +26,8 @@ async fn money_is_conserved_under_concurrency() {
 async fn rounds_are_fenced() {
     ledger_suite::rounds_are_fenced(Arc::new(MemoryLedger::new())).await;
 }
+
+#[tokio::test]
+async fn batches_settle_each_bet_once() {
+    ledger_suite::batches_settle_each_bet_once(Arc::new(MemoryLedger::new())).await;
+}

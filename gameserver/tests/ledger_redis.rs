@@ -31,6 +31,12 @@ async fn money_is_conserved_under_concurrency() {
     ledger_suite::money_is_conserved_under_concurrency(ledger(&server, "t3")).await;
 }
 
+#[tokio::test]
+async fn batches_settle_each_bet_once() {
+    let server = RedisServer::start();
+    ledger_suite::batches_settle_each_bet_once(ledger(&server, "t6")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_ledger_clients_share_one_truth() {
     // Two processes' worth of clients on the same keys: the same key debits once.

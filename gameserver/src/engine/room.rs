@@ -12,8 +12,8 @@ use crate::bus::{QueuedBet, Target};
 use crate::game::fairness::{self, ClientSeedMix};
 use crate::game::rules::{check_amount, Selection};
 use crate::ledger::{
-    user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, RoundState, Settlement,
-    Transfer, Wager, MAX_AMOUNT, TREASURY,
+    user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, RoundState, SettleItem,
+    Settlement, Transfer, Wager, MAX_AMOUNT, TREASURY,
 };
 
 use super::frames::{self, Reveal, RoundInfo, RoundTotals};
@@ -24,8 +24,8 @@ use super::runtime::Shared;
 /// How long after its betting closed a round may still be settling on its previous owner.
 const RECOVERY_GRACE: Duration = Duration::from_secs(2);
 
-/// Bets of one round settled at once.
-const SETTLE_CONCURRENCY: usize = 64;
+/// Bets of one round settled per ledger call.
+const SETTLE_BATCH: usize = 64;
 
 /// Longest client seed accepted (it is published with the round).
 const MAX_CLIENT_SEED: usize = 64;
@@ -428,17 +428,16 @@ async fn settle(shared: &Shared, round: &OpenRound) {
         .iter()
         .filter(|rec| matches!(rec.state, BetState::Pending { .. }))
         .collect();
-    let mut results: Vec<Option<BetRecord>> = Vec::with_capacity(pending.len());
-    for chunk in pending.chunks(SETTLE_CONCURRENCY) {
-        let futures = chunk.iter().map(|rec| settle_one(shared, id, rec, roll));
-        results.extend(futures_util::future::join_all(futures).await);
-    }
-    let mut totals = RoundTotals::default();
-    for settled in &results {
-        let Some(settled) = settled else {
+    let mut results: Vec<BetRecord> = Vec::with_capacity(pending.len());
+    for chunk in pending.chunks(SETTLE_BATCH) {
+        let Some(settled) = settle_batch(shared, id, chunk, roll).await else {
             // Stopping with the round unsettled: the room's next owner settles it.
             return;
         };
+        results.extend(settled);
+    }
+    let mut totals = RoundTotals::default();
+    for settled in &results {
         if let BetState::Settled {
             outcome, payout, ..
         } = &settled.state
@@ -472,48 +471,73 @@ async fn settle(shared: &Shared, round: &OpenRound) {
         .await;
 }
 
-/// Settle one bet and tell its player; `None` if the engine is stopping with it unsettled.
-async fn settle_one(
+/// Settle a batch of the round's bets in one ledger call (retrying those the ledger could not
+/// be reached for) and tell each player whose bet this call settled; `None` if the engine is
+/// stopping with some unsettled.
+async fn settle_batch(
     shared: &Shared,
     round_id: &str,
-    rec: &BetRecord,
+    recs: &[&BetRecord],
     roll: u32,
-) -> Option<BetRecord> {
-    let w = &rec.wager;
-    // Stored selections were normalised when placed; if one cannot be read back the stake is
-    // returned rather than guessed at.
-    let payout = Selection::from_json(&w.selection)
-        .and_then(|s| s.payout(w.amount, roll))
-        .unwrap_or(w.amount);
-    let settled = loop {
-        let r = shared
-            .ledger
-            .settle_bet(&w.user_id, &w.key, roll, payout)
-            .await;
-        shared.metrics.ledger("settle_bet", &r);
-        match r {
-            Ok(s) => break s,
-            Err(e @ (LedgerError::Unavailable(_) | LedgerError::Corrupt(_))) => {
-                if shared.shutdown.is_cancelled() {
-                    tracing::warn!(round = %round_id, error = %e, "stopping with the round unsettled");
-                    return None;
-                }
-                tracing::warn!(key = %w.key, error = %e, "settlement failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+) -> Option<Vec<BetRecord>> {
+    let items: Vec<SettleItem> = recs
+        .iter()
+        .map(|rec| {
+            let w = &rec.wager;
+            // Stored selections were normalised when placed; if one cannot be read back the
+            // stake is returned rather than guessed at.
+            let payout = Selection::from_json(&w.selection)
+                .and_then(|s| s.payout(w.amount, roll))
+                .unwrap_or(w.amount);
+            SettleItem {
+                user_id: w.user_id.clone(),
+                key: w.key.clone(),
+                roll,
+                payout,
             }
-            Err(e) => {
-                tracing::error!(key = %w.key, error = %e, "settlement refused");
-                break Settlement {
-                    record: rec.clone(),
-                    now: false,
-                };
+        })
+        .collect();
+    let mut done: Vec<Option<Settlement>> = vec![None; recs.len()];
+    loop {
+        let todo: Vec<usize> = (0..recs.len()).filter(|&i| done[i].is_none()).collect();
+        if todo.is_empty() {
+            break;
+        }
+        let batch: Vec<SettleItem> = todo.iter().map(|&i| items[i].clone()).collect();
+        let results = shared.ledger.settle_bets(&batch).await;
+        let mut failure = (results.len() != batch.len()).then(|| "short answer".to_owned());
+        for (&i, r) in todo.iter().zip(results) {
+            shared.metrics.ledger("settle_bet", &r);
+            match r {
+                Ok(s) => done[i] = Some(s),
+                Err(e @ (LedgerError::Unavailable(_) | LedgerError::Corrupt(_))) => {
+                    failure = Some(e.to_string());
+                }
+                Err(e) => {
+                    tracing::error!(key = %recs[i].wager.key, error = %e, "settlement refused");
+                    done[i] = Some(Settlement {
+                        record: (*recs[i]).clone(),
+                        now: false,
+                    });
+                }
             }
         }
-    };
-    // Only the engine whose call settled the bet tells the player (two engines may settle one
-    // round when a room changes owner mid-round).
-    if settled.now {
-        send_outcome(shared, &settled.record).await;
+        if let Some(error) = failure {
+            if shared.shutdown.is_cancelled() {
+                tracing::warn!(round = %round_id, %error, "stopping with the round unsettled");
+                return None;
+            }
+            tracing::warn!(round = %round_id, %error, "settlement failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
-    Some(settled.record)
+    let settled: Vec<Settlement> = done.into_iter().flatten().collect();
+    // Only the engine whose call settled a bet tells the player (two engines may settle one
+    // round when a room changes owner mid-round).
+    let tell = settled
+        .iter()
+        .filter(|s| s.now)
+        .map(|s| send_outcome(shared, &s.record));
+    futures_util::future::join_all(tell).await;
+    Some(settled.into_iter().map(|s| s.record).collect())
 }

@@ -215,6 +215,15 @@ pub struct Settlement {
     pub now: bool,
 }
 
+/// One bet to settle in [`Ledger::settle_bets`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettleItem {
+    pub user_id: String,
+    pub key: String,
+    pub roll: u32,
+    pub payout: i64,
+}
+
 /// Largest amount or balance any ledger takes, in minor units: 2^53 − 1, the largest integer
 /// Redis Lua numbers (doubles) hold exactly. The engine refuses bets whose possible payout is
 /// above it, so no accepted bet can become unpayable.
@@ -264,6 +273,17 @@ pub trait Ledger: Send + Sync + 'static {
         roll: u32,
         payout: i64,
     ) -> Result<Settlement, LedgerError>;
+
+    /// [`Ledger::settle_bet`] for several bets, one result per item in order, each as if
+    /// settled alone (an item repeated in the batch is settled once). Backends that can do it
+    /// in one round trip override this; the default settles them one by one.
+    async fn settle_bets(&self, items: &[SettleItem]) -> Vec<Result<Settlement, LedgerError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for i in items {
+            out.push(self.settle_bet(&i.user_id, &i.key, i.roll, i.payout).await);
+        }
+        out
+    }
 
     /// Record a rejection for a key that has no record yet; returns the key's record (the
     /// existing one if there was one: the first outcome is final).

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gameserver::ledger::{
-    user_account, BetState, EntryKind, Ledger, LedgerError, Outcome, Placed, RoundState, Transfer,
-    Wager, HOUSE, TREASURY,
+    user_account, BetState, EntryKind, Ledger, LedgerError, Outcome, Placed, RoundState,
+    SettleItem, Transfer, Wager, HOUSE, TREASURY,
 };
 use serde_json::json;
 
@@ -315,4 +315,70 @@ pub async fn rounds_are_fenced(ledger: Arc<dyn Ledger>) {
     l.finish_round("g1", "g1-2").await.unwrap();
     assert_eq!(l.current_round("g1").await.unwrap(), None);
     assert_eq!(l.balance(&user_account("f")).await.unwrap(), 90);
+}
+
+/// A batch settles each bet as if alone: in order, a bet repeated in the batch is paid once,
+/// unknown bets and bad payouts are refused without affecting the rest, and money is conserved.
+pub async fn batches_settle_each_bet_once(ledger: Arc<dyn Ledger>) {
+    let l = ledger.as_ref();
+    l.transfer(&deposit("p", 1_000, "dep-p")).await.unwrap();
+    l.transfer(&deposit("q", 1_000, "dep-q")).await.unwrap();
+    for (user, key) in [("p", "w"), ("p", "l"), ("q", "w")] {
+        let placed = l.place_bet(&wager(user, key, "g9-1", 100)).await.unwrap();
+        assert!(matches!(placed, Placed::Accepted(_)), "{placed:?}");
+    }
+    let item = |user: &str, key: &str, payout: i64| SettleItem {
+        user_id: user.into(),
+        key: key.into(),
+        roll: 7_000,
+        payout,
+    };
+    let results = l
+        .settle_bets(&[
+            item("p", "w", 198),
+            item("p", "l", 0),
+            item("p", "w", 198),
+            item("p", "missing", 0),
+            item("q", "w", -1),
+            item("q", "w", 250),
+        ])
+        .await;
+    assert_eq!(results.len(), 6);
+    let now: Vec<Option<bool>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|s| s.now))
+        .collect();
+    assert_eq!(
+        now,
+        [Some(true), Some(true), Some(false), None, None, Some(true)]
+    );
+    assert!(matches!(results[3], Err(LedgerError::UnknownBet { .. })));
+    assert!(matches!(results[4], Err(LedgerError::InvalidAmount(-1))));
+    assert_eq!(
+        results[0].as_ref().unwrap().record,
+        results[2].as_ref().unwrap().record
+    );
+    assert!(matches!(
+        results[1].as_ref().unwrap().record.state,
+        BetState::Settled {
+            outcome: Outcome::Lose,
+            payout: 0,
+            balance: 998,
+            ..
+        }
+    ));
+    // p: 1,000 − 200 staked + 198 won; q: 1,000 − 100 + 250.
+    assert_eq!(l.balance(&user_account("p")).await.unwrap(), 998);
+    assert_eq!(l.balance(&user_account("q")).await.unwrap(), 1_150);
+    // Settling the batch again moves nothing and reports every bet as already final.
+    let again = l
+        .settle_bets(&[item("p", "w", 198), item("q", "w", 250)])
+        .await;
+    assert!(
+        again.iter().all(|r| matches!(r, Ok(s) if !s.now)),
+        "{again:?}"
+    );
+    assert_eq!(l.balance(&user_account("p")).await.unwrap(), 998);
+    assert!(l.settle_bets(&[]).await.is_empty());
+    assert_eq!(total(l).await, 0);
 }
