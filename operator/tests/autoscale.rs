@@ -19,9 +19,9 @@ use gamefleet_operator::metrics::Metrics;
 use gamefleet_operator::rbac;
 use gamefleet_operator::runtime::{run_with, RunConfig};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
@@ -143,52 +143,6 @@ fn fleet() -> Value {
     })
 }
 
-/// The dev Redis of `examples/redis-dev.yaml` and the fleet's Secret (Redis by cluster IP).
-async fn install_redis_and_secret(client: &kube::Client) {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/redis-dev.yaml"),
-    )
-    .unwrap();
-    for doc in text.split("\n---\n") {
-        let v: Value = serde_saphyr::from_str(doc).unwrap();
-        match v["kind"].as_str() {
-            Some("Deployment") => {
-                let d: Deployment = serde_json::from_value(v).unwrap();
-                Api::<Deployment>::namespaced(client.clone(), NS)
-                    .create(&PostParams::default(), &d)
-                    .await
-                    .unwrap();
-            }
-            Some("Service") => {
-                let s: Service = serde_json::from_value(v).unwrap();
-                Api::<Service>::namespaced(client.clone(), NS)
-                    .create(&PostParams::default(), &s)
-                    .await
-                    .unwrap();
-            }
-            other => panic!("unexpected kind {other:?} in redis-dev.yaml"),
-        }
-    }
-    let redis = Api::<Service>::namespaced(client.clone(), NS)
-        .get("redis")
-        .await
-        .unwrap();
-    let ip = redis.spec.unwrap().cluster_ip.expect("redis clusterIP");
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "dice-secrets"},
-        "stringData": {
-            "jwt-secret": SECRET,
-            "admin-token": ADMIN,
-            "redis-url": format!("redis://{ip}:6379"),
-        }
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
-
 async fn gateway_pods(pods: &Api<Pod>) -> Vec<Pod> {
     pods.list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
         .await
@@ -269,7 +223,13 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
     let cluster = common::cluster().await;
     let client = cluster.client_as(TEST).await.unwrap();
     prepare(&client, &[NS]).await;
-    install_redis_and_secret(&client).await;
+    common::install_redis_and_secret(
+        &client,
+        NS,
+        "dice-secrets",
+        &[("jwt-secret", SECRET), ("admin-token", ADMIN)],
+    )
+    .await;
 
     // The operator with the autoscaler, in this process.
     let op_client = cluster.client_as(OPERATOR).await.unwrap();

@@ -13,7 +13,7 @@ use gamefleet_operator::crd::GameFleet;
 use gamefleet_operator::rbac;
 use gamefleet_operator::status::{self, DEGRADED, READY};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -56,49 +56,6 @@ async fn apply_fleet(fleets: &Api<GameFleet>, obj: &Value) -> GameFleet {
         .unwrap_or_else(|e| panic!("apply GameFleet {name}: {e}"))
 }
 
-/// The dev Redis of `examples/redis-dev.yaml`, and the Secret the fleets reference, with the
-/// Redis URL pointing at the Service's cluster IP (the simulated cluster has no DNS).
-async fn install_redis_and_secret(client: &kube::Client) {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/redis-dev.yaml"),
-    )
-    .unwrap();
-    for doc in text.split("\n---\n") {
-        let v: Value = serde_saphyr::from_str(doc).unwrap();
-        match v["kind"].as_str() {
-            Some("Deployment") => {
-                let d: Deployment = serde_json::from_value(v).unwrap();
-                Api::<Deployment>::namespaced(client.clone(), NS)
-                    .create(&PostParams::default(), &d)
-                    .await
-                    .unwrap();
-            }
-            Some("Service") => {
-                let s: Service = serde_json::from_value(v).unwrap();
-                Api::<Service>::namespaced(client.clone(), NS)
-                    .create(&PostParams::default(), &s)
-                    .await
-                    .unwrap();
-            }
-            other => panic!("unexpected kind {other:?} in redis-dev.yaml"),
-        }
-    }
-    let redis = Api::<Service>::namespaced(client.clone(), NS)
-        .get("redis")
-        .await
-        .unwrap();
-    let ip = redis.spec.unwrap().cluster_ip.expect("redis clusterIP");
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "dice-secrets"},
-        "stringData": {"jwt-secret": "controller-test-secret", "redis-url": format!("redis://{ip}:6379")}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
-
 fn cond(f: &GameFleet, type_: &str) -> Option<(String, String, String)> {
     let s = f.status.as_ref()?;
     status::find(s, type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
@@ -136,7 +93,13 @@ async fn fleet_lifecycle_with_the_real_reconciler() {
     let cluster = common::cluster().await;
     let client = cluster.client_as(TEST).await.unwrap();
     prepare(&client, &[NS]).await;
-    install_redis_and_secret(&client).await;
+    common::install_redis_and_secret(
+        &client,
+        NS,
+        "dice-secrets",
+        &[("jwt-secret", "controller-test-secret")],
+    )
+    .await;
     let operator = start_operator(
         &cluster,
         OPERATOR,

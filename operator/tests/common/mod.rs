@@ -11,7 +11,8 @@ use gamefleet_operator::crd::GameFleet;
 use gamefleet_operator::leader::LeaseConfig;
 use gamefleet_operator::metrics::Metrics;
 use gamefleet_operator::runtime::{run_with, RunConfig};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PostParams};
 use kube::CustomResourceExt;
@@ -176,4 +177,58 @@ pub async fn pod_report(cluster: &kubesim::Cluster, ns: &str) -> String {
         }
     }
     out
+}
+
+/// The dev Redis of `examples/redis-dev.yaml` in `ns`, and a Secret `secret` holding `data`
+/// plus `redis-url` pointing at the Redis Service's cluster IP (the simulated cluster has no
+/// DNS).
+pub async fn install_redis_and_secret(
+    client: &kube::Client,
+    ns: &str,
+    secret: &str,
+    data: &[(&str, &str)],
+) {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/redis-dev.yaml"),
+    )
+    .unwrap();
+    for doc in text.split("\n---\n") {
+        let v: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+        match v["kind"].as_str() {
+            Some("Deployment") => {
+                let d: Deployment = serde_json::from_value(v).unwrap();
+                Api::<Deployment>::namespaced(client.clone(), ns)
+                    .create(&PostParams::default(), &d)
+                    .await
+                    .unwrap();
+            }
+            Some("Service") => {
+                let s: Service = serde_json::from_value(v).unwrap();
+                Api::<Service>::namespaced(client.clone(), ns)
+                    .create(&PostParams::default(), &s)
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unexpected kind {other:?} in redis-dev.yaml"),
+        }
+    }
+    let redis = Api::<Service>::namespaced(client.clone(), ns)
+        .get("redis")
+        .await
+        .unwrap();
+    let ip = redis.spec.unwrap().cluster_ip.expect("redis clusterIP");
+    let mut string_data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    string_data.insert("redis-url".into(), json!(format!("redis://{ip}:6379")));
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": secret},
+        "stringData": string_data,
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
 }
