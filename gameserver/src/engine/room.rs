@@ -423,7 +423,7 @@ async fn settle(shared: &Shared, round: &OpenRound) {
     {
         send_outcome_if_unsent(shared, rec).await;
     }
-    // Settle concurrently: the ledger calls pipeline on one connection.
+    // Settle in batches: one ledger call (one Redis script run) per batch.
     let pending: Vec<&BetRecord> = bets
         .iter()
         .filter(|rec| matches!(rec.state, BetState::Pending { .. }))
