@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::install::{credit, repo, workspace_binary, Tools};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -20,177 +20,22 @@ const JWT: &str = "install-test-jwt-secret";
 const ADMIN_TOKEN: &str = "install-test-admin-token";
 const PLAYERS: usize = 60;
 
-/// `$NAME`, or the repo's tool cache; `None` (skip) outside CI when absent.
-fn client_tool(name: &str) -> Option<PathBuf> {
-    let env = name.to_uppercase();
-    let p = std::env::var_os(&env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/gamefleet/tools/bin").join(name)
-        });
-    if p.is_file() {
-        return Some(p);
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    assert!(
-        !ci,
-        "{name} not found at {} (CI=true: run scripts/install-tools or set ${env})",
-        p.display()
-    );
-    eprintln!(
-        "SKIPPED: {name} not found at {} (run scripts/install-tools or set ${env})",
-        p.display()
-    );
-    None
-}
-
-/// A workspace binary next to the test executable's directory (`cargo build --workspace --bins`).
-fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    [deps.join(name), deps.parent().unwrap().join(name)]
-        .into_iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} binary not built: run cargo build --workspace --bins"))
-}
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .display()
-        .to_string()
-}
-
-struct Tools {
-    kubectl: PathBuf,
-    helm: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Tools {
-    async fn run(&self, tool: &Path, args: &[&str], timeout: Duration) -> String {
-        let home = self.kubeconfig.parent().unwrap();
-        let mut cmd = Command::new(tool);
-        cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", home)
-            .env("HELM_CACHE_HOME", home.join("helm-cache"))
-            .env("HELM_CONFIG_HOME", home.join("helm-config"))
-            .env("HELM_DATA_HOME", home.join("helm-data"))
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(timeout, cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("{} {args:?} did not finish in {timeout:?}", tool.display()))
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{} {args:?} failed:\n{stdout}\n{}",
-            tool.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    async fn kubectl(&self, args: &[&str]) -> String {
-        self.run(&self.kubectl, args, Duration::from_secs(120))
-            .await
-    }
-
-    async fn helm(&self, args: &[&str]) -> String {
-        self.run(&self.helm, args, Duration::from_secs(120)).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_apply_example_and_play() {
-    let (Some(kubectl), Some(helm)) = (client_tool("kubectl"), client_tool("helm")) else {
-        return;
-    };
     let gameserver = workspace_binary("gameserver");
     workspace_binary("gamefleet-operator");
     let started = Instant::now();
     let cluster = common::cluster().await;
-    let t = Tools {
-        kubectl,
-        helm,
-        kubeconfig: cluster.kubeconfig_path().to_path_buf(),
+    let Some(t) = Tools::for_cluster(&cluster) else {
+        return;
     };
 
     // 1. The operator, from the chart (CRD from the chart's crds/, two replicas, leader election).
-    let out = t
-        .helm(&[
-            "install",
-            "gamefleet",
-            &repo("charts/gamefleet-operator"),
-            "-n",
-            "gamefleet-system",
-            "--create-namespace",
-        ])
-        .await;
-    assert!(out.contains("STATUS: deployed"), "{out}");
-    let out = t
-        .kubectl(&[
-            "-n",
-            "gamefleet-system",
-            "rollout",
-            "status",
-            "deployment/gamefleet-gamefleet-operator",
-            "--timeout=60s",
-        ])
-        .await;
-    assert!(out.contains("successfully rolled out"), "{out}");
+    t.install_operator().await;
     let operator_ready = started.elapsed();
 
-    // 2. Redis and the Secret. The simulated cluster has no DNS, so the Redis URL names the
-    // Service's cluster IP (the README's `kubectl create secret` form).
-    t.kubectl(&["create", "namespace", "games"]).await;
-    t.kubectl(&[
-        "-n",
-        "games",
-        "apply",
-        "-f",
-        &repo("examples/redis-dev.yaml"),
-    ])
-    .await;
-    t.kubectl(&[
-        "-n",
-        "games",
-        "rollout",
-        "status",
-        "deployment/redis",
-        "--timeout=30s",
-    ])
-    .await;
-    let redis_ip = t
-        .kubectl(&[
-            "-n",
-            "games",
-            "get",
-            "svc",
-            "redis",
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ])
-        .await;
-    assert!(!redis_ip.trim().is_empty(), "redis has a cluster IP");
-    t.kubectl(&[
-        "-n",
-        "games",
-        "create",
-        "secret",
-        "generic",
-        "dice-secrets",
-        &format!("--from-literal=jwt-secret={JWT}"),
-        &format!("--from-literal=admin-token={ADMIN_TOKEN}"),
-        &format!("--from-literal=redis-url=redis://{}:6379", redis_ip.trim()),
-    ])
-    .await;
+    // 2. Redis and the Secret.
+    t.install_redis_and_secret("games", JWT, ADMIN_TOKEN).await;
 
     // 3. The example fleet, as shipped.
     let out = t
@@ -206,24 +51,8 @@ async fn helm_install_apply_example_and_play() {
         out.contains("gamefleet.gamefleet.dev/dice created"),
         "{out}"
     );
-    let waited = tokio::time::timeout(
-        Duration::from_secs(90),
-        t.kubectl(&[
-            "-n",
-            "games",
-            "wait",
-            "gf/dice",
-            "--for=condition=Ready",
-            "--timeout=90s",
-        ]),
-    )
-    .await;
-    if waited.is_err() {
-        panic!(
-            "fleet dice not Ready in 90 s:\n{}",
-            t.kubectl(&["-n", "games", "describe", "gf", "dice"]).await
-        );
-    }
+    t.wait_fleet_ready("games", "dice", Duration::from_secs(90))
+        .await;
     let fleet_ready = started.elapsed();
     let table = t.kubectl(&["-n", "games", "get", "gf"]).await;
     let mut lines = table.lines();
@@ -270,7 +99,13 @@ async fn helm_install_apply_example_and_play() {
         ])
         .await;
     for i in 0..PLAYERS {
-        credit(engine_ip.trim(), &format!("install-{i}"), 1_000_000).await;
+        credit(
+            engine_ip.trim(),
+            ADMIN_TOKEN,
+            &format!("install-{i}"),
+            1_000_000,
+        )
+        .await;
     }
 
     // 5. Players through the player Service (cluster IP, port 80 → gateway pods).
@@ -420,41 +255,4 @@ async fn helm_install_apply_example_and_play() {
         n("bets_acknowledged"),
         n("bets_settled")
     );
-}
-
-/// `POST /admin/ledger/credit` on an engine's admin port, retried (same idempotency key) while the
-/// engine answers 503 (its ledger connection is still being established), for at most 10 s.
-async fn credit(engine_ip: &str, user: &str, amount: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let resp = credit_once(engine_ip, user, amount).await;
-        if resp.starts_with("HTTP/1.1 200") {
-            return;
-        }
-        assert!(
-            resp.starts_with("HTTP/1.1 503") && tokio::time::Instant::now() < deadline,
-            "credit {user}: {resp}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn credit_once(engine_ip: &str, user: &str, amount: u64) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = serde_json::json!({"userId": user, "amount": amount, "idempotencyKey": format!("welcome-{user}")})
-        .to_string();
-    let req = format!(
-        "POST /admin/ledger/credit HTTP/1.1\r\nHost: {engine_ip}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = tokio::net::TcpStream::connect((engine_ip, 9090))
-        .await
-        .unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp))
-        .await
-        .expect("credit answered within 10 s")
-        .unwrap();
-    resp
 }

@@ -1,6 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+pub mod install;
 pub mod manifests;
 
 use std::path::PathBuf;

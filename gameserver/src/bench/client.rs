@@ -28,7 +28,8 @@ pub struct Player {
     pub source: Ipv4Addr,
     pub user_id: String,
     pub token: String,
-    pub room: String,
+    /// Rooms joined in this order (at least one); bets go to them in turn.
+    pub rooms: Vec<String>,
     /// To mint a fresh token when a session cannot be resumed.
     pub secret: Arc<[u8]>,
 }
@@ -161,8 +162,11 @@ impl ConnectError {
 #[derive(Default)]
 pub struct Session {
     resume_token: Option<String>,
-    room: Option<Pos>,
+    /// Every room joined, with the highest position seen in it.
+    rooms: HashMap<String, Option<Pos>>,
     inbox: Option<Pos>,
+    /// The last join or resume got the player back into every one of its rooms.
+    in_rooms: bool,
     /// Sent, not yet acknowledged: key → (first sent, frame text). Re-sent after a reconnect.
     unacked: HashMap<String, (Instant, String)>,
     /// Acknowledged, not yet settled: key → first sent.
@@ -202,13 +206,18 @@ async fn join_inner(p: &Player, token: &str, s: &mut Session) -> Result<Ws, Conn
     let authed = expect(&mut ws, "authenticated").await?;
     s.resume_token = authed.resume_token;
     s.inbox = authed.inbox.as_ref().and_then(Pos::from_json);
-    let join = serde_json::json!({"type": "join_game", "gameId": p.room});
-    ws.send(Message::text(join.to_string())).await?;
-    let joined = expect(&mut ws, "game_joined").await?;
-    s.room = joined.position.map(|p| Pos {
-        offset: p.offset,
-        epoch: p.epoch,
-    });
+    s.rooms.clear();
+    for room in &p.rooms {
+        let join = serde_json::json!({"type": "join_game", "gameId": room});
+        ws.send(Message::text(join.to_string())).await?;
+        let joined = expect(&mut ws, "game_joined").await?;
+        let pos = joined.position.map(|p| Pos {
+            offset: p.offset,
+            epoch: p.epoch,
+        });
+        s.rooms.insert(room.clone(), pos);
+    }
+    s.in_rooms = true;
     Ok(ws)
 }
 
@@ -294,7 +303,11 @@ async fn resume_once(p: &Player, s: &mut Session, tally: &Tally) -> Result<Ws, C
     let frame = serde_json::json!({
         "type": "resume",
         "resumeToken": token,
-        "rooms": {p.room.as_str(): Pos::to_json(&s.room)},
+        "rooms": p
+            .rooms
+            .iter()
+            .map(|r| (r.clone(), Pos::to_json(s.rooms.get(r).unwrap_or(&None))))
+            .collect::<serde_json::Map<_, _>>(),
         "inbox": Pos::to_json(&s.inbox),
     });
     ws.send(Message::text(frame.to_string())).await?;
@@ -307,21 +320,17 @@ async fn resume_once(p: &Player, s: &mut Session, tally: &Tally) -> Result<Ws, C
             "resumed" => {
                 s.resumed_once = true;
                 s.resume_token = f.resume_token.clone();
-                let room = f.rooms.as_ref().and_then(|r| r.get(p.room.as_str()));
-                let recovered = room
-                    .and_then(|r| r.get("recovered"))
-                    .and_then(|v| v.as_bool());
+                let outcome = resume_outcome(&p.rooms, f.rooms.as_ref());
                 let inbox_ok = f
                     .inbox
                     .as_ref()
                     .and_then(|i| i.get("recovered"))
                     .and_then(|v| v.as_bool())
                     .unwrap_or(false);
-                if recovered != Some(true) {
-                    s.room = room
-                        .and_then(|r| r.get("position"))
-                        .and_then(Pos::from_json);
+                for (room, position) in &outcome.restart {
+                    s.rooms.insert(room.clone(), position.clone());
                 }
+                s.in_rooms = outcome.missing == 0;
                 if !inbox_ok {
                     s.inbox = f
                         .inbox
@@ -331,10 +340,9 @@ async fn resume_once(p: &Player, s: &mut Session, tally: &Tally) -> Result<Ws, C
                 }
                 tally.count(|r| {
                     r.resilience.resumes += 1;
-                    match recovered {
-                        Some(true) => r.resilience.rooms_recovered += 1,
-                        _ => r.resilience.rooms_not_recovered += 1,
-                    }
+                    r.resilience.rooms_recovered += outcome.recovered;
+                    r.resilience.rooms_not_recovered += outcome.restart.len() as u64;
+                    r.resilience.rooms_not_rejoined += outcome.missing;
                     if !inbox_ok {
                         r.resilience.inboxes_not_recovered += 1;
                     }
@@ -352,6 +360,43 @@ async fn resume_once(p: &Player, s: &mut Session, tally: &Tally) -> Result<Ws, C
         }
     }
     Err(ConnectError::Closed)
+}
+
+/// What a `resumed` frame says about the player's rooms.
+#[derive(Debug, Default, PartialEq)]
+struct ResumeOutcome {
+    /// Rooms rejoined with every missed frame replayed.
+    recovered: u64,
+    /// Rooms whose history could not be filled in (or that were not rejoined), with the
+    /// position to continue from.
+    restart: Vec<(String, Option<Pos>)>,
+    /// Rooms not rejoined at all (absent from `rooms`, or with an `error`).
+    missing: u64,
+}
+
+fn resume_outcome(asked: &[String], rooms: Option<&serde_json::Value>) -> ResumeOutcome {
+    let mut out = ResumeOutcome::default();
+    for room in asked {
+        let entry = rooms.and_then(|r| r.get(room.as_str()));
+        let rejoined = entry.is_some_and(|e| e.get("error").is_none());
+        if !rejoined {
+            out.missing += 1;
+            out.restart.push((room.clone(), None));
+            continue;
+        }
+        let recovered = entry
+            .and_then(|e| e.get("recovered"))
+            .and_then(|v| v.as_bool());
+        if recovered == Some(true) {
+            out.recovered += 1;
+        } else {
+            let position = entry
+                .and_then(|e| e.get("position"))
+                .and_then(Pos::from_json);
+            out.restart.push((room.clone(), position));
+        }
+    }
+    out
 }
 
 async fn fresh_login(p: &Player, s: &mut Session) -> Result<Ws, ConnectError> {
@@ -391,6 +436,8 @@ pub async fn play(
     resume: bool,
 ) {
     let mut seq: u64 = 0;
+    // False once the player has given up (a close it could not come back from).
+    let mut connected = true;
     let (period, offset, amount) = bet.unwrap_or((Duration::from_secs(3600), Duration::ZERO, 0));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
     // Ticks missed while connecting (or while this task was starved) are dropped, not sent in
@@ -415,9 +462,10 @@ pub async fn play(
             _ = ticker.tick(), if bet.is_some() && measuring => {
                 seq += 1;
                 let key = format!("{}-{seq}", p.user_id);
+                let room = &p.rooms[seq as usize % p.rooms.len()];
                 let frame = serde_json::json!({
                     "type": "place_bet",
-                    "gameId": p.room,
+                    "gameId": room,
                     "amount": amount,
                     "selection": {"direction": "over", "target": 50},
                     "idempotencyKey": key,
@@ -435,6 +483,7 @@ pub async fn play(
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                         tally.count(|r| r.disconnects += 1);
                         if !resume || *phase.borrow() == Phase::Done {
+                            connected = false;
                             break;
                         }
                         let closed = Instant::now();
@@ -446,6 +495,7 @@ pub async fn play(
                             }
                             Err(e) => {
                                 tally.count(|r| *r.connect_failures.entry(format!("reconnect:{}", e.label())).or_default() += 1);
+                                connected = false;
                                 break;
                             }
                         }
@@ -457,6 +507,9 @@ pub async fn play(
                 }
             }
         }
+    }
+    if connected && s.in_rooms {
+        tally.count(|r| r.resilience.players_in_rooms_at_end += 1);
     }
     if !s.unsettled.is_empty() || !s.unacked.is_empty() {
         let (unsettled, unacked) = (s.unsettled.len() as u64, s.unacked.len() as u64);
@@ -470,8 +523,12 @@ pub async fn play(
 
 fn observe(frame: &Incoming, measuring: bool, s: &mut Session, tally: &Tally) {
     if let Some(p) = &frame.position {
-        let known = if p.game_id.is_some() {
-            &mut s.room
+        let known = if let Some(game_id) = &p.game_id {
+            match s.rooms.get_mut(game_id) {
+                Some(known) => known,
+                // Not one of this player's rooms.
+                None => return,
+            }
         } else if p.user_id.is_some() {
             &mut s.inbox
         } else {
@@ -570,6 +627,35 @@ fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_outcome_counts_recovered_restarted_and_missing_rooms() {
+        let asked: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let rooms = serde_json::json!({
+            "a": {"recovered": true, "replayed": 3, "position": {"offset": 9, "epoch": "e"}},
+            "b": {"recovered": false, "replayed": 0, "position": {"offset": 4, "epoch": "f"}},
+            "c": {"recovered": false, "replayed": 0, "error": "ROOM_FULL"},
+        });
+        let out = resume_outcome(&asked, Some(&rooms));
+        assert_eq!(out.recovered, 1);
+        assert_eq!(out.missing, 2, "c has an error, d is absent");
+        assert_eq!(
+            out.restart,
+            vec![
+                (
+                    "b".to_string(),
+                    Some(Pos {
+                        offset: 4,
+                        epoch: "f".into()
+                    })
+                ),
+                ("c".to_string(), None),
+                ("d".to_string(), None),
+            ]
+        );
+        let none = resume_outcome(&asked[..1], None);
+        assert_eq!((none.recovered, none.missing), (0, 1));
+    }
 
     #[test]
     fn reconnect_delays_jitter_under_a_growing_cap() {

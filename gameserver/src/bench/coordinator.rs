@@ -1,5 +1,6 @@
 //! The coordinator: starts the worker processes, starts measuring once every worker has its
-//! connections up (sampling the server's memory at that moment), and merges the reports.
+//! connections up (sampling the server's memory at that moment), stops them early on SIGINT or
+//! SIGTERM, and merges the reports.
 
 use std::process::Stdio;
 
@@ -14,6 +15,9 @@ use super::{BenchArgs, BenchError};
 pub async fn run(args: &BenchArgs) -> Result<Option<Report>, BenchError> {
     if args.connections == 0 || args.rooms == 0 || args.duration == 0 {
         return Err(BenchError::Empty);
+    }
+    if args.rooms_per_player == 0 || args.rooms_per_player > args.rooms {
+        return Err(BenchError::RoomsPerPlayer);
     }
     worker::server_addr(&args.url)?;
     if let Some(index) = args.worker_index {
@@ -55,6 +59,15 @@ pub async fn run(args: &BenchArgs) -> Result<Option<Report>, BenchError> {
         stdin.write_all(b"start\n").await?;
         stdin.flush().await?;
     }
+    // SIGINT/SIGTERM ends the measurement early: the workers settle and report as usual.
+    let stopper = tokio::spawn(async move {
+        crate::distributed::stop_signal().await;
+        for stdin in &mut stdins {
+            let _ = stdin.write_all(b"stop\n").await;
+            let _ = stdin.flush().await;
+        }
+        stdins
+    });
     let mut reports: Vec<WorkerReport> = Vec::with_capacity(workers);
     for l in &mut lines {
         match next_line(l).await? {
@@ -62,6 +75,7 @@ pub async fn run(args: &BenchArgs) -> Result<Option<Report>, BenchError> {
             other => return Err(worker_gone(&format!("unexpected {other:?}"))),
         }
     }
+    stopper.abort();
     for mut child in children {
         let _ = child.wait().await;
     }

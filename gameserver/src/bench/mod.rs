@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Rooms to spread the connections over (connection i joins room i mod rooms).
     #[arg(long, default_value_t = 10)]
     pub rooms: usize,
+    /// Rooms each connection joins: room i mod rooms and the ones rooms/k apart from it
+    /// (k of them, all distinct). Bets go to them in turn.
+    #[arg(long, default_value_t = 1)]
+    pub rooms_per_player: usize,
     /// Worker processes; 0 picks one per 15,000 connections.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -58,7 +62,8 @@ pub struct BenchArgs {
     /// New connections per second, across all workers.
     #[arg(long, default_value_t = 2000)]
     pub connect_rate: u32,
-    /// Seconds to measure after every connection is up.
+    /// Seconds to measure after every connection is up (SIGINT/SIGTERM ends it early; the
+    /// run then settles and reports as usual).
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
     /// Seconds to wait after every connection is up before measuring, so the join storm (every
@@ -121,6 +126,15 @@ impl BenchArgs {
         start..end
     }
 
+    /// The rooms connection `i` joins.
+    fn rooms_of(&self, i: usize) -> Vec<String> {
+        let k = self.rooms_per_player.clamp(1, self.rooms.max(1));
+        let stride = self.rooms / k;
+        (0..k)
+            .map(|j| format!("room-{}", (i + j * stride) % self.rooms))
+            .collect()
+    }
+
     fn measure_for(&self) -> Duration {
         Duration::from_secs(self.duration)
     }
@@ -132,6 +146,8 @@ pub enum BenchError {
     NotLoopback(String),
     #[error("--connections, --rooms and --duration must be > 0")]
     Empty,
+    #[error("--rooms-per-player must be between 1 and --rooms")]
+    RoomsPerPlayer,
     #[error("worker process: {0}")]
     Worker(String),
     #[error("i/o: {0}")]
@@ -171,6 +187,27 @@ mod tests {
         }
         assert_eq!(covered, 10001);
         assert_eq!(next, 10001);
+    }
+
+    #[test]
+    fn each_player_joins_distinct_rooms_spread_evenly() {
+        assert_eq!(args(&["--rooms", "40"]).rooms_of(41), ["room-1"]);
+        let a = args(&["--rooms", "40", "--rooms-per-player", "2"]);
+        assert_eq!(a.rooms_of(3), ["room-3", "room-23"]);
+        assert_eq!(a.rooms_of(25), ["room-25", "room-5"]);
+        let mut members = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..2000 {
+            let rooms = a.rooms_of(i);
+            let distinct: std::collections::BTreeSet<&String> = rooms.iter().collect();
+            assert_eq!(distinct.len(), 2, "{rooms:?}");
+            for r in rooms {
+                *members.entry(r).or_default() += 1;
+            }
+        }
+        assert_eq!(members.len(), 40);
+        assert!(members.values().all(|&n| n == 100), "{members:?}");
+        let all = args(&["--rooms", "3", "--rooms-per-player", "3"]);
+        assert_eq!(all.rooms_of(1), ["room-1", "room-2", "room-0"]);
     }
 
     #[test]

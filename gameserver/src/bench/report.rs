@@ -71,7 +71,14 @@ pub struct Resilience {
     /// Failed reconnect/resume attempts, by cause (retried until the deadline).
     pub resume_failures: BTreeMap<String, u64>,
     pub rooms_recovered: u64,
+    /// Rooms whose missed frames could not all be replayed (including those not rejoined).
     pub rooms_not_recovered: u64,
+    /// Rooms a resume did not get the player back into (`error`, or absent): must be 0.
+    #[serde(default)]
+    pub rooms_not_rejoined: u64,
+    /// Players that ended the run connected and in every room they had joined.
+    #[serde(default)]
+    pub players_in_rooms_at_end: u64,
     pub inboxes_not_recovered: u64,
     /// Frames received again after a resume (at or before the known position): must be 0.
     pub duplicate_frames: u64,
@@ -93,6 +100,8 @@ impl Resilience {
         add_counts(&mut self.resume_failures, &o.resume_failures);
         self.rooms_recovered += o.rooms_recovered;
         self.rooms_not_recovered += o.rooms_not_recovered;
+        self.rooms_not_rejoined += o.rooms_not_rejoined;
+        self.players_in_rooms_at_end += o.players_in_rooms_at_end;
         self.inboxes_not_recovered += o.inboxes_not_recovered;
         self.duplicate_frames += o.duplicate_frames;
         self.gaps += o.gaps;
@@ -248,9 +257,13 @@ impl Report {
         let x = &self.resilience;
         if x.drain_notices + x.resumes + x.bets_unsettled + x.settlement_repeats > 0 {
             s.push_str(&format!(
-                "resume:      drain notices {}, resumed {} (rooms recovered {}, not {}; inboxes not recovered {}), failed attempts {:?}\n",
+                "resume:      drain notices {}, resumed {} (rooms recovered {}, not {}, not rejoined {}; inboxes not recovered {}), failed attempts {:?}\n",
                 x.drain_notices, x.resumes, x.rooms_recovered, x.rooms_not_recovered,
-                x.inboxes_not_recovered, x.resume_failures
+                x.rooms_not_rejoined, x.inboxes_not_recovered, x.resume_failures
+            ));
+            s.push_str(&format!(
+                "at the end:  {} of {} players connected and in all their rooms\n",
+                x.players_in_rooms_at_end, self.connected
             ));
             s.push_str(&format!("close→resumed: {}\n", p(&self.resume)));
             s.push_str(&format!(

@@ -69,7 +69,7 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
             source: sources[i % sources.len()],
             user_id,
             token,
-            room: format!("room-{}", i % args.rooms),
+            rooms: args.rooms_of(i),
             secret: Arc::clone(&secret_arc),
         };
         // Spread bet timers evenly over one period so bets arrive at a steady rate.
@@ -114,7 +114,10 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
     }
     let started = Instant::now();
     let _ = phase_tx.send(Phase::Measuring);
-    tokio::time::sleep(args.measure_for()).await;
+    tokio::select! {
+        _ = tokio::time::sleep(args.measure_for()) => {}
+        _ = stop_requested(&mut stdin) => {}
+    }
     let measured_secs = started.elapsed().as_secs_f64();
     // No new bets; wait (bounded) until every bet sent has been settled or rejected.
     let _ = phase_tx.send(Phase::Settling);
@@ -134,6 +137,25 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
     say(&WorkerLine::Report {
         report: Box::new(report),
     })
+}
+
+/// Resolves when the coordinator writes "stop" or this process gets SIGINT/SIGTERM: the
+/// measurement ends early and the run settles and reports as usual.
+async fn stop_requested(stdin: &mut tokio::io::Lines<BufReader<tokio::io::Stdin>>) {
+    let from_coordinator = async {
+        loop {
+            match stdin.next_line().await {
+                Ok(Some(line)) if line.trim() == "stop" => return,
+                Ok(Some(_)) => {}
+                // No coordinator any more: measure for the full duration.
+                Ok(None) | Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = from_coordinator => {}
+        _ = crate::distributed::stop_signal() => {}
+    }
 }
 
 impl Tally {
