@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::handle::{CloseCause, ConnHandle, Outbound};
 use super::limits::{room_admits, Admission, RateLimiter};
+use super::membership::Key;
 use super::Gateway;
 use crate::auth::now_secs;
 use crate::bus::history::position_of;
@@ -219,7 +220,7 @@ impl Conn {
     /// Indexes the connection under its user and starts the user's direct frames here.
     async fn register_user(&mut self, user: &Arc<str>) -> Result<(), CloseCause> {
         let gw = Arc::clone(&self.gw);
-        let membership = gw.membership.lock().await;
+        let membership = gw.membership.lock(Key::User(user)).await;
         if !gw
             .registry
             .add_user(user, &self.handle, gw.cfg.connections_per_user)
@@ -317,7 +318,7 @@ impl Conn {
         }
         let joined = {
             let gw = Arc::clone(&self.gw);
-            let _membership = gw.membership.lock().await;
+            let _membership = gw.membership.lock(Key::Room(game_id)).await;
             self.join_on_bus(game_id, already).await
         };
         let joined = match joined {
@@ -411,6 +412,13 @@ impl Conn {
     async fn flush_pending(&mut self, rx: &mut mpsc::Receiver<Outbound>) {
         let mut items = Vec::new();
         while let Ok(out) = rx.try_recv() {
+            // As on the live path: frames a resume already replayed are not sent again (a
+            // connection resumed just before its gateway drains still has them queued).
+            if let Outbound::Frame { text, .. } = &out {
+                if !self.recovering.is_empty() && is_duplicate(&mut self.recovering, text) {
+                    continue;
+                }
+            }
             items.push(materialize(&self.gw, self.user.as_deref(), out));
         }
         if items.is_empty() {
@@ -450,7 +458,7 @@ impl Conn {
             // Serialises local first-member/last-member transitions with the bus
             // subscribe/unsubscribe calls they trigger.
             let gw = Arc::clone(&self.gw);
-            let _membership = gw.membership.lock().await;
+            let _membership = gw.membership.lock(Key::Room(game_id)).await;
             self.join_on_bus(game_id, already).await
         };
         let joined = match joined {
@@ -571,7 +579,7 @@ impl Conn {
     async fn leave_room(&mut self, game_id: &str) -> u64 {
         let players = {
             let gw = Arc::clone(&self.gw);
-            let _membership = gw.membership.lock().await;
+            let _membership = gw.membership.lock(Key::Room(game_id)).await;
             let bus = &gw.bus;
             let local_left = self.gw.registry.leave_room(game_id, &self.handle.id);
             if local_left == 0 {
@@ -786,7 +794,7 @@ impl Conn {
         }
         if let Some(user) = self.user.clone() {
             let gw = Arc::clone(&self.gw);
-            let _membership = gw.membership.lock().await;
+            let _membership = gw.membership.lock(Key::User(&user)).await;
             gw.registry.remove_user(&user, &self.handle.id);
             if gw.registry.user_connections(&user) == 0 {
                 if let Err(e) = gw.bus.unsubscribe_user(&user).await {

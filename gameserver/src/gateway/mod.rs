@@ -8,6 +8,7 @@ pub mod drain;
 mod handle;
 pub mod heartbeat;
 pub mod limits;
+mod membership;
 mod registry;
 pub mod resume_token;
 
@@ -102,8 +103,9 @@ pub struct Gateway {
     registry: Registry,
     metrics: GatewayMetrics,
     health: Arc<Health>,
-    /// Held across a local membership change and the bus (un)subscribe it causes.
-    membership: tokio::sync::Mutex<()>,
+    /// Held (per room or user) across a local membership change and the bus (un)subscribe
+    /// it causes.
+    membership: membership::MembershipLocks,
     /// Cancelled once a drain has finished (no connection left, or its timeout passed).
     drained: CancellationToken,
 }
@@ -123,7 +125,7 @@ impl Gateway {
             registry: Registry::default(),
             metrics: GatewayMetrics::new(metrics)?,
             health,
-            membership: tokio::sync::Mutex::new(()),
+            membership: membership::MembershipLocks::default(),
             drained: CancellationToken::new(),
         }))
     }
