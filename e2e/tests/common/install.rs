@@ -290,10 +290,14 @@ pub async fn credit(engine_ip: &str, admin_token: &str, user: &str, amount: u64)
     }
 }
 
-/// The value of an unlabelled Prometheus sample in a `/metrics` text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok()).flatten()
-    })
+/// The sum of every series of a metric in a Prometheus `/metrics` text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
 }

@@ -55,6 +55,8 @@ pub struct Tally {
     pub resume: Mutex<Option<Histogram<u64>>>,
     /// Bets sent and not yet settled or rejected, across the worker's players.
     pub outstanding: std::sync::atomic::AtomicI64,
+    /// Players that have stopped and counted their end state.
+    pub finished: std::sync::atomic::AtomicU64,
 }
 
 impl Tally {
@@ -518,6 +520,9 @@ pub async fn play(
             r.resilience.bets_unacknowledged += unacked;
         });
     }
+    tally
+        .finished
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let _ = ws.close(None).await;
 }
 

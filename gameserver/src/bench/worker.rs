@@ -128,8 +128,14 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = phase_tx.send(Phase::Done);
-    // Players count what is still outstanding as they stop.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Players count their end state (rooms, outstanding bets) as they stop; one still
+    // reconnecting stops once it is back (or gives up), so wait for all of them (bounded).
+    let stop_deadline = Instant::now() + Duration::from_secs(30);
+    while tally.finished.load(std::sync::atomic::Ordering::Acquire) < connected
+        && Instant::now() < stop_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let mut report = tally.take_report();
     report.connected = connected;
