@@ -1,6 +1,6 @@
 //! Rolling replacement under load, end to end in the simulated cluster: the operator installed
 //! with its chart runs a fleet of 3 gateways and 2 engines; 2,000 players (`gameserver bench
-//! --resume`), each in 2 of 40 rooms, come in through the player Service and bet continuously.
+//! --resume`) in 40 rooms come in through the player Service and bet continuously.
 //! The gateway image changes → every gateway is replaced (surge one, drain one); then the engine
 //! image changes → every engine is replaced (rooms handed over on SIGTERM). Afterwards:
 //!
@@ -637,11 +637,6 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
     );
     assert_eq!(n(r, "duplicate_frames"), 0, "{report}");
     assert_eq!(n(r, "gaps"), 0, "{report}");
-    assert!(
-        f(rs, "p99_ms") <= RESUME_P99_MAX_MS,
-        "close → resumed p99 {} ms > {RESUME_P99_MAX_MS} ms: {report}",
-        f(rs, "p99_ms")
-    );
 
     // Every acknowledged bet was settled, once, as the players saw it.
     assert!(n(&report, "bets_acknowledged") > 0, "{report}");
@@ -711,6 +706,14 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
         ledger.stakes,
         ledger.payouts,
         started.elapsed()
+    );
+
+    // And the players were back quickly (checked last: the correctness checks above say more
+    // when both fail).
+    assert!(
+        f(rs, "p99_ms") <= RESUME_P99_MAX_MS,
+        "close → resumed p99 {} ms > {RESUME_P99_MAX_MS} ms: {report}",
+        f(rs, "p99_ms")
     );
 
     t.helm(&["uninstall", "gamefleet", "-n", "gamefleet-system"])
