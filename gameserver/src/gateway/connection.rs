@@ -547,7 +547,7 @@ impl Conn {
         };
         tracing::warn!(error = %e, game_id, "room not received in time; join refused");
         let gw = Arc::clone(&self.gw);
-        let _membership = gw.membership.lock().await;
+        let _membership = gw.membership.lock(Key::Room(game_id)).await;
         if gw.registry.leave_room(game_id, &self.handle.id) == 0 {
             if let Err(e) = gw.bus.unsubscribe_room(game_id).await {
                 tracing::warn!(error = %e, game_id, "unsubscribe_room failed");
