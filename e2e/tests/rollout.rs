@@ -411,6 +411,10 @@ fn replay(entries: &[Value]) -> LedgerCheck {
     c
 }
 
+// Not in the default run yet: on a 2-core machine shared with other work its close → resumed
+// p99 ranged 1.6–5.0 s (docs/benchmarks.md); run it on a machine it has to itself with
+// `cargo nextest run -p kubesim --test rollout --run-ignored all`.
+#[ignore = "load scenario: needs the machine to itself (--run-ignored all)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
     workspace_binary("gameserver");
