@@ -556,25 +556,40 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
     assert!(report["bets_settled"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(r["bets_unacknowledged"], 0, "{report}");
 
-    let f = fleets.get("dice").await.unwrap();
-    let scaled: Vec<String> = Api::<Event>::namespaced(client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("Scaled"))
-        .filter_map(|e| e.note)
-        .collect();
-    // (A sync inside the stabilization window may take two steps, 3 → 2 → 1, as the HPA would.)
-    assert!(
-        scaled.iter().any(|n| {
-            n.starts_with("Scaled gateway from 3 to 1 (connections ")
-                || n.starts_with("Scaled gateway from 2 to 1 (connections ")
-        }),
-        "{scaled:?}"
-    );
-    assert!(f.status.unwrap().gateway.desired_replicas == 1);
+    // The Scaled event and the fleet's status are written by different steps (the autoscaler,
+    // then the next status update): poll for both.
+    let events = Api::<Event>::namespaced(client.clone(), NS);
+    wait_for(
+        &cluster,
+        NS,
+        Duration::from_secs(20),
+        "a scale-down to 1 gateway in the events and the status",
+        || async {
+            let scaled: Vec<String> = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("Scaled"))
+                .filter_map(|e| e.note)
+                .collect();
+            // (A sync inside the stabilization window may take two steps, 3 → 2 → 1, as the
+            // HPA would.)
+            if !scaled.iter().any(|n| {
+                n.starts_with("Scaled gateway from 3 to 1 (connections ")
+                    || n.starts_with("Scaled gateway from 2 to 1 (connections ")
+            }) {
+                return Err(format!("Scaled events: {scaled:?}"));
+            }
+            let f = fleets.get("dice").await.map_err(|e| e.to_string())?;
+            match f.status.map(|s| s.gateway.desired_replicas) {
+                Some(1) => Ok(()),
+                other => Err(format!("status.gateway.desiredReplicas {other:?}")),
+            }
+        },
+    )
+    .await;
 
     // The autoscaler's API calls are exactly its RBAC rules.
     let _ = stop_tx.send(());
