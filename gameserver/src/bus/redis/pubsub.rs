@@ -54,9 +54,12 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Channels per `SUBSCRIBE` when a new connection subscribes everything wanted.
 const SUBSCRIBE_CHUNK: usize = 1_000;
 
-/// What the gateway wants to receive, and the connection receiving it (if one is up). Held
-/// across (un)subscribe commands so that commands reach Redis in the order the wanted set
-/// changed, and a new connection subscribes a complete set.
+/// What the gateway wants to receive, and the connection receiving it (if one is up). A new
+/// connection subscribes the whole set under this lock, so no channel falls between the set and
+/// the sink. Single (un)subscribe commands are sent after the lock is released: holding it
+/// across their round trips queued every join, resume and close of the gateway behind one
+/// another. The order of two commands for the same channel is the caller's to keep (the
+/// gateway changes a room's or a user's subscription under that room's or user's lock).
 struct State {
     wanted: HashSet<String>,
     live: Option<Live>,
@@ -65,6 +68,8 @@ struct State {
 /// A connection that has subscribed every wanted channel.
 struct Live {
     sink: PubSubSink,
+    /// Which connection this is (a failed command takes down only its own connection).
+    id: u64,
     /// Cancelled when a command on this connection failed: its session ends and a new
     /// connection subscribes `wanted` again.
     broken: CancellationToken,
@@ -77,6 +82,19 @@ impl State {
             live.broken.cancel();
         }
         up.send_replace(false);
+    }
+
+    /// As [`take_down`](Self::take_down), if connection `id` is still the live one (a command
+    /// sent on a connection that has since been replaced says nothing about the new one).
+    fn take_down_if(&mut self, id: u64, up: &watch::Sender<bool>) {
+        if self.live.as_ref().is_some_and(|l| l.id == id) {
+            self.take_down(up);
+        }
+    }
+
+    /// The live connection's sink and id, if one is up.
+    fn sink(&self) -> Option<(PubSubSink, u64)> {
+        self.live.as_ref().map(|l| (l.sink.clone(), l.id))
     }
 }
 
@@ -117,6 +135,7 @@ impl Subscriber {
             metrics: metrics.clone(),
             stop: stop.clone(),
             went_up: false,
+            sessions: 0,
         };
         tokio::spawn(task.run());
         Ok(Self {
@@ -132,35 +151,39 @@ impl Subscriber {
     /// (or when this command fails, which takes it down) the channel is subscribed by the next
     /// connection; [`wait_up`](Self::wait_up) tells when that has happened.
     pub(super) async fn subscribe(&self, channel: String) {
-        let mut state = self.state.lock().await;
-        state.wanted.insert(channel.clone());
-        let Some(live) = &state.live else { return };
-        let mut sink = live.sink.clone();
+        let live = {
+            let mut state = self.state.lock().await;
+            state.wanted.insert(channel.clone());
+            state.sink()
+        };
+        let Some((mut sink, id)) = live else { return };
         match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, channel, "pub/sub subscribe failed; reconnecting");
-                state.take_down(&self.up_tx);
+                self.state.lock().await.take_down_if(id, &self.up_tx);
             }
             Err(_) => {
                 tracing::warn!(channel, "pub/sub subscribe timed out; reconnecting");
-                state.take_down(&self.up_tx);
+                self.state.lock().await.take_down_if(id, &self.up_tx);
             }
         }
     }
 
     /// Stops receiving `channel`. Never fails: a connection made later does not subscribe it.
     pub(super) async fn unsubscribe(&self, channel: String) {
-        let mut state = self.state.lock().await;
-        state.wanted.remove(&channel);
-        let Some(live) = &state.live else { return };
-        let mut sink = live.sink.clone();
+        let live = {
+            let mut state = self.state.lock().await;
+            state.wanted.remove(&channel);
+            state.sink()
+        };
+        let Some((mut sink, id)) = live else { return };
         if !matches!(
             tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await,
             Ok(Ok(()))
         ) {
             tracing::warn!(channel, "pub/sub unsubscribe failed; reconnecting");
-            state.take_down(&self.up_tx);
+            self.state.lock().await.take_down_if(id, &self.up_tx);
         }
     }
 
@@ -199,6 +222,8 @@ struct Task {
     stop: CancellationToken,
     /// The current session got as far as subscribing (its end starts the backoff over).
     went_up: bool,
+    /// Connections made so far (names each [`Live`]).
+    sessions: u64,
 }
 
 impl Task {
@@ -245,8 +270,10 @@ impl Task {
                     .map_err(unavailable)?;
             }
             let channels = wanted.len();
+            self.sessions += 1;
             state.live = Some(Live {
                 sink,
+                id: self.sessions,
                 broken: broken.clone(),
             });
             channels
