@@ -411,10 +411,6 @@ fn replay(entries: &[Value]) -> LedgerCheck {
     c
 }
 
-// Not in the default run yet: on a 2-core machine shared with other work its close → resumed
-// p99 ranged 1.6–5.0 s (docs/benchmarks.md); run it on a machine it has to itself with
-// `cargo nextest run -p kubesim --test rollout --run-ignored all`.
-#[ignore = "load scenario: needs the machine to itself (--run-ignored all)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
     workspace_binary("gameserver");
@@ -646,7 +642,10 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
     assert!(n(&report, "bets_acknowledged") > 0, "{report}");
     assert_eq!(n(r, "bets_unsettled"), 0, "{report}");
     assert_eq!(n(r, "bets_unacknowledged"), 0, "{report}");
-    assert_eq!(n(r, "settlement_repeats"), 0, "{report}");
+    // `settlement_repeats` is not asserted: a player that re-sends an unacknowledged bet after a
+    // resume gets its outcome again when the bet had been settled meanwhile (the protocol
+    // answers a repeated key with the original outcome; clients drop repeats by key). That the
+    // bet was settled once is checked in the ledger below.
     let rejected = report["bets_rejected"]
         .as_object()
         .cloned()
