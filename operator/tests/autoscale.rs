@@ -365,7 +365,7 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
     let f = wait_for(
         &cluster,
         NS,
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "status with 1500 connections and 3/3",
         || async {
             let f = fleets.get("dice").await.map_err(|e| e.to_string())?;
