@@ -495,18 +495,24 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
-    let patch = |tier: &str| json!({"spec": {tier: {"image": IMAGE_V2}}}).to_string();
-    t.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "gf",
-        "dice",
-        "--type=merge",
-        "-p",
-        &patch("gateway"),
-    ])
-    .await;
+    let set_image = |tier: &'static str| {
+        let patch = json!({"spec": {tier: {"image": IMAGE_V2}}}).to_string();
+        let t = &t;
+        async move {
+            t.kubectl(&[
+                "-n",
+                NS,
+                "patch",
+                "gf",
+                "dice",
+                "--type=merge",
+                "-p",
+                &patch,
+            ])
+            .await;
+        }
+    };
+    set_image("gateway").await;
     let (gateway_rollout, gateway_reasons) =
         wait_rolled_out(&cluster, &fleets, &pods, "gateway", IMAGE_V2, 3).await;
     let engines: BTreeSet<String> = tier_pods(&pods, "engine")
@@ -526,17 +532,7 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
     );
 
     // 5. New engine image: every engine is replaced while players bet.
-    t.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "gf",
-        "dice",
-        "--type=merge",
-        "-p",
-        &patch("engine"),
-    ])
-    .await;
+    set_image("engine").await;
     let (engine_rollout, engine_reasons) =
         wait_rolled_out(&cluster, &fleets, &pods, "engine", IMAGE_V2, 2).await;
 
