@@ -109,18 +109,7 @@ async fn helm_install_apply_example_and_play() {
     }
 
     // 5. Players through the player Service (cluster IP, port 80 → gateway pods).
-    let players_ip = t
-        .kubectl(&[
-            "-n",
-            "games",
-            "get",
-            "svc",
-            "dice-players",
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ])
-        .await;
-    let url = format!("ws://{}:80/ws", players_ip.trim());
+    let url = t.players_url("games").await;
     // Rounds of the example last 13 s (10 s betting + 3 s pause): measure long enough for every
     // room to settle at least one round.
     let bench = Command::new(&gameserver)

@@ -175,6 +175,17 @@ fn pod_ip(p: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// The address of a ready engine (for its admin API).
+async fn ready_engine_ip(pods: &Api<Pod>) -> String {
+    pod_ip(
+        tier_pods(pods, "engine")
+            .await
+            .iter()
+            .find(|p| ready(p))
+            .expect("a ready engine"),
+    )
+}
+
 async fn tier_pods(pods: &Api<Pod>, component: &str) -> Vec<Pod> {
     let sel = format!("app.kubernetes.io/instance=dice,app.kubernetes.io/component={component}");
     pods.list(&ListParams::default().labels(&sel))
@@ -437,13 +448,7 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
     let fleet_ready = started.elapsed();
 
     // 2. Fund every player through an engine's admin API.
-    let engine_ip = pod_ip(
-        tier_pods(&pods, "engine")
-            .await
-            .iter()
-            .find(|p| ready(p))
-            .expect("a ready engine"),
-    );
+    let engine_ip = ready_engine_ip(&pods).await;
     futures::stream::iter(0..PLAYERS)
         .map(|i| {
             let ip = engine_ip.clone();
@@ -454,21 +459,7 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
         .await;
 
     // 3. Players through the player Service; wait until all of them are in.
-    let players_ip = t
-        .kubectl(&[
-            "-n",
-            NS,
-            "get",
-            "svc",
-            "dice-players",
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ])
-        .await;
-    let bench = Bench::start(
-        &format!("ws://{}:80/ws", players_ip.trim()),
-        work.join("bench.stderr"),
-    );
+    let bench = Bench::start(&t.players_url(NS).await, work.join("bench.stderr"));
     // The bench bets only once every player is in its rooms: the first bets mark the start.
     let connect_deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -653,13 +644,7 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
 
     // ... and as the ledger has it: one debit per settled bet, balances replay exactly, money
     // conserved.
-    let engine_ip = pod_ip(
-        tier_pods(&pods, "engine")
-            .await
-            .iter()
-            .find(|p| ready(p))
-            .expect("a ready engine"),
-    );
+    let engine_ip = ready_engine_ip(&pods).await;
     let entries = ledger_entries(&engine_ip).await;
     let ledger = replay(&entries);
     let credited = CREDIT * PLAYERS as i64;

@@ -178,6 +178,23 @@ impl Tools {
     }
 
     /// `kubectl wait gf/<name> --for=condition=Ready`, with `describe` in the failure.
+    /// The players' WebSocket URL: the `dice-players` Service's cluster IP, as a player inside
+    /// the cluster reaches it.
+    pub async fn players_url(&self, ns: &str) -> String {
+        let ip = self
+            .kubectl(&[
+                "-n",
+                ns,
+                "get",
+                "svc",
+                "dice-players",
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ])
+            .await;
+        format!("ws://{}:80/ws", ip.trim())
+    }
+
     pub async fn wait_fleet_ready(&self, ns: &str, name: &str, timeout: Duration) {
         let secs = format!("--timeout={}s", timeout.as_secs());
         let gf = format!("gf/{name}");
