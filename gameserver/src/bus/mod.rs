@@ -71,6 +71,14 @@ pub struct Delivery {
     pub frame: Arc<str>,
 }
 
+/// A player's notice that must reach it once per `key` (see [`EngineBus::publish_outcomes`]).
+#[derive(Clone, Debug)]
+pub struct MarkedNotice {
+    pub delivery: Delivery,
+    pub key: String,
+    pub only_if_unsent: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The bus (e.g. Redis) cannot be reached; callers answer `ENGINE_UNAVAILABLE`.
@@ -135,21 +143,17 @@ pub trait EngineBus: Send + Sync + 'static {
     }
     /// Send a frame to players.
     async fn publish(&self, delivery: Delivery) -> Result<(), BusError>;
-    /// Send a player's bet outcome, marked with `key` (the user and idempotency key). With
-    /// `only_if_unsent` it is skipped when a notice with that key went out before: an engine
-    /// finishing what a dead one started tells each player once, whether or not the dead one
-    /// got to it. A bus that cannot tell (one process) skips those.
-    async fn publish_outcome(
-        &self,
-        delivery: Delivery,
-        key: &str,
-        only_if_unsent: bool,
-    ) -> Result<(), BusError> {
-        let _ = key;
-        if only_if_unsent {
-            return Ok(());
+    /// Send players their bet outcomes, each marked with its `key` (the user and idempotency
+    /// key). One with `only_if_unsent` is skipped when a notice with its key went out before: an
+    /// engine finishing what a dead one started tells each player once, whether or not the dead
+    /// one got to it. A bus that cannot tell (one process) skips those.
+    async fn publish_outcomes(&self, notices: Vec<MarkedNotice>) -> Result<(), BusError> {
+        for n in notices {
+            if !n.only_if_unsent {
+                self.publish(n.delivery).await?;
+            }
         }
-        self.publish(delivery).await
+        Ok(())
     }
     /// Rooms that have at least one member on some gateway (rounds run only there).
     async fn active_rooms(&self) -> Result<Vec<String>, BusError>;

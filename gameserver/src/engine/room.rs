@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::bus::{QueuedBet, Target};
+use crate::bus::{Delivery, MarkedNotice, QueuedBet, Target};
 use crate::game::fairness::{self, ClientSeedMix};
 use crate::game::rules::{check_amount, Selection};
 use crate::ledger::{
@@ -367,23 +367,40 @@ fn ledger_unavailable(q: &QueuedBet, e: &LedgerError) {
 
 /// Tells the player its bet's outcome (again, if it asked again with the same key).
 async fn send_outcome(shared: &Shared, record: &BetRecord) {
-    publish_outcome(shared, record, false).await
+    send_outcomes(shared, [record], false).await
 }
 
 /// Tells the player an outcome another engine decided and may have died before sending: sent
 /// unless a notice for the bet already went out.
 async fn send_outcome_if_unsent(shared: &Shared, record: &BetRecord) {
-    publish_outcome(shared, record, true).await
+    send_outcomes(shared, [record], true).await
 }
 
-async fn publish_outcome(shared: &Shared, record: &BetRecord, only_if_unsent: bool) {
+/// Tells players their bets' outcomes, all in one bus call.
+async fn send_outcomes<'a>(
+    shared: &Shared,
+    records: impl IntoIterator<Item = &'a BetRecord>,
+    only_if_unsent: bool,
+) {
     let at = now_ms();
-    if let Some(frame) = frames::bet_outcome(record, at) {
-        let w = &record.wager;
-        shared
-            .publish_outcome(&w.user_id, &w.key, frame, at, only_if_unsent)
-            .await;
-    }
+    let notices = records
+        .into_iter()
+        .filter_map(|record| {
+            let frame = frames::bet_outcome(record, at)?;
+            let w = &record.wager;
+            Some(MarkedNotice {
+                delivery: Delivery {
+                    target: Target::User(w.user_id.clone()),
+                    emitted_at_ms: at,
+                    except_connection: None,
+                    frame: Arc::from(frame),
+                },
+                key: format!("outcome:{}:{}", w.user_id, w.key),
+                only_if_unsent,
+            })
+        })
+        .collect();
+    shared.publish_outcomes(notices).await
 }
 
 /// Roll and settle every bet of the round. The ledger's list of the round's bets is the source
@@ -419,12 +436,10 @@ async fn settle(shared: &Shared, round: &OpenRound) {
 
     // Bets settled by a previous owner of the room are done, but it may have died between
     // settling one and telling its player.
-    for rec in bets
+    let decided = bets
         .iter()
-        .filter(|rec| !matches!(rec.state, BetState::Pending { .. }))
-    {
-        send_outcome_if_unsent(shared, rec).await;
-    }
+        .filter(|rec| !matches!(rec.state, BetState::Pending { .. }));
+    send_outcomes(shared, decided, true).await;
     // Settle in batches: one ledger call (one Redis script run) per batch.
     let pending: Vec<&BetRecord> = bets
         .iter()
@@ -536,10 +551,7 @@ async fn settle_batch(
     let settled: Vec<Settlement> = done.into_iter().flatten().collect();
     // Only the engine whose call settled a bet tells the player (two engines may settle one
     // round when a room changes owner mid-round).
-    let tell = settled
-        .iter()
-        .filter(|s| s.now)
-        .map(|s| send_outcome(shared, &s.record));
-    futures_util::future::join_all(tell).await;
+    let now = settled.iter().filter(|s| s.now).map(|s| &s.record);
+    send_outcomes(shared, now, false).await;
     Some(settled.into_iter().map(|s| s.record).collect())
 }

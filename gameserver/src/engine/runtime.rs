@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::{BusError, Delivery, EngineBus, QueuedBet, Target};
+use crate::bus::{BusError, Delivery, EngineBus, MarkedNotice, QueuedBet, Target};
 use crate::ledger::Ledger;
 
 use super::{room, EngineConfig, EngineMetrics};
@@ -96,29 +96,15 @@ impl Shared {
         }
     }
 
-    /// Send a bet outcome to its player, marked so that `only_if_unsent` copies (an engine
-    /// finishing a dead one's work) never repeat it.
-    pub async fn publish_outcome(
-        &self,
-        user_id: &str,
-        key: &str,
-        frame: String,
-        at_ms: u64,
-        only_if_unsent: bool,
-    ) {
-        let delivery = Delivery {
-            target: Target::User(user_id.to_owned()),
-            emitted_at_ms: at_ms,
-            except_connection: None,
-            frame: Arc::from(frame),
-        };
-        let mark = format!("outcome:{user_id}:{key}");
-        if let Err(e) = self
-            .bus
-            .publish_outcome(delivery, &mark, only_if_unsent)
-            .await
-        {
-            tracing::warn!(error = %e, "publishing an outcome failed");
+    /// Send bet outcomes to their players in one bus call, each marked so that
+    /// `only_if_unsent` copies (an engine finishing a dead one's work) never repeat it.
+    pub async fn publish_outcomes(&self, notices: Vec<MarkedNotice>) {
+        if notices.is_empty() {
+            return;
+        }
+        let n = notices.len();
+        if let Err(e) = self.bus.publish_outcomes(notices).await {
+            tracing::warn!(error = %e, n, "publishing outcomes failed");
         }
     }
 

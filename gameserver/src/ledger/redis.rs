@@ -4,7 +4,8 @@
 //! (`<prefix>:ledger:log`, id `<seq>-1`) for audit and dispute resolution.
 //!
 //! Keys (prefix `gf` by default): `ledger:balances` (hash account → balance),
-//! `ledger:applied:<transfer key>` (the entry a key produced), `ledger:seq`, `ledger:log`
+//! `ledger:applied:<transfer key>` (the entry a deposit's or withdrawal's key produced; a bet's
+//! stake and payout are keyed by its bet record instead), `ledger:seq`, `ledger:log`
 //! (stream), `bet:<len(user)>:<user>:<key>` (hash: one bet record), `round:<roundId>:bets`
 //! (list).
 //!
@@ -34,51 +35,69 @@ pub const MAX_BALANCE: i64 = super::MAX_AMOUNT;
 
 const TRANSFER_FN: &str = r#"
 local function fmt(n) return string.format('%.0f', n) end
--- k: the balances hash, the key's applied-entry key, the sequence, the audit stream.
+-- Moves `amount` and appends the entry to the audit stream; k: the balances hash, (unused),
+-- the sequence, the audit stream. Only a user payer's balance is read first (a system account
+-- may go negative); the payee's bound is checked after the increment and undone if crossed.
+local function move(k, key, kind, from, to, amount, memo, now, from_system, max)
+  if not from_system then
+    local fb = tonumber(redis.call('HGET', k[1], from) or '0')
+    if fb < amount then return {'insufficient', fmt(fb)} end
+  end
+  local fb = redis.call('HINCRBY', k[1], from, fmt(-amount))
+  if fb < -max then
+    redis.call('HINCRBY', k[1], from, fmt(amount))
+    return {'overflow', from}
+  end
+  local tb = redis.call('HINCRBY', k[1], to, fmt(amount))
+  if tb > max then
+    redis.call('HINCRBY', k[1], from, fmt(amount))
+    redis.call('HINCRBY', k[1], to, fmt(-amount))
+    return {'overflow', to}
+  end
+  local seq = redis.call('INCR', k[3])
+  local entry = cjson.encode({fmt(seq), key, kind, from, to, fmt(amount), fmt(fb), fmt(tb), now, memo})
+  redis.call('XADD', k[4], fmt(seq) .. '-1', 'entry', entry)
+  return {'ok', entry, fb, tb}
+end
+
+-- A transfer with its own idempotency record (k[2]: the key's applied entry).
 local function transfer(k, key, kind, from, to, amount, memo, now, from_system, max)
   local prev = redis.call('GET', k[2])
   if prev then return {'dup', prev} end
-  local fb = tonumber(redis.call('HGET', k[1], from) or '0')
-  local tb = tonumber(redis.call('HGET', k[1], to) or '0')
-  if (not from_system) and fb < amount then return {'insufficient', fmt(fb)} end
-  if fb - amount < -max then return {'overflow', from} end
-  if tb + amount > max then return {'overflow', to} end
-  fb = redis.call('HINCRBY', k[1], from, fmt(-amount))
-  tb = redis.call('HINCRBY', k[1], to, fmt(amount))
-  local seq = redis.call('INCR', k[3])
-  local entry = cjson.encode({fmt(seq), key, kind, from, to, fmt(amount), fmt(fb), fmt(tb), now, memo})
-  redis.call('SET', k[2], entry, 'PX', RETENTION)
-  redis.call('XADD', k[4], fmt(seq) .. '-1', 'entry', entry)
-  return {'ok', entry}
+  local t = move(k, key, kind, from, to, amount, memo, now, from_system, max)
+  if t[1] == 'ok' then redis.call('SET', k[2], t[2], 'PX', RETENTION) end
+  return t
 end
 
 -- Settles the pending bet record `bk`; returns its previous state ('now' if this call settled
--- it) followed by the record's fields.
+-- it) followed by the record's fields. The record's state is the payout's idempotency: it turns
+-- 'settled' in the same step as the payout moves.
 local function settle(k, bk, payout_key, account, payout_arg, roll, now, max, house)
-  local st = redis.call('HGET', bk, 'state')
+  local rec = redis.call('HMGET', bk, 'state', 'round', 'wager')
+  local st = rec[1]
   if not st then return {'unknown'} end
-  if st == 'pending' then
-    local payout = tonumber(payout_arg)
-    local bal
-    if payout > 0 then
-      local round = redis.call('HGET', bk, 'round') or ''
-      local t = transfer(k, payout_key, 'payout', house, account, payout, round, now, true,
-        tonumber(max))
-      if t[1] == 'overflow' then return {'overflow', t[2]} end
-      bal = cjson.decode(t[2])[8]
-    else
-      bal = redis.call('HGET', k[1], account) or '0'
-    end
-    local outcome = 'lose'
-    if payout > 0 then outcome = 'win' end
-    redis.call('HSET', bk, 'state', 'settled', 'roll', roll, 'payout', payout_arg,
-      'outcome', outcome, 'balance', bal)
-    redis.call('PEXPIRE', bk, RETENTION)
-    st = 'now'
+  if st ~= 'pending' then
+    local r = redis.call('HGETALL', bk)
+    table.insert(r, 1, st)
+    return r
   end
-  local r = redis.call('HGETALL', bk)
-  table.insert(r, 1, st)
-  return r
+  local payout = tonumber(payout_arg)
+  local bal
+  local outcome = 'lose'
+  if payout > 0 then
+    local t = move(k, payout_key, 'payout', house, account, payout, rec[2] or '', now, true,
+      tonumber(max))
+    if t[1] ~= 'ok' then return t end
+    bal = fmt(t[4])
+    outcome = 'win'
+  else
+    bal = redis.call('HGET', k[1], account) or '0'
+  end
+  redis.call('HSET', bk, 'state', 'settled', 'roll', roll, 'payout', payout_arg,
+    'outcome', outcome, 'balance', bal)
+  redis.call('PEXPIRE', bk, RETENTION)
+  return {'now', 'wager', rec[3], 'state', 'settled', 'roll', roll, 'payout', payout_arg,
+    'outcome', outcome, 'balance', bal}
 end
 "#;
 
@@ -87,45 +106,47 @@ return transfer(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARG
   ARGV[8] == '1', tonumber(ARGV[9]))
 "#;
 
+/// KEYS: balances, seq, log, the bet record, the round's bet list, the round's closed marker.
+/// The bet record is the stake's idempotency record: it is written in the same step as the
+/// debit, so no separate applied key is kept for stakes.
 const PLACE_BET: &str = r#"
-local status
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  status = 'existing'
-elseif redis.call('EXISTS', KEYS[7]) == 1 then
-  return {'closed'}
-else
-  local t = transfer(KEYS, ARGV[1], 'bet', ARGV[2], ARGV[8], tonumber(ARGV[3]), ARGV[5], ARGV[6],
-    false, tonumber(ARGV[7]))
-  if t[1] == 'ok' then
-    local e = cjson.decode(t[2])
-    redis.call('HSET', KEYS[5], 'wager', ARGV[4], 'state', 'pending', 'balance', e[7], 'round', ARGV[5])
-    redis.call('RPUSH', KEYS[6], KEYS[5])
-    status = 'accepted'
-  elseif t[1] == 'insufficient' then
-    redis.call('HSET', KEYS[5], 'wager', ARGV[4], 'state', 'rejected',
-      'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[5])
-    redis.call('PEXPIRE', KEYS[5], RETENTION)
-    status = 'insufficient'
-  else
-    return {t[1], t[2]}
-  end
+local k = {KEYS[1], false, KEYS[2], KEYS[3]}
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  local r = redis.call('HGETALL', KEYS[4])
+  table.insert(r, 1, 'existing')
+  return r
 end
-local r = redis.call('HGETALL', KEYS[5])
-table.insert(r, 1, status)
-return r
+if redis.call('EXISTS', KEYS[6]) == 1 then return {'closed'} end
+local t = move(k, ARGV[1], 'bet', ARGV[2], ARGV[8], tonumber(ARGV[3]), ARGV[5], ARGV[6],
+  false, tonumber(ARGV[7]))
+if t[1] == 'ok' then
+  local bal = fmt(t[3])
+  redis.call('HSET', KEYS[4], 'wager', ARGV[4], 'state', 'pending', 'balance', bal, 'round', ARGV[5])
+  redis.call('RPUSH', KEYS[5], KEYS[4])
+  return {'accepted', 'wager', ARGV[4], 'state', 'pending', 'balance', bal, 'round', ARGV[5]}
+elseif t[1] == 'insufficient' then
+  redis.call('HSET', KEYS[4], 'wager', ARGV[4], 'state', 'rejected',
+    'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], RETENTION)
+  return {'insufficient', 'wager', ARGV[4], 'state', 'rejected',
+    'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[5]}
+end
+return {t[1], t[2]}
 "#;
 
+/// KEYS: balances, seq, log, the bet record.
 const SETTLE_BET: &str = r#"
-return settle(KEYS, KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return settle({KEYS[1], false, KEYS[2], KEYS[3]}, KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+  ARGV[5], ARGV[6], ARGV[7])
 "#;
 
-/// KEYS: balances, seq, log, then per bet its payout's applied-entry key and its record.
-/// ARGV: now, max, house, then per bet its payout key, account, payout and roll.
+/// KEYS: balances, seq, log, then each bet's record. ARGV: now, max, house, then per bet its
+/// payout key, account, payout and roll.
 const SETTLE_MANY: &str = r#"
 local out = {}
-for i = 0, (#KEYS - 3) / 2 - 1 do
-  local k = {KEYS[1], KEYS[4 + 2 * i], KEYS[2], KEYS[3]}
-  out[i + 1] = settle(k, KEYS[5 + 2 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i],
+local k = {KEYS[1], false, KEYS[2], KEYS[3]}
+for i = 0, #KEYS - 4 do
+  out[i + 1] = settle(k, KEYS[4 + i], ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i],
     ARGV[7 + 4 * i], ARGV[1], ARGV[2], ARGV[3])
 end
 return out
@@ -335,12 +356,11 @@ impl RedisLedger {
         format!("{}:room:{}:{game_id}:{what}", self.prefix, game_id.len())
     }
 
-    /// The four keys every money-moving script uses, in the order the Lua expects, for the
-    /// transfer with this idempotency key.
-    fn money_keys(&self, transfer_key: &str) -> [String; 4] {
+    /// The keys every money-moving script starts with, in the order the Lua expects: the
+    /// balances, the entry sequence and the audit stream.
+    fn money_keys(&self) -> [String; 3] {
         [
             self.key("ledger:balances"),
-            format!("{}:ledger:applied:{transfer_key}", self.prefix),
             self.key("ledger:seq"),
             self.key("ledger:log"),
         ]
@@ -370,9 +390,11 @@ impl Ledger for RedisLedger {
             return Err(LedgerError::InvalidAmount(t.amount));
         }
         let mut inv = self.transfer.prepare_invoke();
-        for k in self.money_keys(&t.key) {
-            inv.key(k);
-        }
+        let [balances, seq, log] = self.money_keys();
+        inv.key(balances)
+            .key(format!("{}:ledger:applied:{}", self.prefix, t.key))
+            .key(seq)
+            .key(log);
         let from_system = super::is_system(&t.from);
         inv.arg(&t.key)
             .arg(kind_str(t.kind))
@@ -420,7 +442,7 @@ impl Ledger for RedisLedger {
         let wager = serde_json::to_string(w).map_err(corrupt)?;
         let stake_key = super::memory::stake_key(&w.user_id, &w.key);
         let mut inv = self.place.prepare_invoke();
-        for k in self.money_keys(&stake_key) {
+        for k in self.money_keys() {
             inv.key(k);
         }
         inv.key(self.bet_key(&w.user_id, &w.key))
@@ -459,7 +481,7 @@ impl Ledger for RedisLedger {
         check_payout(user_id, payout)?;
         let payout_key = super::memory::payout_key(user_id, key);
         let mut inv = self.settle.prepare_invoke();
-        for k in self.money_keys(&payout_key) {
+        for k in self.money_keys() {
             inv.key(k);
         }
         inv.key(self.bet_key(user_id, key));
@@ -493,14 +515,13 @@ impl Ledger for RedisLedger {
             .collect();
         if !valid.is_empty() {
             let mut inv = self.settle_many.prepare_invoke();
-            inv.key(self.key("ledger:balances"))
-                .key(self.key("ledger:seq"))
-                .key(self.key("ledger:log"));
+            for k in self.money_keys() {
+                inv.key(k);
+            }
             inv.arg(now_ms()).arg(MAX_BALANCE).arg(HOUSE);
             for i in &valid {
                 let payout_key = super::memory::payout_key(&i.user_id, &i.key);
-                inv.key(format!("{}:ledger:applied:{payout_key}", self.prefix))
-                    .key(self.bet_key(&i.user_id, &i.key));
+                inv.key(self.bet_key(&i.user_id, &i.key));
                 inv.arg(payout_key)
                     .arg(user_account(&i.user_id))
                     .arg(i.payout)

@@ -12,7 +12,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, St
 use redis::Script;
 
 use super::{lease, lock, unavailable, RedisBus, RedisBusConfig};
-use crate::bus::{BetRequest, BusError, Delivery, EngineBus, QueuedBet};
+use crate::bus::{BetRequest, BusError, Delivery, EngineBus, MarkedNotice, QueuedBet};
 
 const GROUP: &str = "engines";
 
@@ -393,20 +393,9 @@ impl EngineBus for RedisBus {
         self.publish_delivery(&delivery).await
     }
 
-    async fn publish_outcome(
-        &self,
-        delivery: Delivery,
-        key: &str,
-        only_if_unsent: bool,
-    ) -> Result<(), BusError> {
+    async fn publish_outcomes(&self, notices: Vec<MarkedNotice>) -> Result<(), BusError> {
         self.histories
-            .publish_marked(
-                &mut self.conn.clone(),
-                Self::channel(&self.cfg.prefix, &delivery.target),
-                &delivery,
-                key,
-                only_if_unsent,
-            )
+            .publish_marked(&mut self.conn.clone(), &notices)
             .await
     }
 

@@ -15,45 +15,62 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use super::unavailable;
+use super::{unavailable, RedisBus};
 use crate::bus::history::{self, Entry, HistoryLimits, Position, Recovery};
-use crate::bus::{BusError, Delivery, Target};
+use crate::bus::{BusError, Delivery, MarkedNotice, Target};
 
-/// Creates the meta hash (and drops an orphaned stream) when the stream is new or expired.
-const ENSURE: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+/// `ensure` creates the meta hash (and drops an orphaned stream) when the stream is new or
+/// expired, and returns the epoch; `append` appends a payload and publishes it.
+const FUNCTIONS: &str = r#"
+local function ensure(meta, stream, new_epoch, ttl)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = new_epoch
+    redis.call('DEL', stream)
+    redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
+    redis.call('PEXPIRE', meta, ttl)
+  end
+  return epoch
+end
+
+local function append(meta, stream, epoch, ttl, channel, payload, maxlen, now)
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  local p = '{"offset":' .. seq .. ',"epoch":"' .. epoch .. '",' .. string.sub(payload, 2)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 't', now, 'd', p)
+  redis.call('PEXPIRE', meta, ttl)
+  redis.call('PEXPIRE', stream, ttl)
+  return redis.call('PUBLISH', channel, p)
 end
 "#;
 
 /// KEYS: meta, stream. ARGV: new epoch, ttl ms, channel, payload, maxlen, now ms.
 const PUBLISH_BODY: &str = r#"
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local payload = '{"offset":' .. seq .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[4], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], seq .. '-0', 't', ARGV[6], 'd', payload)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return redis.call('PUBLISH', ARGV[3], payload)
+local epoch = ensure(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return append(KEYS[1], KEYS[2], epoch, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 "#;
 
-/// Prepended to the publish script for a notice sent at most once per key. KEYS[3]: the key's
-/// marker, kept as long as the history. ARGV[7]: `mark` (always publish; a first outcome, or
-/// one a player asked again for) or `once` (publish unless the key was published already).
-const ONCE: &str = r#"
-local fresh = redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2])
-if not fresh then
-  if ARGV[7] == 'once' then return -1 end
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+/// Notices sent at most once per key, several per call. KEYS: per notice its meta, stream and
+/// marker (kept as long as the history). ARGV: new epoch, ttl ms, now ms, then per notice its
+/// channel, payload, maxlen and mode: `mark` (always publish; a first outcome, or one a player
+/// asked again for) or `once` (publish unless the key was published already).
+const PUBLISH_MARKED_BODY: &str = r#"
+for i = 0, #KEYS / 3 - 1 do
+  local meta, stream, marker = KEYS[1 + 3 * i], KEYS[2 + 3 * i], KEYS[3 + 3 * i]
+  local a = 4 + 4 * i
+  local fresh = redis.call('SET', marker, '1', 'NX', 'PX', ARGV[2])
+  if fresh or ARGV[a + 3] ~= 'once' then
+    if not fresh then redis.call('PEXPIRE', marker, ARGV[2]) end
+    local epoch = ensure(meta, stream, ARGV[1], ARGV[2])
+    append(meta, stream, epoch, ARGV[2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[3])
+  end
 end
+return 1
 "#;
 
 /// KEYS: meta, stream. ARGV: new epoch, ttl ms, since (-1: none), count.
 /// Returns epoch, seq, then id, t, d of each entry after `since`.
 const READ_BODY: &str = r#"
+local epoch = ensure(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local out = {epoch, tostring(seq)}
 local since = tonumber(ARGV[3])
@@ -76,7 +93,7 @@ pub(super) struct Histories {
     prefix: String,
     limits: HistoryLimits,
     publish: Script,
-    publish_once: Script,
+    publish_marked: Script,
     read: Script,
 }
 
@@ -107,9 +124,9 @@ impl Histories {
         Self {
             prefix,
             limits,
-            publish: Script::new(&format!("{ENSURE}{PUBLISH_BODY}")),
-            publish_once: Script::new(&format!("{ONCE}{ENSURE}{PUBLISH_BODY}")),
-            read: Script::new(&format!("{ENSURE}{READ_BODY}")),
+            publish: Script::new(&format!("{FUNCTIONS}{PUBLISH_BODY}")),
+            publish_marked: Script::new(&format!("{FUNCTIONS}{PUBLISH_MARKED_BODY}")),
+            read: Script::new(&format!("{FUNCTIONS}{READ_BODY}")),
         }
     }
 
@@ -158,33 +175,36 @@ impl Histories {
             .map_err(unavailable)
     }
 
-    /// Publishes a user's notice that must reach it once: `once` skips it when `key` was
-    /// published before (within the history's age); otherwise it is published and marked.
+    /// Publishes users' notices that must reach them once, in one script run: a notice whose
+    /// `once` is set is skipped when its key was published before (within the history's age);
+    /// the others are published and marked.
     pub(super) async fn publish_marked(
         &self,
         conn: &mut ConnectionManager,
-        channel: String,
-        delivery: &Delivery,
-        key: &str,
-        once: bool,
+        notices: &[MarkedNotice],
     ) -> Result<(), BusError> {
-        let payload =
-            serde_json::to_string(delivery).map_err(|e| BusError::Protocol(e.to_string()))?;
-        let Some((meta, stream)) = self.keys(&delivery.target) else {
-            return Err(BusError::Protocol("broadcasts are not marked".into()));
-        };
-        self.publish_once
-            .key(meta)
-            .key(stream)
-            .key(format!("{}:sent:{key}", self.prefix))
-            .arg(history::new_epoch())
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.publish_marked.prepare_invoke();
+        inv.arg(history::new_epoch())
             .arg(self.ttl_ms())
-            .arg(channel)
-            .arg(payload)
-            .arg(self.limits.entries_for(&delivery.target))
-            .arg(crate::clock::now_ms())
-            .arg(if once { "once" } else { "mark" })
-            .invoke_async::<i64>(conn)
+            .arg(crate::clock::now_ms());
+        for n in notices {
+            let Some((meta, stream)) = self.keys(&n.delivery.target) else {
+                return Err(BusError::Protocol("broadcasts are not marked".into()));
+            };
+            let payload = serde_json::to_string(&n.delivery)
+                .map_err(|e| BusError::Protocol(e.to_string()))?;
+            inv.key(meta)
+                .key(stream)
+                .key(format!("{}:sent:{}", self.prefix, n.key));
+            inv.arg(RedisBus::channel(&self.prefix, &n.delivery.target))
+                .arg(payload)
+                .arg(self.limits.entries_for(&n.delivery.target))
+                .arg(if n.only_if_unsent { "once" } else { "mark" });
+        }
+        inv.invoke_async::<i64>(conn)
             .await
             .map(|_| ())
             .map_err(unavailable)
