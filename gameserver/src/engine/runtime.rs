@@ -21,6 +21,9 @@ const ROOM_QUEUE: usize = 4_096;
 const ACK_BATCH: usize = 256;
 const ACK_INTERVAL: Duration = Duration::from_millis(5);
 
+/// Pause after a read that returned fewer bets than a full batch (see `intake`).
+const BET_GATHER: Duration = Duration::from_millis(5);
+
 /// State shared by the intake, the supervisor and every room task.
 pub(super) struct Shared {
     pub bus: Arc<dyn EngineBus>,
@@ -328,8 +331,18 @@ async fn intake(shared: Arc<Shared>) {
         {
             Ok(bets) => {
                 failures = 0;
+                let gather = !bets.is_empty() && bets.len() < shared.cfg.bet_batch;
                 for bet in bets {
                     shared.route(bet).await;
+                }
+                if gather {
+                    // A short read: let bets accumulate for a moment so that the next read
+                    // takes several (one stream read per few bets instead of one per bet). The
+                    // player already has its acknowledgement; this only delays placement.
+                    tokio::select! {
+                        _ = shared.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(BET_GATHER) => {}
+                    }
                 }
             }
             Err(e) => {
