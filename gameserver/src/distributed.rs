@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Health};
 use crate::auth::Authenticator;
+use crate::bus::history::HistoryLimits;
 use crate::bus::redis::{RedisBus, RedisBusConfig};
 use crate::cli::args::{DrainArgs, Secret, ServerArgs, ENGINE_DRAIN_TIMEOUT};
 use crate::engine::{self, EngineConfig};
@@ -27,6 +28,74 @@ pub struct RedisArgs {
     /// Namespace of every Redis key and channel (fleets sharing a Redis use different ones).
     #[arg(long, env = "REDIS_PREFIX", default_value = "gf")]
     pub redis_prefix: String,
+    /// How long a connection counts as a room member without a refresh from its gateway,
+    /// seconds: a dead gateway's players leave the room counts after this. Gateways refresh
+    /// their members every third of it.
+    #[arg(long, env = "PRESENCE_TTL_SECONDS", default_value_t = 30.0)]
+    pub presence_ttl_seconds: f64,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+}
+
+impl RedisArgs {
+    /// The bus settings for this process (`node_id`: its gateway or engine name).
+    pub fn bus_config(&self, url: String, node_id: String) -> Result<RedisBusConfig, String> {
+        let presence_ttl = self.presence_ttl()?;
+        let mut cfg = RedisBusConfig::new(url, node_id);
+        cfg.prefix = self.redis_prefix.clone();
+        cfg.presence_ttl = presence_ttl;
+        cfg.history = self.history.limits()?;
+        Ok(cfg)
+    }
+
+    fn presence_ttl(&self) -> Result<Duration, String> {
+        let s = self.presence_ttl_seconds;
+        if !s.is_finite() || !(1.0..=3_600.0).contains(&s) {
+            return Err(format!(
+                "--presence-ttl-seconds must be between 1 and 3600, got {s}"
+            ));
+        }
+        Ok(Duration::from_secs_f64(s))
+    }
+}
+
+/// Bounds of the room and user histories kept for session resume. Gateways and engines of one
+/// fleet must use the same values: engines write most entries, gateways replay them.
+#[derive(Args, Debug, Clone)]
+pub struct HistoryArgs {
+    /// Frames kept per room for resume (approximately, in Redis).
+    #[arg(long, env = "HISTORY_ROOM_ENTRIES", default_value_t = 500)]
+    pub history_room_entries: usize,
+    /// Frames kept per player (bet outcomes and other direct frames).
+    #[arg(long, env = "HISTORY_USER_ENTRIES", default_value_t = 50)]
+    pub history_user_entries: usize,
+    /// Frames older than this are not replayed, and idle histories expire after it, seconds.
+    #[arg(long, env = "HISTORY_MAX_AGE_SECONDS", default_value_t = 90)]
+    pub history_max_age_seconds: u64,
+}
+
+impl HistoryArgs {
+    pub fn limits(&self) -> Result<HistoryLimits, String> {
+        for (flag, v) in [
+            ("--history-room-entries", self.history_room_entries),
+            ("--history-user-entries", self.history_user_entries),
+        ] {
+            if !(1..=100_000).contains(&v) {
+                return Err(format!("{flag} must be between 1 and 100000, got {v}"));
+            }
+        }
+        if !(1..=86_400).contains(&self.history_max_age_seconds) {
+            return Err(format!(
+                "--history-max-age-seconds must be between 1 and 86400, got {}",
+                self.history_max_age_seconds
+            ));
+        }
+        Ok(HistoryLimits {
+            room_entries: self.history_room_entries,
+            user_entries: self.history_user_entries,
+            max_age: Duration::from_secs(self.history_max_age_seconds),
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -145,8 +214,7 @@ pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
     };
     let auth = Authenticator::new(&secret).map_err(|e| e.to_string())?;
     let url = redis_url(args.server.redis_url.as_ref())?;
-    let mut bus_cfg = RedisBusConfig::new(url, cfg.gateway_id.clone());
-    bus_cfg.prefix = args.redis.redis_prefix.clone();
+    let bus_cfg = args.redis.bus_config(url, cfg.gateway_id.clone())?;
     let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
     let registry = prometheus::Registry::new();
     bus.register_metrics(&registry).map_err(|e| e.to_string())?;
@@ -204,8 +272,7 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         .engine_id
         .clone()
         .unwrap_or_else(|| random_id("engine"));
-    let mut bus_cfg = RedisBusConfig::new(url.clone(), engine_id.clone());
-    bus_cfg.prefix = args.redis.redis_prefix.clone();
+    let mut bus_cfg = args.redis.bus_config(url.clone(), engine_id.clone())?;
     if args.lease_ttl_ms < 300 {
         return Err(format!(
             "--lease-ttl-ms must be at least 300, got {}",
@@ -265,5 +332,77 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
     match engine.await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("engine task failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        redis: RedisArgs,
+    }
+
+    fn bus_config(args: &[&str]) -> Result<RedisBusConfig, String> {
+        let mut argv = vec!["x"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv)
+            .redis
+            .bus_config("redis://127.0.0.1/".into(), "gw-1".into())
+    }
+
+    #[test]
+    fn presence_and_history_bounds_come_from_flags() {
+        let cfg = bus_config(&[]).unwrap();
+        assert_eq!(cfg.presence_ttl, Duration::from_secs(30));
+        assert_eq!(cfg.history.room_entries, 500);
+        assert_eq!(cfg.history.user_entries, 50);
+        assert_eq!(cfg.history.max_age, Duration::from_secs(90));
+        let cfg = bus_config(&[
+            "--redis-prefix",
+            "fleet-a",
+            "--presence-ttl-seconds",
+            "7.5",
+            "--history-room-entries",
+            "2000",
+            "--history-user-entries",
+            "200",
+            "--history-max-age-seconds",
+            "600",
+        ])
+        .unwrap();
+        assert_eq!(cfg.prefix, "fleet-a");
+        assert_eq!(cfg.node_id, "gw-1");
+        assert_eq!(cfg.presence_ttl, Duration::from_millis(7_500));
+        assert_eq!(cfg.history.room_entries, 2000);
+        assert_eq!(cfg.history.user_entries, 200);
+        assert_eq!(cfg.history.max_age, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn out_of_range_bounds_are_refused_with_the_flag_named() {
+        for (args, expected) in [
+            (
+                vec!["--presence-ttl-seconds", "0.5"],
+                "--presence-ttl-seconds must be between 1 and 3600, got 0.5",
+            ),
+            (
+                vec!["--history-room-entries", "0"],
+                "--history-room-entries must be between 1 and 100000, got 0",
+            ),
+            (
+                vec!["--history-user-entries", "100001"],
+                "--history-user-entries must be between 1 and 100000, got 100001",
+            ),
+            (
+                vec!["--history-max-age-seconds", "0"],
+                "--history-max-age-seconds must be between 1 and 86400, got 0",
+            ),
+        ] {
+            assert_eq!(bus_config(&args).unwrap_err(), expected);
+        }
     }
 }

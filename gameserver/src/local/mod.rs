@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState, Health};
 use crate::auth::{mint_token, now_secs, Authenticator, MAX_TOKEN_AGE_SECS};
 use crate::bus::memory::MemoryBus;
-use crate::bus::redis::{RedisBus, RedisBusConfig};
+use crate::bus::redis::RedisBus;
 use crate::bus::{EngineBus, GatewayBus};
 use crate::cli::args::{Secret, ServerArgs};
 use crate::distributed::RedisArgs;
@@ -202,13 +202,12 @@ fn buses(
     let url = match &args.server.redis_url {
         Some(u) if !u.is_empty() => u.expose().to_owned(),
         _ => {
-            let bus = Arc::new(MemoryBus::new());
+            let bus = Arc::new(MemoryBus::with_limits(args.redis.history.limits()?));
             return Ok((bus.clone(), bus, Arc::new(MemoryLedger::new())));
         }
     };
     let prefix = args.redis.redis_prefix.clone();
-    let mut bus_cfg = RedisBusConfig::new(url.clone(), node_id);
-    bus_cfg.prefix = prefix.clone();
+    let bus_cfg = args.redis.bus_config(url.clone(), node_id.to_owned())?;
     let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
     bus.register_metrics(registry).map_err(|e| e.to_string())?;
     let ledger = RedisLedger::connect(&url, prefix).map_err(|e| e.to_string())?;
