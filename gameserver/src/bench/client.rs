@@ -210,9 +210,7 @@ async fn join_inner(p: &Player, token: &str, s: &mut Session) -> Result<Ws, Conn
     s.inbox = authed.inbox.as_ref().and_then(Pos::from_json);
     s.rooms.clear();
     for room in &p.rooms {
-        let join = serde_json::json!({"type": "join_game", "gameId": room});
-        ws.send(Message::text(join.to_string())).await?;
-        let joined = expect(&mut ws, "game_joined").await?;
+        let joined = join_room(&mut ws, room).await?;
         let pos = joined.position.map(|p| Pos {
             offset: p.offset,
             epoch: p.epoch,
@@ -221,6 +219,32 @@ async fn join_inner(p: &Player, token: &str, s: &mut Session) -> Result<Ws, Conn
     }
     s.in_rooms = true;
     Ok(ws)
+}
+
+/// Joins one room; a refusal that only says the gateway could not reach Redis in time is asked
+/// again after a pause, as a real client would.
+async fn join_room(ws: &mut Ws, room: &str) -> Result<Incoming, ConnectError> {
+    let join = serde_json::json!({"type": "join_game", "gameId": room}).to_string();
+    let mut attempt = 0u32;
+    loop {
+        ws.send(Message::text(join.as_str())).await?;
+        match expect(ws, "game_joined").await {
+            Err(ConnectError::Rejected(why)) if retry_join(&why, attempt) => {
+                attempt += 1;
+                tokio::time::sleep(reconnect_delay(attempt, random_unit())).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Joins tried per room before a refusal counts as a failed connection.
+const JOIN_ATTEMPTS: u32 = 4;
+
+/// Whether a join refused with `why` (after `attempt` retries) is tried again: only the
+/// transient `ENGINE_UNAVAILABLE`; a full room or a bad room id stays refused.
+fn retry_join(why: &str, attempt: u32) -> bool {
+    why == "error:ENGINE_UNAVAILABLE" && attempt + 1 < JOIN_ATTEMPTS
 }
 
 /// Small buffers, like the gateway's: tungstenite zero-fills its whole read buffer (128 KiB by
@@ -632,6 +656,15 @@ fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_engine_unavailable_joins_are_retried_and_only_a_few_times() {
+        assert!(retry_join("error:ENGINE_UNAVAILABLE", 0));
+        assert!(retry_join("error:ENGINE_UNAVAILABLE", JOIN_ATTEMPTS - 2));
+        assert!(!retry_join("error:ENGINE_UNAVAILABLE", JOIN_ATTEMPTS - 1));
+        assert!(!retry_join("error:ROOM_FULL", 0));
+        assert!(!retry_join("auth_failed:TOKEN_EXPIRED", 0));
+    }
 
     #[test]
     fn resume_outcome_counts_recovered_restarted_and_missing_rooms() {
