@@ -31,3 +31,9 @@ async fn rounds_are_fenced() {
 async fn batches_settle_each_bet_once() {
     ledger_suite::batches_settle_each_bet_once(Arc::new(MemoryLedger::new())).await;
 }
+
+#[tokio::test]
+async fn simultaneous_placements_each_get_their_own_answer() {
+    ledger_suite::simultaneous_placements_each_get_their_own_answer(Arc::new(MemoryLedger::new()))
+        .await;
+}

@@ -179,3 +179,9 @@ async fn idempotency_keys_are_kept_for_the_retention_period() {
     assert_eq!(l.entries(0, 100).await.unwrap().len(), 4);
     assert_eq!(ledger_suite::total(&l).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_placements_each_get_their_own_answer() {
+    let server = RedisServer::start();
+    ledger_suite::simultaneous_placements_each_get_their_own_answer(ledger(&server, "t7")).await;
+}

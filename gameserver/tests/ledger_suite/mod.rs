@@ -382,3 +382,83 @@ pub async fn batches_settle_each_bet_once(ledger: Arc<dyn Ledger>) {
     assert!(l.settle_bets(&[]).await.is_empty());
     assert_eq!(total(l).await, 0);
 }
+
+/// 100 placements in flight at once, of every outcome: each gets its own answer, as if they
+/// were made one after the other in the order they were issued.
+pub async fn simultaneous_placements_each_get_their_own_answer(ledger: Arc<dyn Ledger>) {
+    let l = ledger.as_ref();
+    for u in 0..10 {
+        l.transfer(&deposit(&format!("p{u}"), 100, &format!("dep-p{u}")))
+            .await
+            .unwrap();
+    }
+    l.close_round("closed").await.unwrap();
+    // Per player: 10 placements of 30. Keys k0..k3 into round "open" (k3 overdraws after three
+    // accepted), k0 again (a repeat), k4 into the closed round, and k5..k8 into "open" (all
+    // overdraw).
+    let mut calls = Vec::new();
+    for u in 0..10 {
+        let user = format!("p{u}");
+        for (key, round) in [
+            ("k0", "open"),
+            ("k1", "open"),
+            ("k2", "open"),
+            ("k3", "open"),
+            ("k0", "open"),
+            ("k4", "closed"),
+            ("k5", "open"),
+            ("k6", "open"),
+            ("k7", "open"),
+            ("k8", "open"),
+        ] {
+            let w = wager(&user, key, round, 30);
+            let ledger = Arc::clone(&ledger);
+            calls.push(
+                async move { (w.user_id.clone(), w.key.clone(), ledger.place_bet(&w).await) },
+            );
+        }
+    }
+    let results = futures_util::future::join_all(calls).await;
+    let mut per_user: HashMap<String, (usize, usize, usize, usize)> = HashMap::new();
+    for (user, key, r) in results {
+        let tally = per_user.entry(user.clone()).or_default();
+        match r.unwrap() {
+            Placed::Accepted(rec) => {
+                assert!(
+                    matches!(rec.state, BetState::Pending { .. }),
+                    "{user} {key}"
+                );
+                tally.0 += 1;
+            }
+            Placed::Existing(rec) => {
+                assert_eq!(key, "k0", "only k0 was repeated");
+                assert_eq!(rec.wager.key, "k0");
+                tally.1 += 1;
+            }
+            Placed::Insufficient(rec) => {
+                assert!(
+                    matches!(rec.state, BetState::Rejected { ref reason, balance: Some(10) } if reason == "INSUFFICIENT_BALANCE"),
+                    "{user} {key}: {:?}",
+                    rec.state
+                );
+                tally.2 += 1;
+            }
+            Placed::RoundClosed => {
+                assert_eq!(key, "k4");
+                tally.3 += 1;
+            }
+        }
+    }
+    assert_eq!(per_user.len(), 10);
+    for (user, tally) in &per_user {
+        assert_eq!(
+            *tally,
+            (3, 1, 5, 1),
+            "{user}: accepted, repeated, insufficient, closed"
+        );
+        assert_eq!(l.balance(&format!("user:{user}")).await.unwrap(), 10);
+    }
+    assert_eq!(l.round_bets("open").await.unwrap().len(), 30);
+    assert!(l.round_bets("closed").await.unwrap().is_empty());
+    assert_eq!(total(l).await, 0);
+}
