@@ -14,6 +14,7 @@ pub struct GatewayMetrics {
     pub rooms: IntGauge,
     /// Engine emission (`Delivery.emitted_at_ms`) to the frame being written to the socket.
     pub message_latency_ms: Histogram,
+    pub bet_submit_ms: Histogram,
     sent: Vec<IntCounter>,
     received: IntCounterVec,
     pub bets: IntCounterVec,
@@ -45,6 +46,13 @@ impl GatewayMetrics {
             HistogramOpts::new(
                 "ws_message_latency_ms",
                 "Delay from engine emission to the frame being written to the player socket",
+            )
+            .buckets(LATENCY_BUCKETS_MS.to_vec()),
+        )?;
+        let bet_submit_ms = Histogram::with_opts(
+            HistogramOpts::new(
+                "ws_bet_submit_latency_ms",
+                "Time to queue a bet durably on the bus: what a player waits for bet_acknowledged, besides the network",
             )
             .buckets(LATENCY_BUCKETS_MS.to_vec()),
         )?;
@@ -85,6 +93,7 @@ impl GatewayMetrics {
         registry.register(Box::new(authenticated_connections.clone()))?;
         registry.register(Box::new(rooms.clone()))?;
         registry.register(Box::new(message_latency_ms.clone()))?;
+        registry.register(Box::new(bet_submit_ms.clone()))?;
         registry.register(Box::new(sent_vec.clone()))?;
         registry.register(Box::new(received.clone()))?;
         registry.register(Box::new(bets.clone()))?;
@@ -121,6 +130,7 @@ impl GatewayMetrics {
             authenticated_connections,
             rooms,
             message_latency_ms,
+            bet_submit_ms,
             sent,
             received,
             bets,

@@ -641,7 +641,13 @@ impl Conn {
             gateway_id: self.gw.cfg.gateway_id.clone(),
             received_at_ms: now_ms(),
         };
-        match self.gw.bus.submit_bet(&request).await {
+        let submitting = std::time::Instant::now();
+        let submitted = self.gw.bus.submit_bet(&request).await;
+        self.gw
+            .metrics
+            .bet_submit_ms
+            .observe(submitting.elapsed().as_secs_f64() * 1000.0);
+        match submitted {
             Ok(()) => {
                 self.gw
                     .metrics

@@ -44,6 +44,8 @@ async fn metrics_health_and_readiness() {
         ("ws_message_latency_ms_count", 1.0),
         ("ws_message_latency_ms_bucket{le=\"5\"}", 1.0),
         ("ws_message_latency_ms_bucket{le=\"500\"}", 1.0),
+        ("ws_bet_submit_latency_ms_count", 1.0),
+        ("ws_bet_submit_latency_ms_bucket{le=\"+Inf\"}", 1.0),
     ];
     for (sample, want) in expect {
         assert_eq!(metric(&text, sample), Some(want), "{sample} in\n{text}");
