@@ -110,8 +110,9 @@ async fn helm_install_apply_example_and_play() {
 
     // 5. Players through the player Service (cluster IP, port 80 → gateway pods).
     let url = t.players_url("games").await;
-    // Rounds of the example last 13 s (10 s betting + 3 s pause): measure long enough for every
-    // room to settle at least one round.
+    // Rounds of the example last 13 s (10 s betting + 3 s pause), and a room's first round is
+    // lengthened by up to one period to close on the room's phase (engine/phase.rs): up to 23 s.
+    // Measure long enough for every room to settle at least one round.
     let bench = Command::new(&gameserver)
         .args([
             "bench",
@@ -126,7 +127,7 @@ async fn helm_install_apply_example_and_play() {
             "--connect-rate",
             "200",
             "--duration",
-            "15",
+            "25",
             "--bet-rate",
             "30",
             "--bet-amount",
@@ -169,7 +170,7 @@ async fn helm_install_apply_example_and_play() {
             .await;
         let mut logs = String::new();
         for pod in pods.split_whitespace().filter(|p| p.starts_with("dice-")) {
-            let tail = t.kubectl(&["-n", "games", "logs", pod, "--tail=10"]).await;
+            let tail = t.kubectl(&["-n", "games", "logs", pod, "--tail=40"]).await;
             logs.push_str(&format!("--- {pod}\n{tail}"));
         }
         panic!("players could not play: {report}\n{logs}");

@@ -481,10 +481,24 @@ pub async fn play(
         }
     };
     tokio::pin!(done);
+    // Another wakes the loop when measuring starts: `measuring` is only read when the loop
+    // turns, and a player whose rooms are quiet (a long round) would otherwise start betting
+    // only at its next frame.
+    let mut start_watcher = phase.clone();
+    let started = async move {
+        while *start_watcher.borrow_and_update() == Phase::Holding {
+            if start_watcher.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::pin!(started);
+    let mut waiting_for_start = true;
     loop {
         let measuring = *phase.borrow() == Phase::Measuring;
         tokio::select! {
             () = &mut done => break,
+            () = &mut started, if waiting_for_start => waiting_for_start = false,
             _ = ticker.tick(), if bet.is_some() && measuring => {
                 seq += 1;
                 let key = format!("{}-{seq}", p.user_id);
