@@ -286,7 +286,10 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         ));
     }
     bus_cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
-    bus_cfg.claim_idle = bus_cfg.lease_ttl * 2 / 3;
+    bus_cfg.claim_idle = crate::bus::redis::claim_idle(
+        bus_cfg.lease_ttl,
+        Duration::from_millis(args.result_pause_ms),
+    );
     let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();

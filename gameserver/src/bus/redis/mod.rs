@@ -69,6 +69,16 @@ impl RedisBusConfig {
     }
 }
 
+/// How long a bet may stay pending before another engine (or this one, after a restart) takes
+/// it over: two thirds of the lease, so a dead engine's bets move about when its rooms do, but
+/// never less than a result pause plus a second. A room holds the bets that arrive during its
+/// pause, unacknowledged, until its next round opens; a shorter idle time made engines claim
+/// their own held bets back and route them twice (a no-op thanks to the idempotency key, but
+/// wasted work).
+pub fn claim_idle(lease_ttl: Duration, result_pause: Duration) -> Duration {
+    (lease_ttl * 2 / 3).max(result_pause + Duration::from_secs(1))
+}
+
 pub(crate) fn unavailable(e: redis::RedisError) -> BusError {
     BusError::Unavailable(e.to_string())
 }
@@ -320,4 +330,21 @@ pub(crate) async fn restore_presence(
     members: &Mutex<HashMap<String, HashSet<String>>>,
 ) -> Result<(), BusError> {
     presence::refresh(conn, prefix, ttl, members).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_idle_follows_the_lease_but_outlasts_a_result_pause() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // Short pause: the lease decides.
+        assert_eq!(claim_idle(s(3), ms(250)), s(2));
+        assert_eq!(claim_idle(s(30), s(1)), s(20));
+        // The CRD's default 3 s pause: held bets are not claimed back before the round opens.
+        assert_eq!(claim_idle(s(3), s(3)), s(4));
+        assert!(claim_idle(ms(300), s(3)) > s(3));
+    }
 }
