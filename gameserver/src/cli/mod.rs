@@ -32,6 +32,8 @@ pub enum Command {
     Gateway(crate::distributed::GatewayCmdArgs),
     /// An engine process on the Redis bus (runs rounds, owns the ledger operations).
     Engine(crate::distributed::EngineCmdArgs),
+    /// Move audit-log entries older than --keep-seconds out of Redis into a JSON-lines file.
+    LedgerArchive(crate::ledger::archive::ArchiveArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -44,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => block_on(crate::bench::main(args)),
         Command::Gateway(args) => block_on(crate::distributed::run_gateway(args)),
         Command::Engine(args) => block_on(crate::distributed::run_engine(args)),
+        Command::LedgerArchive(args) => block_on(crate::ledger::archive::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 //! original outcome, whichever engine sees it. Each bet operation is one atomic step.
 
 pub mod admin;
+pub mod archive;
 pub mod memory;
 pub mod redis;
 
@@ -189,6 +190,8 @@ pub enum LedgerError {
     Unavailable(String),
     #[error("ledger data corrupt: {0}")]
     Corrupt(String),
+    #[error("entry {through} is not recorded yet (the last is {last})")]
+    BeyondLog { through: u64, last: u64 },
 }
 
 impl LedgerError {
@@ -203,6 +206,7 @@ impl LedgerError {
             LedgerError::UnknownBet { .. } => "UNKNOWN_BET",
             LedgerError::Unavailable(_) => "LEDGER_UNAVAILABLE",
             LedgerError::Corrupt(_) => "LEDGER_CORRUPT",
+            LedgerError::BeyondLog { .. } => "BEYOND_LOG",
         }
     }
 }

@@ -13,7 +13,8 @@
 //! it a repeated key gets its first outcome, after it the key may be used afresh. A transfer's
 //! key expires that long after it was applied; a bet record that long after its outcome became
 //! final (a pending bet never expires, so it is always settled). The audit stream keeps every
-//! entry for good.
+//! entry until it is archived (`gameserver ledger-archive`, [`super::archive`]), which trims the
+//! archived entries and records how far (`ledger:log:archived`).
 //!
 //! Lua numbers are doubles, so balances are limited to ±(2^53 − 1) minor units here; larger
 //! movements are refused as overflow rather than rounded.
@@ -159,6 +160,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 "#;
 
+/// Drop audit entries up to a sequence number that is already recorded (never ahead of the
+/// log) and remember the highest one dropped. KEYS: the sequence, the audit stream, the
+/// archived-through marker.
+const TRIM_LOG: &str = r#"
+local through = tonumber(ARGV[1])
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if through > last then return {-1, last} end
+local removed = redis.call('XTRIM', KEYS[2], 'MINID', string.format('%.0f', through + 1) .. '-0')
+local before = tonumber(redis.call('GET', KEYS[3]) or '0')
+if through > before then redis.call('SET', KEYS[3], ARGV[1]) else through = before end
+return {removed, through}
+"#;
+
 const REJECT_BET: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'wager', ARGV[1], 'state', 'rejected', 'reason', ARGV[2], 'round', '')
@@ -180,6 +194,7 @@ pub struct RedisLedger {
     settle_many: Script,
     reject: Script,
     finish: Script,
+    trim: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> LedgerError {
@@ -318,6 +333,7 @@ impl RedisLedger {
             settle_many: script(SETTLE_MANY),
             reject: Script::new(REJECT_BET),
             finish: Script::new(FINISH_ROUND),
+            trim: Script::new(TRIM_LOG),
         }
     }
 
@@ -369,6 +385,50 @@ impl RedisLedger {
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+
+    /// Remove the audit entries with `seq <= through` from Redis, once they are kept elsewhere.
+    /// Refused for a `through` beyond the last recorded entry (it would drop entries that do
+    /// not exist yet from nowhere, and misstate how far the archive goes).
+    pub async fn trim_entries(&self, through: u64) -> Result<Trimmed, LedgerError> {
+        let (removed, through_now): (i64, u64) = self
+            .trim
+            .key(self.key("ledger:seq"))
+            .key(self.key("ledger:log"))
+            .key(self.key("ledger:log:archived"))
+            .arg(through)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if removed < 0 {
+            return Err(LedgerError::BeyondLog {
+                through,
+                last: through_now,
+            });
+        }
+        Ok(Trimmed {
+            removed: removed as u64,
+            archived_through: through_now,
+        })
+    }
+
+    /// The highest sequence number trimmed from the audit stream (0: none).
+    pub async fn archived_through(&self) -> Result<u64, LedgerError> {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.key("ledger:log:archived"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(v.unwrap_or(0))
+    }
+}
+
+/// The result of [`RedisLedger::trim_entries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Entries removed by this call.
+    pub removed: u64,
+    /// The audit stream holds no entry with a sequence number up to this.
+    pub archived_through: u64,
 }
 
 #[async_trait]
