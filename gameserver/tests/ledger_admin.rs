@@ -1,8 +1,10 @@
 //! The admin ledger API over a real socket: bearer auth, validation, idempotent credit/debit.
 
+mod support;
+
 use std::sync::Arc;
 
-use gameserver::ledger::{admin, Ledger, MemoryLedger};
+use gameserver::ledger::{admin, Ledger, MemoryLedger, RedisLedger};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -137,6 +139,7 @@ async fn credit_and_debit_are_authenticated_validated_and_idempotent() {
     )
     .await;
     assert_eq!(v["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(v["archivedThrough"], 0);
     let total: i64 = ledger
         .accounts()
         .await
@@ -152,4 +155,37 @@ async fn without_a_token_the_api_is_disabled() {
     let (addr, _) = serve("").await;
     let (status, v) = call(addr, "GET", "/admin/ledger/balance/ann", Some(""), "").await;
     assert_eq!((status, v["error"].as_str()), (503, Some("ADMIN_DISABLED")));
+}
+
+#[tokio::test]
+async fn entries_say_how_far_the_archive_goes() {
+    let server = support::RedisServer::start();
+    let ledger = Arc::new(RedisLedger::connect(&server.url(), "adm").unwrap());
+    let app = admin::routes(ledger.clone(), "tok");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for i in 0..4 {
+        let body = json!({"userId":"bo","amount":5,"idempotencyKey":format!("c{i}")}).to_string();
+        let (status, _) = call(addr, "POST", "/admin/ledger/credit", Some("tok"), &body).await;
+        assert_eq!(status, 200);
+    }
+    ledger.trim_entries(3).await.unwrap();
+    let (status, v) = call(
+        addr,
+        "GET",
+        "/admin/ledger/entries?after=0",
+        Some("tok"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["archivedThrough"], 3);
+    let seqs: Vec<u64> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [4]);
 }

@@ -4,7 +4,7 @@
 //! * `POST /admin/ledger/credit`  `{"userId","amount","idempotencyKey","memo"?}` treasury → player
 //! * `POST /admin/ledger/debit`   same body, player → treasury (never overdraws)
 //! * `GET  /admin/ledger/balance/{userId}`
-//! * `GET  /admin/ledger/entries?after=<seq>&limit=<n>`
+//! * `GET  /admin/ledger/entries?after=<seq>&limit=<n>` → `{"entries", "archivedThrough"}`
 //!
 //! Every request needs `Authorization: Bearer <admin token>`; with no token configured the
 //! routes answer 503 so the path cannot be left open by accident.
@@ -247,8 +247,15 @@ async fn entries(
             "after and limit must be non-negative integers",
         );
     };
-    match state.ledger.entries(q.after, q.limit.min(1000)).await {
-        Ok(list) => Json(json!({"entries": list})).into_response(),
+    let listed = async {
+        let entries = state.ledger.entries(q.after, q.limit.min(1000)).await?;
+        Ok::<_, LedgerError>((entries, state.ledger.archived_through().await?))
+    };
+    match listed.await {
+        // `archivedThrough`: entries up to it are in the archive, not here.
+        Ok((list, archived)) => {
+            Json(json!({"entries": list, "archivedThrough": archived})).into_response()
+        }
         Err(e) => ledger_error(e),
     }
 }

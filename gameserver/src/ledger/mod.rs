@@ -302,6 +302,12 @@ pub trait Ledger: Send + Sync + 'static {
     /// Entries with `seq > after`, oldest first, at most `limit`.
     async fn entries(&self, after: u64, limit: usize) -> Result<Vec<Entry>, LedgerError>;
 
+    /// Entries up to this sequence number were archived and are no longer served by
+    /// [`Ledger::entries`] (0: none; only the Redis ledger archives).
+    async fn archived_through(&self) -> Result<u64, LedgerError> {
+        Ok(0)
+    }
+
     /// Every account with its balance (audits and conservation checks).
     async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError>;
 

@@ -410,16 +410,6 @@ impl RedisLedger {
             archived_through: through_now,
         })
     }
-
-    /// The highest sequence number trimmed from the audit stream (0: none).
-    pub async fn archived_through(&self) -> Result<u64, LedgerError> {
-        let v: Option<u64> = redis::cmd("GET")
-            .arg(self.key("ledger:log:archived"))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(v.unwrap_or(0))
-    }
 }
 
 /// The result of [`RedisLedger::trim_entries`].
@@ -679,6 +669,15 @@ impl Ledger for RedisLedger {
             .filter_map(|(_, fields)| fields.iter().find(|(k, _)| k == "entry"))
             .map(|(_, v)| parse_entry(v))
             .collect()
+    }
+
+    async fn archived_through(&self) -> Result<u64, LedgerError> {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.key("ledger:log:archived"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(v.unwrap_or(0))
     }
 
     async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
