@@ -498,7 +498,13 @@ pub async fn play(
         let measuring = *phase.borrow() == Phase::Measuring;
         tokio::select! {
             () = &mut done => break,
-            () = &mut started, if waiting_for_start => waiting_for_start = false,
+            () = &mut started, if waiting_for_start => {
+                waiting_for_start = false;
+                // Restart the bet timer at this player's phase. Left alone, the tick missed
+                // while holding would fire at once for every player: a burst of one bet per
+                // player when measuring starts, which dominated the acknowledgement tail.
+                ticker.reset_at(tokio::time::Instant::now() + offset);
+            }
             _ = ticker.tick(), if bet.is_some() && measuring => {
                 seq += 1;
                 let key = format!("{}-{seq}", p.user_id);
