@@ -124,7 +124,7 @@ if t[1] == 'ok' then
   local bal = fmt(t[3])
   redis.call('HSET', KEYS[4], 'wager', ARGV[4], 'state', 'pending', 'balance', bal, 'round', ARGV[5])
   redis.call('RPUSH', KEYS[5], KEYS[4])
-  return {'accepted', 'wager', ARGV[4], 'state', 'pending', 'balance', bal, 'round', ARGV[5]}
+  return {'accepted', bal}
 elseif t[1] == 'insufficient' then
   redis.call('HSET', KEYS[4], 'wager', ARGV[4], 'state', 'rejected',
     'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[5])
@@ -512,7 +512,14 @@ impl Ledger for RedisLedger {
             .await
             .map_err(unavailable)?;
         match r.first().map(String::as_str) {
-            Some("accepted") => Ok(Placed::Accepted(parse_record(&r[1..])?)),
+            // The record is the wager as sent, pending: only the balance comes back.
+            Some("accepted") => {
+                let balance = num(r.get(1).map_or("", String::as_str), "balance")?;
+                Ok(Placed::Accepted(BetRecord {
+                    wager: w.clone(),
+                    state: BetState::Pending { balance },
+                }))
+            }
             Some("existing") => Ok(Placed::Existing(parse_record(&r[1..])?)),
             Some("insufficient") => Ok(Placed::Insufficient(parse_record(&r[1..])?)),
             Some("closed") => Ok(Placed::RoundClosed),
