@@ -216,3 +216,44 @@ async fn page_token_and_bet(server: &local::LocalServer) -> Value {
     );
     settled
 }
+
+/// The load generator paces bets from the first second: each player's first bet falls at its
+/// own phase of the period, not all at once when measuring starts (a burst of one bet per
+/// player used to dominate the measured acknowledgement tail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_paces_bets_from_the_start() {
+    let (server, shutdown) = start(&["--jwt-secret", "pace-secret"]).await;
+    let url = format!("ws://{}/ws", server.player_addr);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gameserver"))
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--jwt-secret",
+            "pace-secret",
+            "--connections",
+            "100",
+            "--rooms",
+            "5",
+            "--bet-rate",
+            "20",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--settle-wait",
+            "5",
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 20 bets/s over 100 players is one bet per player every 5 s; player i bets first at i/100
+    // of that, so in 2 s players 0..=39 bet once: 40 bets, not 100.
+    let sent = report["bets_sent"].as_u64().unwrap();
+    assert!((32..=48).contains(&sent), "{sent} bets sent in 2 s at 20/s");
+    assert_eq!(report["bets_settled"], report["bets_sent"]);
+    shutdown.cancel();
+}

@@ -72,9 +72,10 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
             rooms: args.rooms_of(i),
             secret: Arc::clone(&secret_arc),
         };
-        // Spread bet timers evenly over one period so bets arrive at a steady rate.
+        // Spread bet timers evenly over one period so bets arrive at a steady rate from the
+        // first second (player i of n bets first at i/n of the period).
         let bet = bet_period.map(|period| {
-            let offset = period.mul_f64((i % 1000) as f64 / 1000.0);
+            let offset = period.mul_f64(i as f64 / args.connections.max(1) as f64);
             (period, offset, args.bet_amount)
         });
         let (tally, phase, up) = (tally.clone(), phase_rx.clone(), up_tx.clone());
