@@ -43,6 +43,12 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => return crate::game::verify::run(args),
         Command::Token(args) => token::run(&args),
         Command::Local(args) => block_on(crate::local::run(args)),
+        // A bench worker runs its share of the players on one thread: the load generator
+        // scales by worker processes, and one thread per process spares it the work stealing
+        // and cross-thread wake-ups that cost the servers it measures CPU.
+        Command::Bench(args) if args.worker_index.is_some() => {
+            block_on_one_thread(crate::bench::main(args))
+        }
         Command::Bench(args) => block_on(crate::bench::main(args)),
         Command::Gateway(args) => block_on(crate::distributed::run_gateway(args)),
         Command::Engine(args) => block_on(crate::distributed::run_engine(args)),
@@ -59,6 +65,16 @@ pub fn main() -> ExitCode {
 
 fn block_on<F: std::future::Future<Output = Result<(), String>>>(f: F) -> Result<(), String> {
     tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(f)
+}
+
+fn block_on_one_thread<F: std::future::Future<Output = Result<(), String>>>(
+    f: F,
+) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?
