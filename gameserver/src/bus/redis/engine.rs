@@ -16,9 +16,10 @@ use crate::bus::{BetRequest, BusError, Delivery, EngineBus, MarkedNotice, Queued
 
 const GROUP: &str = "engines";
 
-/// Idle time given to the entries a stopping engine leaves pending, far above any claim
-/// threshold, so the room's next owner takes them over on its first claim pass.
-const HANDED_OFF_IDLE_MS: u64 = 3_600_000;
+/// Idle time given to the entries a stopping engine leaves pending (30 days), above any claim
+/// threshold ([`super::MAX_CLAIM_IDLE`]), so the room's next owner takes them over on its
+/// first claim pass.
+pub(super) const HANDED_OFF_IDLE_MS: u64 = 30 * 24 * 3_600_000;
 
 /// Refreshes after a room's release during which its pending entries are handed off.
 const RELEASE_HAND_OFF_PASSES: u32 = 2;

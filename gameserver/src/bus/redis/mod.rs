@@ -76,8 +76,14 @@ impl RedisBusConfig {
 /// their own held bets back and route them twice (a no-op thanks to the idempotency key, but
 /// wasted work).
 pub fn claim_idle(lease_ttl: Duration, result_pause: Duration) -> Duration {
-    (lease_ttl * 2 / 3).max(result_pause + Duration::from_secs(1))
+    (lease_ttl * 2 / 3)
+        .max(result_pause + Duration::from_secs(1))
+        .min(MAX_CLAIM_IDLE)
 }
+
+/// Longest claim idle time (a week): bets handed off by a stopping engine are marked idler
+/// than this, so they are claimed at once whatever the configuration.
+pub const MAX_CLAIM_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub(crate) fn unavailable(e: redis::RedisError) -> BusError {
     BusError::Unavailable(e.to_string())
@@ -346,5 +352,9 @@ mod tests {
         // The CRD's default 3 s pause: held bets are not claimed back before the round opens.
         assert_eq!(claim_idle(s(3), s(3)), s(4));
         assert!(claim_idle(ms(300), s(3)) > s(3));
+        // The CRD's longest pause (an hour), and beyond: still below the hand-off mark.
+        assert_eq!(claim_idle(s(3), s(3600)), s(3601));
+        assert_eq!(claim_idle(s(u64::MAX / 4), s(u64::MAX / 4)), MAX_CLAIM_IDLE);
+        assert!(MAX_CLAIM_IDLE < Duration::from_millis(engine::HANDED_OFF_IDLE_MS));
     }
 }
