@@ -7,6 +7,11 @@ use crate::protocol::FrameKind;
 /// Buckets of `ws_message_latency_ms`, as in the reference design.
 pub const LATENCY_BUCKETS_MS: [f64; 7] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
 
+/// Buckets of `ws_bet_submit_latency_ms`: finer below 10 ms, where the acknowledgement target
+/// (p99 ≤ 10 ms) sits.
+pub const SUBMIT_BUCKETS_MS: [f64; 10] =
+    [0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
+
 #[derive(Clone)]
 pub struct GatewayMetrics {
     pub active_connections: IntGauge,
@@ -54,7 +59,7 @@ impl GatewayMetrics {
                 "ws_bet_submit_latency_ms",
                 "Time to queue a bet durably on the bus: what a player waits for bet_acknowledged, besides the network",
             )
-            .buckets(LATENCY_BUCKETS_MS.to_vec()),
+            .buckets(SUBMIT_BUCKETS_MS.to_vec()),
         )?;
         let sent_vec = IntCounterVec::new(
             Opts::new("ws_messages_total", "Frames sent to players, by frame type"),

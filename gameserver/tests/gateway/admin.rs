@@ -56,6 +56,13 @@ async fn metrics_health_and_readiness() {
             "{le}"
         );
     }
+    // Bet submits resolve the 10 ms acknowledgement target: buckets below it.
+    for le in ["0.5", "1", "2", "5", "10", "500"] {
+        assert!(
+            text.contains(&format!("ws_bet_submit_latency_ms_bucket{{le=\"{le}\"}}")),
+            "{le}"
+        );
+    }
 
     // Draining (the hook for graceful drain): not ready, no new players.
     gw.health.draining.cancel();
