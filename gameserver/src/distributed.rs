@@ -117,6 +117,11 @@ pub struct EngineCmdArgs {
     /// Redis URL for the bus and the ledger.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Secret,
+    /// A separate Redis for the ledger (balances, bet records, rounds, audit stream); default:
+    /// the bus's. The ledger's scripts then never delay bet intake (`XADD`) on the bus. Every
+    /// engine of a fleet must use the same one.
+    #[arg(long, env = "LEDGER_REDIS_URL", hide_env_values = true)]
+    pub ledger_redis_url: Option<Secret>,
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Engine name on the bus (default: random).
@@ -293,13 +298,28 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
     let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();
-    // The ledger uses the same Redis: one check covers both.
     watch_redis(&health, &bus, false, &stop);
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        RedisLedger::connect(&url, args.redis.redis_prefix.clone())
-            .map_err(|e| e.to_string())?
-            .with_retention(Duration::from_secs(args.idempotency_retention_secs)),
+    let ledger_url = match &args.ledger_redis_url {
+        Some(u) if !u.is_empty() => Some(u.expose().to_owned()),
+        _ => None,
+    };
+    let redis_ledger = Arc::new(
+        RedisLedger::connect(
+            ledger_url.as_deref().unwrap_or(&url),
+            args.redis.redis_prefix.clone(),
+        )
+        .map_err(|e| e.to_string())?
+        .with_retention(Duration::from_secs(args.idempotency_retention_secs)),
     );
+    // On the bus's Redis the bus check covers the ledger too; a separate one is checked apart.
+    if ledger_url.is_some() {
+        let l = Arc::clone(&redis_ledger);
+        admin::watch_dependency(health.dependency("ledger redis"), stop.clone(), move || {
+            let l = Arc::clone(&l);
+            async move { l.ping().await.map_err(|e| e.to_string()) }
+        });
+    }
+    let ledger: Arc<dyn Ledger> = redis_ledger;
     let registry = prometheus::Registry::new();
     bus.register_metrics(&registry).map_err(|e| e.to_string())?;
     let cfg = EngineConfig {

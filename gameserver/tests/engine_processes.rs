@@ -31,35 +31,36 @@ fn engine_process(server: &RedisServer, id: &str) -> Proc {
 }
 
 fn engine_process_with_lease(server: &RedisServer, id: &str, lease_ms: u64) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_gameserver"))
-            .args([
-                "engine",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--engine-id",
-                id,
-                "--betting-window-ms",
-                "300",
-                "--result-pause-ms",
-                "50",
-                "--lease-ttl-ms",
-                &lease_ms.to_string(),
-            ])
-            .env("REDIS_URL", server.url())
-            .env(
-                "RUST_LOG",
-                std::env::var("ENGINE_LOG").unwrap_or("warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("ENGINE_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .unwrap(),
+    Proc(engine_command(server, id, lease_ms).spawn().unwrap())
+}
+
+fn engine_command(server: &RedisServer, id: &str, lease_ms: u64) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gameserver"));
+    cmd.args([
+        "engine",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--engine-id",
+        id,
+        "--betting-window-ms",
+        "300",
+        "--result-pause-ms",
+        "50",
+        "--lease-ttl-ms",
+        &lease_ms.to_string(),
+    ])
+    .env("REDIS_URL", server.url())
+    .env(
+        "RUST_LOG",
+        std::env::var("ENGINE_LOG").unwrap_or("warn".into()),
     )
+    .stdout(Stdio::null())
+    .stderr(if std::env::var("ENGINE_LOG").is_ok() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
+    cmd
 }
 
 /// The players p0…p7 funded with `balance` each, and a gateway's side of the bus holding a
@@ -69,7 +70,17 @@ async fn players_and_gateway(
     rooms: &[&str],
     balance: i64,
 ) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
-    let ledger = RedisLedger::connect(&server.url(), "gf").unwrap();
+    players_and_gateway_with_ledger(server, server, rooms, balance).await
+}
+
+/// [`players_and_gateway`] with the ledger on its own Redis.
+async fn players_and_gateway_with_ledger(
+    server: &RedisServer,
+    ledger_server: &RedisServer,
+    rooms: &[&str],
+    balance: i64,
+) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
+    let ledger = RedisLedger::connect(&ledger_server.url(), "gf").unwrap();
     for u in 0..8 {
         ledger
             .transfer(&Transfer {
@@ -484,4 +495,81 @@ async fn sigterm_of_an_engine_hands_its_rooms_over() {
         worst_gap < Duration::from_millis(lease_ms),
         "handoff took {worst_gap:?}: rooms moved by lease expiry, not release"
     );
+}
+
+/// With `LEDGER_REDIS_URL` the money lives on its own Redis: bets taken from the bus's streams
+/// are debited and settled there, once each, and the bus's Redis holds no ledger key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_ledger_redis_holds_all_the_money() {
+    let bus_server = RedisServer::start();
+    let ledger_server = RedisServer::start();
+    let rooms = ["s1", "s2"];
+    let (ledger, gw, mut rx) =
+        players_and_gateway_with_ledger(&bus_server, &ledger_server, &rooms, 10_000).await;
+    let _engine = Proc(
+        engine_command(&bus_server, "e1", 1_000)
+            .env("LEDGER_REDIS_URL", ledger_server.url())
+            .spawn()
+            .unwrap(),
+    );
+    let mut conn = redis_conn(&bus_server).await;
+    rooms_shared_by(&mut conn, &rooms, &["e1"], Duration::from_secs(30)).await;
+    for i in 0..20 {
+        gw.submit_bet(&BetRequest {
+            idempotency_key: format!("k{i}"),
+            user_id: format!("p{}", i % 8),
+            game_id: rooms[i % 2].into(),
+            amount: 100,
+            selection: json!({"direction": "over", "target": 50}),
+            client_seed: None,
+            gateway_id: "gw".into(),
+            received_at_ms: 0,
+        })
+        .await
+        .unwrap();
+    }
+    let mut settled = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while settled.len() < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "{settled:?}");
+        let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await else {
+            continue;
+        };
+        if matches!(d.target, Target::User(_)) {
+            let v: Value = serde_json::from_str(&d.frame).unwrap();
+            assert_eq!(v["type"], "bet_settled", "{v}");
+            assert!(settled.insert(v["idempotencyKey"].as_str().unwrap().to_owned()));
+        }
+    }
+    let stakes = ledger
+        .entries(0, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EntryKind::Bet)
+        .count();
+    assert_eq!(stakes, 20);
+    let total: i64 = ledger
+        .accounts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b)
+        .sum();
+    assert_eq!(total, 0);
+    let on_bus: Vec<String> = redis::cmd("KEYS")
+        .arg("gf:ledger:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        on_bus.is_empty(),
+        "ledger keys on the bus's Redis: {on_bus:?}"
+    );
+    let bet_records: Vec<String> = redis::cmd("KEYS")
+        .arg("gf:bet:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(bet_records.is_empty(), "{bet_records:?}");
 }

@@ -386,6 +386,15 @@ impl RedisLedger {
         self.conn.clone()
     }
 
+    /// Whether Redis answers (readiness).
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     /// Remove the audit entries with `seq <= through` from Redis, once they are kept elsewhere.
     /// Refused for a `through` beyond the last recorded entry (it would drop entries that do
     /// not exist yet from nowhere, and misstate how far the archive goes).
