@@ -385,6 +385,14 @@ async fn check_secrets(api: &Api<Secret>, ns: &str, spec: &GameFleetSpec) -> Res
     if let Some(r) = &spec.redis.url_secret_ref {
         refs.push(("redis.urlSecretRef", r));
     }
+    if let Some(r) = spec
+        .redis
+        .ledger
+        .as_ref()
+        .and_then(|l| l.url_secret_ref.as_ref())
+    {
+        refs.push(("redis.ledger.urlSecretRef", r));
+    }
     if let Some(r) = &spec.auth.admin_token_secret_ref {
         refs.push(("auth.adminTokenSecretRef", r));
     }

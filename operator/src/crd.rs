@@ -312,6 +312,25 @@ pub struct RedisSpec {
     /// Secret key holding the Redis URL (use when it carries a password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_secret_ref: Option<SecretKeyRef>,
+    /// A separate Redis for the ledger (balances, bet records, rounds, audit stream), passed to
+    /// engines as `LEDGER_REDIS_URL`; the one above then carries only the bus. Unset: one Redis
+    /// for both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<RedisEndpoint>,
+}
+
+/// A Redis URL given inline or from a Secret: exactly one of `url` or `urlSecretRef`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.urlSecretRef)").message("redis.ledger: set exactly one of url or urlSecretRef"))]
+pub struct RedisEndpoint {
+    /// Redis URL, e.g. `redis://ledger-redis:6379`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub url: Option<String>,
+    /// Secret key holding the Redis URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Player authentication.

@@ -31,6 +31,7 @@ pub fn spec() -> GameFleetSpec {
         redis: RedisSpec {
             url: Some("redis://redis:6379".into()),
             url_secret_ref: None,
+            ledger: None,
         },
         auth: AuthSpec {
             jwt_secret_ref: SecretKeyRef {

@@ -70,6 +70,25 @@ impl Problems {
         }
     }
 
+    /// A Redis URL given as exactly one of `url` or `urlSecretRef`.
+    fn redis(&mut self, field: &str, url: Option<&str>, secret: Option<&SecretKeyRef>) {
+        match (url, secret) {
+            (Some(_), Some(_)) => {
+                self.add(field, "set exactly one of url or urlSecretRef, got both")
+            }
+            (None, None) => self.add(field, "set exactly one of url or urlSecretRef, got neither"),
+            (Some(url), None) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    self.add(
+                        format!("{field}.url"),
+                        format!("must start with redis:// or rediss://, got {url:?}"),
+                    );
+                }
+            }
+            (None, Some(r)) => self.secret_ref(&format!("{field}.urlSecretRef"), r),
+        }
+    }
+
     fn tier(&mut self, field: &str, t: &TierAutoscaling) {
         self.range(&format!("{field}.minReplicas"), t.min_replicas, 1, 1000);
         self.range(&format!("{field}.maxReplicas"), t.max_replicas, 1, 1000);
@@ -176,21 +195,13 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
         );
     }
 
-    match (&spec.redis.url, &spec.redis.url_secret_ref) {
-        (Some(_), Some(_)) => p.add("redis", "set exactly one of url or urlSecretRef, got both"),
-        (None, None) => p.add(
-            "redis",
-            "set exactly one of url or urlSecretRef, got neither",
-        ),
-        (Some(url), None) => {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                p.add(
-                    "redis.url",
-                    format!("must start with redis:// or rediss://, got {url:?}"),
-                );
-            }
-        }
-        (None, Some(r)) => p.secret_ref("redis.urlSecretRef", r),
+    p.redis(
+        "redis",
+        spec.redis.url.as_deref(),
+        spec.redis.url_secret_ref.as_ref(),
+    );
+    if let Some(l) = &spec.redis.ledger {
+        p.redis("redis.ledger", l.url.as_deref(), l.url_secret_ref.as_ref());
     }
     p.secret_ref("auth.jwtSecretRef", &spec.auth.jwt_secret_ref);
     if let Some(r) = &spec.auth.admin_token_secret_ref {
@@ -341,6 +352,34 @@ mod tests {
                 "latency.p50TargetMs",
             ),
             ("redis neither", |s| s.redis.url = None, "redis"),
+            (
+                "ledger redis neither",
+                |s| s.redis.ledger = Some(crate::crd::RedisEndpoint::default()),
+                "redis.ledger",
+            ),
+            (
+                "ledger redis scheme",
+                |s| {
+                    s.redis.ledger = Some(crate::crd::RedisEndpoint {
+                        url: Some("ledger:6379".into()),
+                        url_secret_ref: None,
+                    })
+                },
+                "redis.ledger.url",
+            ),
+            (
+                "ledger redis secret key",
+                |s| {
+                    s.redis.ledger = Some(crate::crd::RedisEndpoint {
+                        url: None,
+                        url_secret_ref: Some(SecretKeyRef {
+                            name: "ledger".into(),
+                            key: String::new(),
+                        }),
+                    })
+                },
+                "redis.ledger.urlSecretRef.key",
+            ),
             (
                 "redis scheme",
                 |s| s.redis.url = Some("http://x".into()),

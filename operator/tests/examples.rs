@@ -84,6 +84,15 @@ fn cel_rules_reject_what_validation_rejects() {
         ("both redis sources", |v| {
             v["spec"]["redis"]["url"] = "redis://r:6379".into();
         }),
+        ("both ledger redis sources", |v| {
+            v["spec"]["redis"]["ledger"] = serde_json::json!({
+                "url": "redis://ledger:6379",
+                "urlSecretRef": {"name": "ledger", "key": "url"},
+            });
+        }),
+        ("no ledger redis source", |v| {
+            v["spec"]["redis"]["ledger"] = serde_json::json!({});
+        }),
     ];
     assert!(Validator::new().validate(&schema, &base, None).is_ok());
     for (name, edit) in cases {

@@ -32,6 +32,14 @@ pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     if let Some(r) = &spec.auth.admin_token_secret_ref {
         env.push(pod::secret("ADMIN_TOKEN", r));
     }
+    // Only engines touch the ledger.
+    if let Some(l) = &spec.redis.ledger {
+        match (&l.url, &l.url_secret_ref) {
+            (_, Some(r)) => env.push(pod::secret("LEDGER_REDIS_URL", r)),
+            (Some(url), None) => env.push(pod::value("LEDGER_REDIS_URL", url.clone())),
+            (None, None) => {}
+        }
+    }
     env
 }
 
@@ -202,6 +210,31 @@ mod tests {
         });
         let t = find(&env(&sp), "ADMIN_TOKEN").unwrap();
         assert_eq!(t.value, None);
+        assert!(
+            find(&env(&sp), "LEDGER_REDIS_URL").is_none(),
+            "one Redis unless split"
+        );
+        sp.redis.ledger = Some(crate::crd::RedisEndpoint {
+            url: None,
+            url_secret_ref: Some(crate::crd::SecretKeyRef {
+                name: "ledger-redis".into(),
+                key: "url".into(),
+            }),
+        });
+        let l = find(&env(&sp), "LEDGER_REDIS_URL").unwrap();
+        assert_eq!(l.value, None, "from the Secret, never inline");
+        assert_eq!(
+            l.value_from.unwrap().secret_key_ref.unwrap().name,
+            "ledger-redis"
+        );
+        assert!(
+            find(
+                &crate::build::gateway_deployment::env(&sp),
+                "LEDGER_REDIS_URL"
+            )
+            .is_none(),
+            "gateways never see the ledger"
+        );
         let sel = t.value_from.unwrap().secret_key_ref.unwrap();
         assert_eq!(
             (sel.name.as_str(), sel.key.as_str()),
