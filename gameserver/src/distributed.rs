@@ -153,7 +153,7 @@ fn random_id(role: &str) -> String {
     format!("{role}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-fn redis_url(url: Option<&Secret>) -> Result<String, String> {
+pub(crate) fn redis_url(url: Option<&Secret>) -> Result<String, String> {
     match url {
         Some(u) if !u.is_empty() => Ok(u.expose().to_owned()),
         _ => Err("--redis-url (or REDIS_URL) is required".into()),

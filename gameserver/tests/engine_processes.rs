@@ -117,6 +117,49 @@ async fn redis_conn(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// The `bet_settled` frames received, counted per idempotency key: waits until `n` keys are
+/// settled (at most `within`), then one more second to catch any duplicate settlement.
+async fn settlements(
+    rx: &mut Receiver<Delivery>,
+    n: usize,
+    within: Duration,
+) -> HashMap<String, usize> {
+    let mut settled: HashMap<String, usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut quiet_until: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        assert!(now < deadline, "{} of {n} settled", settled.len());
+        if quiet_until.is_some_and(|q| now >= q) {
+            return settled;
+        }
+        let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await else {
+            continue;
+        };
+        if matches!(d.target, Target::User(_)) {
+            let v: Value = serde_json::from_str(&d.frame).unwrap();
+            assert_eq!(v["type"], "bet_settled", "{v}");
+            *settled
+                .entry(v["idempotencyKey"].as_str().unwrap().into())
+                .or_default() += 1;
+            if settled.len() == n && quiet_until.is_none() {
+                quiet_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// The sum of every balance (0 when money is conserved).
+async fn money_total(ledger: &RedisLedger) -> i64 {
+    ledger
+        .accounts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b)
+        .sum()
+}
+
 /// Waits until every room's lease is held by one of `engines`, each holding at least one.
 async fn rooms_shared_by(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -171,35 +214,7 @@ async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let mut settled: HashMap<String, usize> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    // Wait for every bet, then one more second to catch any duplicate settlement.
-    let mut quiet_until: Option<tokio::time::Instant> = None;
-    loop {
-        let now = tokio::time::Instant::now();
-        assert!(
-            now < deadline,
-            "{} of {} settled",
-            settled.len(),
-            keys.len()
-        );
-        if quiet_until.is_some_and(|q| now >= q) {
-            break;
-        }
-        let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await else {
-            continue;
-        };
-        if matches!(d.target, Target::User(_)) {
-            let v: Value = serde_json::from_str(&d.frame).unwrap();
-            assert_eq!(v["type"], "bet_settled", "{v}");
-            *settled
-                .entry(v["idempotencyKey"].as_str().unwrap().into())
-                .or_default() += 1;
-            if settled.len() == keys.len() && quiet_until.is_none() {
-                quiet_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-            }
-        }
-    }
+    let settled = settlements(&mut rx, keys.len(), Duration::from_secs(30)).await;
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(survivor.0.id().to_string())
@@ -213,13 +228,7 @@ async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
     let entries = ledger.entries(0, 100_000).await.unwrap();
     let stakes = entries.iter().filter(|e| e.kind == EntryKind::Bet).count();
     assert_eq!(stakes, keys.len(), "every bet debited exactly once");
-    let total: i64 = ledger
-        .accounts()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b)
-        .sum();
+    let total = money_total(&ledger).await;
     assert_eq!(total, 0, "money conserved");
     for k in &keys {
         let rec = ledger
@@ -430,13 +439,7 @@ async fn sigterm_of_an_engine_hands_its_rooms_over() {
     let entries = ledger.entries(0, 100_000).await.unwrap();
     let stakes = entries.iter().filter(|e| e.kind == EntryKind::Bet).count();
     assert_eq!(stakes, keys.len(), "every bet debited exactly once");
-    let total: i64 = ledger
-        .accounts()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b)
-        .sum();
+    let total = money_total(&ledger).await;
     assert_eq!(total, 0, "money conserved");
 
     // Every room's rounds: each nonce rolled exactly once, none skipped; the stopped engine's
@@ -528,19 +531,11 @@ async fn a_separate_ledger_redis_holds_all_the_money() {
         .await
         .unwrap();
     }
-    let mut settled = std::collections::HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while settled.len() < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "{settled:?}");
-        let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await else {
-            continue;
-        };
-        if matches!(d.target, Target::User(_)) {
-            let v: Value = serde_json::from_str(&d.frame).unwrap();
-            assert_eq!(v["type"], "bet_settled", "{v}");
-            assert!(settled.insert(v["idempotencyKey"].as_str().unwrap().to_owned()));
-        }
-    }
+    let settled = settlements(&mut rx, 20, Duration::from_secs(30)).await;
+    assert!(
+        settled.values().all(|&n| n == 1),
+        "settled more than once: {settled:?}"
+    );
     let stakes = ledger
         .entries(0, 1_000)
         .await
@@ -549,13 +544,7 @@ async fn a_separate_ledger_redis_holds_all_the_money() {
         .filter(|e| e.kind == EntryKind::Bet)
         .count();
     assert_eq!(stakes, 20);
-    let total: i64 = ledger
-        .accounts()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b)
-        .sum();
+    let total = money_total(&ledger).await;
     assert_eq!(total, 0);
     let on_bus: Vec<String> = redis::cmd("KEYS")
         .arg("gf:ledger:*")

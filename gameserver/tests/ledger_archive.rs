@@ -1,28 +1,20 @@
 //! Archiving the audit stream (`gameserver ledger-archive`) against a real redis-server: every
 //! entry ends up exactly once in the file or in Redis, whatever happens between the steps.
 
+// Only its deposit and total helpers are used here.
+#[allow(dead_code)]
+mod ledger_suite;
 mod support;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gameserver::ledger::archive::{archive, Summary};
-use gameserver::ledger::{user_account, Entry, EntryKind, Ledger, LedgerError, RedisLedger};
-use gameserver::ledger::{Transfer, TREASURY};
+use gameserver::ledger::{Entry, Ledger, LedgerError, RedisLedger};
+use ledger_suite::{deposit, total};
 use support::RedisServer;
-
-fn deposit(user: &str, amount: i64, key: &str) -> Transfer {
-    Transfer {
-        key: key.into(),
-        kind: EntryKind::Deposit,
-        from: TREASURY.into(),
-        to: user_account(user),
-        amount,
-        memo: "archive test".into(),
-    }
-}
 
 async fn deposits(l: &RedisLedger, from: u32, to: u32) -> Vec<Entry> {
     let mut out = Vec::new();
@@ -62,35 +54,25 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn temp_file(name: &str) -> (tempdir::Dir, std::path::PathBuf) {
-    let d = tempdir::Dir::new(name);
-    let p = d.0.join("ledger.jsonl");
-    (d, p)
+/// `ledger.jsonl` in a directory of its own, removed with it.
+struct TempArchive {
+    dir: PathBuf,
+    path: PathBuf,
 }
 
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(name: &str) -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "gameserver-archive-{name}-{}-{}",
-                std::process::id(),
-                uuid_like()
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
+impl TempArchive {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("gameserver-archive-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.jsonl");
+        Self { dir, path }
     }
-    fn uuid_like() -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+}
+
+impl Drop for TempArchive {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -98,7 +80,8 @@ mod tempdir {
 async fn old_entries_move_to_the_file_once_and_young_ones_stay() {
     let server = RedisServer::start();
     let l = RedisLedger::connect(&server.url(), "a1").unwrap();
-    let (_d, file) = temp_file("old");
+    let archive_file = TempArchive::new("old");
+    let file = archive_file.path.clone();
     let old = deposits(&l, 0, 5).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     deposits(&l, 5, 8).await;
@@ -151,7 +134,8 @@ async fn old_entries_move_to_the_file_once_and_young_ones_stay() {
 async fn a_torn_last_line_is_dropped_and_written_again() {
     let server = RedisServer::start();
     let l = RedisLedger::connect(&server.url(), "a2").unwrap();
-    let (_d, file) = temp_file("torn");
+    let archive_file = TempArchive::new("torn");
+    let file = archive_file.path.clone();
     deposits(&l, 0, 3).await;
     archive(&l, &file, now_ms(), 1_000).await.unwrap();
     deposits(&l, 3, 6).await;
@@ -175,7 +159,8 @@ async fn a_torn_last_line_is_dropped_and_written_again() {
 async fn a_run_killed_before_its_trim_is_finished_by_the_next() {
     let server = RedisServer::start();
     let l = RedisLedger::connect(&server.url(), "a3").unwrap();
-    let (_d, file) = temp_file("untrimmed");
+    let archive_file = TempArchive::new("untrimmed");
+    let file = archive_file.path.clone();
     deposits(&l, 0, 4).await;
     // Written and synced, never trimmed.
     let mut text = String::new();
@@ -195,7 +180,8 @@ async fn a_run_killed_before_its_trim_is_finished_by_the_next() {
 async fn archiving_while_money_moves_keeps_every_entry_exactly_once() {
     let server = RedisServer::start();
     let l = Arc::new(RedisLedger::connect(&server.url(), "a4").unwrap());
-    let (_d, file) = temp_file("busy");
+    let archive_file = TempArchive::new("busy");
+    let file = archive_file.path.clone();
     let writer = {
         let l = Arc::clone(&l);
         tokio::spawn(async move {
@@ -216,8 +202,7 @@ async fn archiving_while_money_moves_keeps_every_entry_exactly_once() {
     assert!(runs > 1, "the archiver ran while money moved");
     assert_eq!(archived(&file), (1..=400).collect::<Vec<u64>>());
     assert!(in_redis(&l).await.is_empty());
-    let total: i64 = l.accounts().await.unwrap().iter().map(|(_, b)| b).sum();
-    assert_eq!(total, 0);
+    assert_eq!(total(l.as_ref()).await, 0);
 }
 
 #[tokio::test]
@@ -252,7 +237,8 @@ fn cli(args: &[&str]) -> std::process::Output {
 async fn the_command_archives_and_reports_bad_arguments() {
     let server = RedisServer::start();
     let l = RedisLedger::connect(&server.url(), "a6").unwrap();
-    let (_d, file) = temp_file("cli");
+    let archive_file = TempArchive::new("cli");
+    let file = archive_file.path.clone();
     deposits(&l, 0, 3).await;
     let url = server.url();
     let out_path = file.to_str().unwrap();

@@ -64,17 +64,20 @@ pub fn main() -> ExitCode {
 }
 
 fn block_on<F: std::future::Future<Output = Result<(), String>>>(f: F) -> Result<(), String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?
-        .block_on(f)
+    run_on(tokio::runtime::Builder::new_multi_thread(), f)
 }
 
 fn block_on_one_thread<F: std::future::Future<Output = Result<(), String>>>(
     f: F,
 ) -> Result<(), String> {
-    tokio::runtime::Builder::new_current_thread()
+    run_on(tokio::runtime::Builder::new_current_thread(), f)
+}
+
+fn run_on<F: std::future::Future<Output = Result<(), String>>>(
+    mut runtime: tokio::runtime::Builder,
+    f: F,
+) -> Result<(), String> {
+    runtime
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?

@@ -71,6 +71,14 @@ pub struct Summary {
     pub repaired: bool,
 }
 
+/// Wraps an I/O error with the archive's path.
+fn io_error(path: &str) -> impl Fn(std::io::Error) -> ArchiveError + Copy + '_ {
+    move |source| ArchiveError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// How the end of an archive file looks: the length of its complete lines and the last
 /// complete entry. `tail` is the file's last bytes, `tail_start` their offset in the file.
 pub fn scan_tail(tail: &[u8], tail_start: u64) -> Result<(u64, Option<Entry>), String> {
@@ -106,10 +114,7 @@ pub fn old_enough(entries: &[Entry], horizon_ms: u64) -> usize {
 /// with its last entry's sequence number.
 fn open_archive(path: &Path) -> Result<(File, Option<u64>, bool), ArchiveError> {
     let shown = path.display().to_string();
-    let io = |source| ArchiveError::Io {
-        path: shown.clone(),
-        source,
-    };
+    let io = io_error(&shown);
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -145,10 +150,7 @@ pub async fn archive(
     batch: usize,
 ) -> Result<Summary, ArchiveError> {
     let shown = path.display().to_string();
-    let io = |source| ArchiveError::Io {
-        path: shown.clone(),
-        source,
-    };
+    let io = io_error(&shown);
     let (file, file_last, repaired) = open_archive(path)?;
     let mut summary = Summary {
         repaired,
@@ -196,9 +198,7 @@ pub async fn archive(
 
 /// `gameserver ledger-archive`.
 pub async fn run(args: ArchiveArgs) -> Result<(), String> {
-    if args.redis_url.is_empty() {
-        return Err("--redis-url (or REDIS_URL) is required".into());
-    }
+    let url = crate::distributed::redis_url(Some(&args.redis_url))?;
     if !(1..=10_000).contains(&args.batch) {
         return Err(format!(
             "--batch must be between 1 and 10000, got {}",
@@ -206,8 +206,8 @@ pub async fn run(args: ArchiveArgs) -> Result<(), String> {
         ));
     }
     let keep = Duration::from_secs(args.keep_seconds).as_millis() as u64;
-    let ledger = RedisLedger::connect(args.redis_url.expose(), args.redis_prefix.clone())
-        .map_err(|e| e.to_string())?;
+    let ledger =
+        RedisLedger::connect(&url, args.redis_prefix.clone()).map_err(|e| e.to_string())?;
     let horizon = now_ms().saturating_sub(keep);
     let s = archive(&ledger, &args.out, horizon, args.batch)
         .await

@@ -34,11 +34,11 @@ pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     }
     // Only engines touch the ledger.
     if let Some(l) = &spec.redis.ledger {
-        match (&l.url, &l.url_secret_ref) {
-            (_, Some(r)) => env.push(pod::secret("LEDGER_REDIS_URL", r)),
-            (Some(url), None) => env.push(pod::value("LEDGER_REDIS_URL", url.clone())),
-            (None, None) => {}
-        }
+        env.extend(pod::redis_url(
+            "LEDGER_REDIS_URL",
+            l.url.as_deref(),
+            l.url_secret_ref.as_ref(),
+        ));
     }
     env
 }

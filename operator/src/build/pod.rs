@@ -107,6 +107,15 @@ pub fn value(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
+/// A Redis URL variable from its Secret when one is named, else inline.
+pub fn redis_url(name: &str, url: Option<&str>, r: Option<&SecretKeyRef>) -> Option<EnvVar> {
+    match (url, r) {
+        (_, Some(r)) => Some(secret(name, r)),
+        (Some(url), None) => Some(value(name, url)),
+        (None, None) => None,
+    }
+}
+
 pub fn secret(name: &str, r: &SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -140,11 +149,11 @@ pub fn field(name: &str, path: &str) -> EnvVar {
 /// The gameserver reads each of these as the env fallback of a CLI flag.
 pub fn env(spec: &GameFleetSpec) -> Vec<EnvVar> {
     let mut env = vec![secret("JWT_SECRET", &spec.auth.jwt_secret_ref)];
-    match (&spec.redis.url, &spec.redis.url_secret_ref) {
-        (_, Some(r)) => env.push(secret("REDIS_URL", r)),
-        (Some(url), None) => env.push(value("REDIS_URL", url.clone())),
-        (None, None) => {}
-    }
+    env.extend(redis_url(
+        "REDIS_URL",
+        spec.redis.url.as_deref(),
+        spec.redis.url_secret_ref.as_ref(),
+    ));
     env.push(field("POD_NAME", "metadata.name"));
     env.push(field("POD_NAMESPACE", "metadata.namespace"));
     env.push(field("POD_IP", "status.podIP"));
