@@ -52,8 +52,14 @@ async fn rolling_update_replaces_real_processes_step_by_step() {
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     apply_web(&c, "roll", 3, "v1").await;
-    common::eventually(Duration::from_secs(20), "3 ready v1 pods", || async {
-        (ready_pods(&pods, "roll").await.len() == 3).then_some(())
+    // Wait as `kubectl rollout status` does: the Deployment itself reports
+    // three available replicas, not only the pods.
+    common::eventually(Duration::from_secs(20), "v1 rolled out", || async {
+        let d = deploys.get("roll").await.ok()?;
+        let st = d.status?;
+        let ready = ready_pods(&pods, "roll").await.len();
+        (ready == 3 && st.available_replicas == Some(3) && st.updated_replicas == Some(3))
+            .then_some(())
     })
     .await;
     let d = deploys.get("roll").await.unwrap();

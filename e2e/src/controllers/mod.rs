@@ -142,6 +142,10 @@ pub fn spawn_all(
     let mut tasks = vec![];
     let c = ctx.clone();
     tasks.push(spawn_loop(api.clone(), cancel.clone(), tick, move || {
+        // ReplicaSet status first: the rolling update counts available pods
+        // from it, and a count older than the pods' readiness would let it
+        // remove a ready old pod too early.
+        workloads::reconcile_replicasets(&c);
         workloads::reconcile_deployments(&c);
         workloads::reconcile_replicasets(&c);
     }));
