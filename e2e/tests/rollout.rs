@@ -17,17 +17,17 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::install::{credit, http, metric_sum, workspace_binary, Tools};
+use common::resp::{parse_resp_array, redis_hgetall};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 const NS: &str = "games";
@@ -307,52 +307,6 @@ async fn ledger_entries(engine_ip: &str) -> Vec<Value> {
         }
         all.extend(entries);
     }
-}
-
-/// `HGETALL key` on a Redis server, with a minimal RESP exchange.
-async fn redis_hgetall(ip: &str, key: &str) -> BTreeMap<String, i64> {
-    let cmd = format!("*2\r\n$7\r\nHGETALL\r\n${}\r\n{key}\r\n", key.len());
-    let mut s = tokio::net::TcpStream::connect((ip, 6379)).await.unwrap();
-    s.write_all(cmd.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(items) = parse_resp_array(&buf) {
-            return items
-                .chunks(2)
-                .map(|kv| (kv[0].clone(), kv[1].parse().expect("integer balance")))
-                .collect();
-        }
-        assert!(Instant::now() < deadline, "HGETALL {key}: no full answer");
-        let mut chunk = [0u8; 65536];
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("redis answers")
-            .unwrap();
-        assert!(n > 0, "redis closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// An array of bulk strings, once `buf` holds all of it.
-fn parse_resp_array(buf: &[u8]) -> Option<Vec<String>> {
-    fn line(buf: &[u8], at: usize) -> Option<(&str, usize)> {
-        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
-        Some((std::str::from_utf8(&buf[at..end]).ok()?, end + 2))
-    }
-    let (head, mut at) = line(buf, 0)?;
-    let n: usize = head.strip_prefix('*')?.parse().ok()?;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (len, start) = line(buf, at)?;
-        let len: usize = len.strip_prefix('$')?.parse().ok()?;
-        if buf.len() < start + len + 2 {
-            return None;
-        }
-        out.push(String::from_utf8_lossy(&buf[start..start + len]).to_string());
-        at = start + len + 2;
-    }
-    Some(out)
 }
 
 #[test]

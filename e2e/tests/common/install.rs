@@ -132,10 +132,9 @@ impl Tools {
         assert!(out.contains("successfully rolled out"), "{out}");
     }
 
-    /// Creates `ns` with `examples/redis-dev.yaml` and the `dice-secrets` Secret. The simulated
-    /// cluster has no DNS, so the Redis URL names the Service's cluster IP (the README's
-    /// `kubectl create secret` form). Returns that IP.
-    pub async fn install_redis_and_secret(&self, ns: &str, jwt: &str, admin: &str) -> String {
+    /// Creates `ns` with `examples/redis-dev.yaml` and waits for it. The simulated cluster has
+    /// no DNS, so clients name the Service's cluster IP, which this returns.
+    pub async fn install_redis(&self, ns: &str) -> String {
         self.kubectl(&["create", "namespace", ns]).await;
         self.kubectl(&["-n", ns, "apply", "-f", &repo("examples/redis-dev.yaml")])
             .await;
@@ -162,6 +161,14 @@ impl Tools {
             .trim()
             .to_string();
         assert!(!redis_ip.is_empty(), "redis has a cluster IP");
+        redis_ip
+    }
+
+    /// Creates `ns` with `examples/redis-dev.yaml` and the `dice-secrets` Secret, whose Redis
+    /// URL names the Service's cluster IP (the README's `kubectl create secret` form). Returns
+    /// that IP.
+    pub async fn install_redis_and_secret(&self, ns: &str, jwt: &str, admin: &str) -> String {
+        let redis_ip = self.install_redis(ns).await;
         self.kubectl(&[
             "-n",
             ns,
@@ -177,7 +184,6 @@ impl Tools {
         redis_ip
     }
 
-    /// `kubectl wait gf/<name> --for=condition=Ready`, with `describe` in the failure.
     /// The players' WebSocket URL: the `dice-players` Service's cluster IP, as a player inside
     /// the cluster reaches it.
     pub async fn players_url(&self, ns: &str) -> String {
@@ -195,6 +201,7 @@ impl Tools {
         format!("ws://{}:80/ws", ip.trim())
     }
 
+    /// `kubectl wait gf/<name> --for=condition=Ready`, with `describe` in the failure.
     pub async fn wait_fleet_ready(&self, ns: &str, name: &str, timeout: Duration) {
         let secs = format!("--timeout={}s", timeout.as_secs());
         let gf = format!("gf/{name}");

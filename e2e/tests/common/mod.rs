@@ -3,6 +3,7 @@
 
 pub mod install;
 pub mod manifests;
+pub mod resp;
 
 use std::path::PathBuf;
 use std::time::Duration;

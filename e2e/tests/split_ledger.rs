@@ -1,0 +1,216 @@
+//! A fleet whose ledger has its own Redis (`spec.redis.ledger`), installed as a platform
+//! engineer would: the operator chart, two dev Redis servers (the bus's in the fleet's
+//! namespace, the ledger's in another), a Secret naming each, and a GameFleet that points at
+//! both. Engines get `LEDGER_REDIS_URL` and gateways do not; players bet through the player
+//! Service; every balance, bet record and audit entry is on the ledger's Redis and none on the
+//! bus's; the money adds up.
+//!
+//! Needs `kubectl` and `helm` (scripts/install-tools); without them the test is skipped, except
+//! under CI (`CI=true`), where it fails.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::install::{credit, workspace_binary, Tools};
+use common::resp::{redis_array, redis_hgetall};
+use serde_json::Value;
+use tokio::process::Command;
+
+const NS: &str = "games";
+const JWT: &str = "split-ledger-test-jwt-secret";
+const ADMIN_TOKEN: &str = "split-ledger-test-admin-token";
+const PLAYERS: usize = 30;
+const CREDIT: i64 = 100_000;
+
+const FLEET: &str = r#"apiVersion: gamefleet.dev/v1alpha1
+kind: GameFleet
+metadata:
+  name: dice
+spec:
+  gateway:
+    image: ghcr.io/gamefleet/gameserver:0.1.0
+    replicas: 2
+  engine:
+    replicas: 2
+  rooms:
+    bettingWindowMs: 1000
+    roundPauseMs: 500
+  redis:
+    urlSecretRef: {name: dice-secrets, key: redis-url}
+    ledger:
+      urlSecretRef: {name: ledger-redis, key: url}
+  auth:
+    jwtSecretRef: {name: dice-secrets, key: jwt-secret}
+    adminTokenSecretRef: {name: dice-secrets, key: admin-token}
+"#;
+
+/// The name of the Secret a tier's container reads `var` from, or "" when it has no such
+/// variable.
+async fn env_secret(t: &Tools, deployment: &str, var: &str) -> String {
+    let path = format!(
+        "jsonpath={{.spec.template.spec.containers[0].env[?(@.name==\"{var}\")].valueFrom.secretKeyRef.name}}"
+    );
+    t.kubectl(&["-n", NS, "get", "deploy", deployment, "-o", &path])
+        .await
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_with_its_own_ledger_redis_keeps_the_money_there() {
+    let gameserver = workspace_binary("gameserver");
+    workspace_binary("gamefleet-operator");
+    let started = Instant::now();
+    let cluster = common::cluster().await;
+    let Some(t) = Tools::for_cluster(&cluster) else {
+        return;
+    };
+    let work = t.kubeconfig.parent().unwrap().to_path_buf();
+
+    // 1. The operator; the bus's Redis and Secret; the ledger's Redis and its Secret.
+    t.install_operator().await;
+    let bus_ip = t.install_redis_and_secret(NS, JWT, ADMIN_TOKEN).await;
+    let ledger_ip = t.install_redis("ledger").await;
+    assert_ne!(bus_ip, ledger_ip);
+    t.kubectl(&[
+        "-n",
+        NS,
+        "create",
+        "secret",
+        "generic",
+        "ledger-redis",
+        &format!("--from-literal=url=redis://{ledger_ip}:6379"),
+    ])
+    .await;
+
+    // 2. The fleet.
+    let manifest = work.join("split-ledger-fleet.yaml");
+    std::fs::write(&manifest, FLEET).unwrap();
+    t.kubectl(&["-n", NS, "apply", "-f", manifest.to_str().unwrap()])
+        .await;
+    t.wait_fleet_ready(NS, "dice", Duration::from_secs(90))
+        .await;
+    assert_eq!(
+        env_secret(&t, "dice-engine", "LEDGER_REDIS_URL").await,
+        "ledger-redis"
+    );
+    assert_eq!(
+        env_secret(&t, "dice-engine", "REDIS_URL").await,
+        "dice-secrets"
+    );
+    assert_eq!(
+        env_secret(&t, "dice-gateway", "LEDGER_REDIS_URL").await,
+        "",
+        "gateways never see the ledger's Redis"
+    );
+
+    // 3. Credit the players through an engine's admin API, then let them bet through the
+    //    player Service until every acknowledged bet is settled.
+    let engine_ip = t
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=engine",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])
+        .await;
+    for i in 0..PLAYERS {
+        credit(
+            engine_ip.trim(),
+            ADMIN_TOKEN,
+            &format!("split-{i}"),
+            CREDIT as u64,
+        )
+        .await;
+    }
+    let bench = Command::new(&gameserver)
+        .args(["bench", "--url", &t.players_url(NS).await, "--json"])
+        .args(["--connections", &PLAYERS.to_string(), "--rooms", "3"])
+        .args(["--workers", "1", "--connect-rate", "200", "--duration", "8"])
+        .args(["--bet-rate", "40", "--bet-amount", "10"])
+        .args(["--user-prefix", "split", "--settle-wait", "15"])
+        .env("JWT_SECRET", JWT)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), bench)
+        .await
+        .expect("bench finishes within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bench --json output is not JSON ({e}):\n{stdout}"));
+    let n = |k: &str| {
+        report[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {report}"))
+    };
+    assert_eq!(n("connected"), PLAYERS as u64, "{report}");
+    assert!(n("bets_acknowledged") > 0, "{report}");
+    assert_eq!(
+        n("bets_settled"),
+        n("bets_acknowledged"),
+        "every acknowledged bet settled: {report}"
+    );
+
+    // 4. The money is on the ledger's Redis, and only there.
+    for pattern in ["gf:ledger:*", "gf:bet:*", "gf:round:*"] {
+        let on_bus = redis_array(&bus_ip, &["KEYS", pattern]).await;
+        assert!(
+            on_bus.is_empty(),
+            "{pattern} on the bus's Redis: {on_bus:?}"
+        );
+    }
+    let records = redis_array(&ledger_ip, &["KEYS", "gf:bet:*"]).await;
+    assert!(
+        records.len() as u64 >= n("bets_settled"),
+        "{} bet records on the ledger's Redis for {} settled bets",
+        records.len(),
+        n("bets_settled")
+    );
+    let audit = redis_array(&ledger_ip, &["KEYS", "gf:ledger:log"]).await;
+    assert_eq!(
+        audit,
+        ["gf:ledger:log"],
+        "the audit stream is on the ledger's Redis"
+    );
+    let balances = redis_hgetall(&ledger_ip, "gf:ledger:balances").await;
+    let credited = CREDIT * PLAYERS as i64;
+    let players: i64 = balances
+        .iter()
+        .filter(|(a, _)| a.starts_with("user:"))
+        .map(|(a, b)| {
+            assert!(*b >= 0, "{a} overdrawn: {b}");
+            *b
+        })
+        .sum();
+    let house = balances.get("house").copied().unwrap_or(0);
+    assert_eq!(players + house, credited, "players + house = credited");
+    assert_eq!(balances.get("treasury").copied(), Some(-credited));
+    assert_ne!(players, credited, "the bets moved money");
+    // The bus carried the bets: its bet stream exists there.
+    let streams = redis_array(&bus_ip, &["KEYS", "gf:*"]).await;
+    assert!(!streams.is_empty(), "the bus's Redis is in use");
+
+    t.helm(&["uninstall", "gamefleet", "-n", "gamefleet-system"])
+        .await;
+    cluster.shutdown().await;
+    eprintln!(
+        "split ledger: {} bets settled, {} bet records, players {players} + house {house}; total {:?}",
+        n("bets_settled"),
+        records.len(),
+        started.elapsed()
+    );
+}
