@@ -380,7 +380,10 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_engine_bets_per_second_per_pod")]
     #[schemars(range(min = 1, max = 100000000))]
     pub engine_bets_per_second_per_pod: i32,
-    /// Optional Prometheus server (instant queries) instead of scraping pods directly.
+    /// Optional Prometheus server to read the inputs from (instant queries) instead of
+    /// scraping the pods. It must scrape the pods' admin ports and label each series with
+    /// `namespace` and `pod`; the settled-bets rate is `rate(...[1m])`, so its scrape interval
+    /// must be 30 s or less.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
     /// Gateway bounds and behaviour.

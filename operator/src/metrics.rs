@@ -59,7 +59,7 @@ impl AutoscaleMetrics {
         let scrape_failures = IntCounterVec::new(
             Opts::new(
                 "gamefleet_autoscaler_scrape_failures_total",
-                "Pod /metrics scrapes that failed or timed out, by tier",
+                "Pod /metrics scrapes that failed or timed out, by tier; tier prometheus: failed Prometheus queries",
             ),
             &["tier"],
         )?;

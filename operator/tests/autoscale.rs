@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bench::{ready, Bench};
 use common::{pod_report, prepare, wait_for};
 use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
 use gamefleet_operator::crd::GameFleet;
@@ -23,7 +22,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const NS: &str = "scale";
 const OPERATOR: &str = "autoscale-operator";
@@ -31,84 +30,6 @@ const TEST: &str = "autoscale-test";
 const SECRET: &str = "autoscale-test-secret";
 const ADMIN: &str = "autoscale-admin";
 const COST: &str = "controller.kubernetes.io/pod-deletion-cost";
-
-fn gameserver_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap();
-    for d in [dir, dir.parent().unwrap()] {
-        let p = d.join("gameserver");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "gameserver binary not found next to {}: run `cargo build --workspace --bins`",
-        exe.display()
-    );
-}
-
-/// A `gameserver bench` run in its own process group (it spawns workers), killed with the group.
-struct Bench {
-    child: Option<Child>,
-    started: Instant,
-}
-
-impl Bench {
-    fn start(url: &str, connections: usize, prefix: &str, extra: &[&str]) -> Bench {
-        let mut cmd = Command::new(gameserver_bin());
-        cmd.args(["bench", "--url", url, "--connections"])
-            .arg(connections.to_string())
-            // 20 rooms: the 1,500-connection surge fits the default room capacity (100 players
-            // per room, counted across gateways) with room to spare.
-            .args([
-                "--rooms",
-                "20",
-                "--connect-rate",
-                "5000",
-                "--user-prefix",
-                prefix,
-                "--json",
-            ])
-            .args(extra)
-            .env("JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            // Not read while the bench runs: a full pipe would stall its players (and the
-            // gateways would then close them for missed heartbeats).
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true);
-        Bench {
-            child: Some(cmd.spawn().expect("bench starts")),
-            started: Instant::now(),
-        }
-    }
-
-    fn kill_group(&self) {
-        if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
-        }
-    }
-
-    async fn report(mut self, timeout: Duration) -> Value {
-        let child = self.child.take().expect("bench running");
-        let out = tokio::time::timeout(timeout, child.wait_with_output())
-            .await
-            .expect("bench finishes in time")
-            .expect("bench output");
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("bench report is not JSON ({e}): {text}"))
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        self.kill_group();
-    }
-}
 
 fn fleet() -> Value {
     json!({
@@ -193,14 +114,6 @@ async fn fund(pods: &Api<Pod>, prefix: &str, n: usize) {
             "credit {prefix}-{i} through the engine admin API"
         );
     }
-}
-
-fn ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn name(p: &Pod) -> String {
@@ -326,6 +239,7 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
         svc_spec.ports.unwrap()[0].port
     );
     let surge = Bench::start(
+        SECRET,
         &svc_url,
         1500,
         "surge",
@@ -464,12 +378,14 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
     )
     .await;
     let _stay = Bench::start(
+        SECRET,
         &format!("ws://{busy_ip}:8080/ws"),
         400,
         "stay",
         &["--duration", "120", "--settle-wait", "0"],
     );
     let players = Bench::start(
+        SECRET,
         &svc_url,
         60,
         "players",

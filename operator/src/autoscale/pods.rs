@@ -122,6 +122,7 @@ pub fn engine_load(
         }
         let before = prev.get(name).and_then(|p| p.settled);
         match (m.settled, before) {
+            _ if m.settled_rate.is_some() => rate.values.extend(m.settled_rate),
             (Some(now_count), Some((then_count, then))) if now_count >= then_count => {
                 let dt = now.saturating_duration_since(then).as_secs_f64();
                 if dt > 0.0 {
@@ -263,5 +264,18 @@ mod tests {
         assert_eq!(l.bet_rate.values, vec![100.0]);
         assert_eq!(l.bet_rate.missing, 1);
         assert_eq!(l.backlog, Some(9.0));
+    }
+
+    #[test]
+    fn a_rate_from_the_source_is_used_as_is() {
+        let mut prev = HashMap::new();
+        let m = PodMetrics {
+            settled: Some(100.0),
+            settled_rate: Some(42.5),
+            ..Default::default()
+        };
+        let l = engine_load(&[("e1".into(), Some(m))], 0, Instant::now(), &mut prev);
+        assert_eq!(l.bet_rate.values, vec![42.5]);
+        assert_eq!(l.bet_rate.missing, 0);
     }
 }

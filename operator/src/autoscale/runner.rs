@@ -1,6 +1,7 @@
 //! The autoscaler at run time: every sync interval, per fleet with autoscaling on, read the
-//! Deployments and pods, scrape the ready pods' `/metrics` concurrently, decide (pure), mark the
-//! emptiest gateways for removal before a scale-down, and ask the reconciler to apply.
+//! Deployments and pods, read the ready pods' metrics (their `/metrics` concurrently, or one
+//! Prometheus query when the fleet sets `prometheusUrl`), decide (pure), mark the emptiest
+//! gateways for removal before a scale-down, and ask the reconciler to apply.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::behavior::{Behavior, History};
 use super::decide::{self, Observed, Targets, TierDecision, TierInput};
 use super::pods::{self, Previous, TierPods, DELETION_COST};
+use super::prom::PromClient;
 use super::scrape::{PodMetrics, Scraper};
 use crate::build::{names, selector_string, Component, Owner};
 use crate::controller::{AdvisorEnv, ScaleAdvisor};
@@ -61,6 +63,7 @@ struct FleetState {
 /// Samples load and keeps the latest decision per fleet ([`ScaleAdvisor`]).
 pub struct Autoscaler {
     scraper: Scraper,
+    prometheus: PromClient,
     fleets: Mutex<HashMap<ObjectRef<GameFleet>, FleetState>>,
 }
 
@@ -68,6 +71,7 @@ impl Autoscaler {
     pub fn new(cfg: AutoscalerConfig) -> Self {
         Self {
             scraper: Scraper::new(cfg.scrape_timeout),
+            prometheus: PromClient::new(cfg.scrape_timeout),
             fleets: Mutex::new(HashMap::new()),
         }
     }
@@ -168,10 +172,18 @@ impl Autoscaler {
             fleet.spec.engine.admin_port,
         )
         .await?;
-        let (gw_scrapes, en_scrapes) = futures::join!(
-            self.scrape_all(&gw_pods, "gateway", env),
-            self.scrape_all(&en_pods, "engine", env)
-        );
+        let (gw_scrapes, en_scrapes) = match &fleet.spec.autoscaling.prometheus_url {
+            Some(url) => {
+                self.query_prometheus(url, &owner, &gw_pods, &en_pods, env)
+                    .await
+            }
+            None => {
+                futures::join!(
+                    self.scrape_all(&gw_pods, "gateway", env),
+                    self.scrape_all(&en_pods, "engine", env)
+                )
+            }
+        };
         let now = Instant::now();
         let spec = &fleet.spec;
         let a = &spec.autoscaling;
@@ -267,6 +279,53 @@ impl Autoscaler {
             .buffer_unordered(SCRAPE_CONCURRENCY)
             .collect()
             .await
+    }
+}
+
+type Scrapes = Vec<(String, Option<PodMetrics>)>;
+
+impl Autoscaler {
+    /// The ready pods' values from one Prometheus query. A pod Prometheus has no series for
+    /// counts as a failed scrape; a failed query, as every scrape failing.
+    async fn query_prometheus(
+        &self,
+        url: &str,
+        owner: &Owner,
+        gateways: &TierPods,
+        engines: &TierPods,
+        env: &AdvisorEnv,
+    ) -> (Scrapes, Scrapes) {
+        let found = self
+            .prometheus
+            .fleet(url, &owner.namespace, &owner.name)
+            .await
+            .inspect_err(|e| {
+                env.metrics
+                    .autoscale
+                    .scrape_failures
+                    .with_label_values(&["prometheus"])
+                    .inc();
+                warn!(fleet = %owner.name, namespace = %owner.namespace, error = %e, "Prometheus query failed");
+            })
+            .unwrap_or_default();
+        let pick = |pods: &TierPods, tier: &str| -> Scrapes {
+            pods.ready
+                .iter()
+                .map(|(name, _)| {
+                    let m = found.get(name).cloned();
+                    if m.is_none() {
+                        env.metrics
+                            .autoscale
+                            .scrape_failures
+                            .with_label_values(&[tier])
+                            .inc();
+                        debug!(pod = %name, "no series in Prometheus");
+                    }
+                    (name.clone(), m)
+                })
+                .collect()
+        };
+        (pick(gateways, "gateway"), pick(engines, "engine"))
     }
 }
 

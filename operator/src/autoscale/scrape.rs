@@ -48,6 +48,9 @@ pub struct PodMetrics {
     pub latency: Option<Buckets>,
     pub backlog: Option<f64>,
     pub settled: Option<f64>,
+    /// Settled bets per second, when the source computes it (Prometheus's `rate()`); a direct
+    /// scrape leaves it `None` and the rate comes from two scrapes' counters.
+    pub settled_rate: Option<f64>,
 }
 
 /// Parses the Prometheus text exposition format.

@@ -2,6 +2,8 @@
 //! in-process (the real `runtime::run_with`), bounded waits with clear messages.
 #![allow(dead_code)]
 
+pub mod bench;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
