@@ -137,7 +137,7 @@ pub fn decode(body: &str) -> Result<HashMap<String, PodMetrics>, PromError> {
             .or_else(|| s.metric.get("outcome"))
             .cloned()
             .unwrap_or_default();
-        let slot = values.entry((pod.clone(), name.clone(), sub)).or_insert(v);
+        let slot = values.entry((pod.clone(), name, sub)).or_insert(v);
         *slot = slot.max(v);
     }
     let bucket = format!("{LATENCY}_bucket");
