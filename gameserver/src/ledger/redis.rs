@@ -17,7 +17,8 @@
 //! archived entries and records how far (`ledger:log:archived`).
 //!
 //! Lua numbers are doubles, so balances are limited to ±(2^53 − 1) minor units here; larger
-//! movements are refused as overflow rather than rounded.
+//! movements are refused as overflow rather than rounded. A user refused for insufficient
+//! balance who had no balance yet is left with an explicit 0 (the debit is undone, not avoided).
 
 use std::time::Duration;
 
@@ -37,14 +38,15 @@ pub const MAX_BALANCE: i64 = super::MAX_AMOUNT;
 const TRANSFER_FN: &str = r#"
 local function fmt(n) return string.format('%.0f', n) end
 -- Moves `amount` and appends the entry to the audit stream; k: the balances hash, (unused),
--- the sequence, the audit stream. Only a user payer's balance is read first (a system account
--- may go negative); the payee's bound is checked after the increment and undone if crossed.
+-- the sequence, the audit stream. A user payer may not go below zero and a system account not
+-- below -max; the payee's bound is checked after its increment. Each bound is checked on the
+-- incremented value and the increment undone if crossed (one call fewer than reading first;
+-- the script is atomic, so nobody sees the undone value).
 local function move(k, key, kind, from, to, amount, memo, now, from_system, max)
-  if not from_system then
-    local fb = tonumber(redis.call('HGET', k[1], from) or '0')
-    if fb < amount then return {'insufficient', fmt(fb)} end
-  end
   local fb = redis.call('HINCRBY', k[1], from, fmt(-amount))
+  if not from_system and fb < 0 then
+    return {'insufficient', fmt(redis.call('HINCRBY', k[1], from, fmt(amount)))}
+  end
   if fb < -max then
     redis.call('HINCRBY', k[1], from, fmt(amount))
     return {'overflow', from}
