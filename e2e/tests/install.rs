@@ -9,12 +9,9 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::install::{credit, repo, workspace_binary, Tools};
-use serde_json::Value;
-use tokio::process::Command;
+use common::install::{bench_report, count, credit, repo, workspace_binary, Tools};
 
 const JWT: &str = "install-test-jwt-secret";
 const ADMIN_TOKEN: &str = "install-test-admin-token";
@@ -22,7 +19,7 @@ const PLAYERS: usize = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_apply_example_and_play() {
-    let gameserver = workspace_binary("gameserver");
+    workspace_binary("gameserver");
     workspace_binary("gamefleet-operator");
     let started = Instant::now();
     let cluster = common::cluster().await;
@@ -113,9 +110,9 @@ async fn helm_install_apply_example_and_play() {
     // Rounds of the example last 13 s (10 s betting + 3 s pause), and a room's first round is
     // lengthened by up to one period to close on the room's phase (engine/phase.rs): up to 23 s.
     // Measure long enough for every room to settle at least one round.
-    let bench = Command::new(&gameserver)
-        .args([
-            "bench",
+    let report = bench_report(
+        JWT,
+        &[
             "--url",
             &url,
             "--connections",
@@ -134,29 +131,10 @@ async fn helm_install_apply_example_and_play() {
             "1",
             "--user-prefix",
             "install",
-            "--json",
-        ])
-        .env("JWT_SECRET", JWT)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), bench)
-        .await
-        .expect("bench finishes within 60 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("bench --json output is not JSON ({e}):\n{stdout}"));
-    let n = |k: &str| {
-        report[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{k} in {report}"))
-    };
+        ],
+    )
+    .await;
+    let n = |k: &str| count(&report, k);
     if n("connected") != PLAYERS as u64 || n("bets_settled") == 0 {
         let pods = t
             .kubectl(&[

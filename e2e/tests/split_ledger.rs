@@ -10,13 +10,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::install::{credit, workspace_binary, Tools};
+use common::install::{bench_report, count, credit, workspace_binary, Tools};
 use common::resp::{redis_array, redis_hgetall};
-use serde_json::Value;
-use tokio::process::Command;
 
 const NS: &str = "games";
 const JWT: &str = "split-ledger-test-jwt-secret";
@@ -60,7 +57,7 @@ async fn env_secret(t: &Tools, deployment: &str, var: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_with_its_own_ledger_redis_keeps_the_money_there() {
-    let gameserver = workspace_binary("gameserver");
+    workspace_binary("gameserver");
     workspace_binary("gamefleet-operator");
     let started = Instant::now();
     let cluster = common::cluster().await;
@@ -129,34 +126,35 @@ async fn a_fleet_with_its_own_ledger_redis_keeps_the_money_there() {
         )
         .await;
     }
-    let bench = Command::new(&gameserver)
-        .args(["bench", "--url", &t.players_url(NS).await, "--json"])
-        .args(["--connections", &PLAYERS.to_string(), "--rooms", "3"])
-        .args(["--workers", "1", "--connect-rate", "200", "--duration", "8"])
-        .args(["--bet-rate", "40", "--bet-amount", "10"])
-        .args(["--user-prefix", "split", "--settle-wait", "15"])
-        .env("JWT_SECRET", JWT)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), bench)
-        .await
-        .expect("bench finishes within 60 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("bench --json output is not JSON ({e}):\n{stdout}"));
-    let n = |k: &str| {
-        report[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{k} in {report}"))
-    };
+    let url = t.players_url(NS).await;
+    let players = PLAYERS.to_string();
+    let report = bench_report(
+        JWT,
+        &[
+            "--url",
+            &url,
+            "--connections",
+            &players,
+            "--rooms",
+            "3",
+            "--workers",
+            "1",
+            "--connect-rate",
+            "200",
+            "--duration",
+            "8",
+            "--bet-rate",
+            "40",
+            "--bet-amount",
+            "10",
+            "--user-prefix",
+            "split",
+            "--settle-wait",
+            "15",
+        ],
+    )
+    .await;
+    let n = |k: &str| count(&report, k);
     assert_eq!(n("connected"), PLAYERS as u64, "{report}");
     assert!(n("bets_acknowledged") > 0, "{report}");
     assert_eq!(

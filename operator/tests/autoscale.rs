@@ -14,9 +14,7 @@ use common::bench::{ready, Bench};
 use common::{pod_report, prepare, wait_for};
 use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
 use gamefleet_operator::crd::GameFleet;
-use gamefleet_operator::metrics::Metrics;
 use gamefleet_operator::rbac;
-use gamefleet_operator::runtime::{run_with, RunConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -152,34 +150,16 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
     .await;
 
     // The operator with the autoscaler, in this process.
-    let op_client = cluster.client_as(OPERATOR).await.unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (mtx, mrx) = tokio::sync::oneshot::channel::<Metrics>();
-    let operator = tokio::spawn(async move {
-        let cfg = RunConfig {
-            metrics_listen: "127.0.0.1:0".parse().unwrap(),
-            lease: None,
-            namespace: None,
-            identity: OPERATOR.into(),
-        };
-        let autoscaler = Arc::new(Autoscaler::new(AutoscalerConfig {
+    let operator = common::start_operator_with(
+        &cluster,
+        OPERATOR,
+        None,
+        Arc::new(Autoscaler::new(AutoscalerConfig {
             scrape_timeout: Duration::from_secs(1),
-        }));
-        run_with(
-            op_client,
-            cfg,
-            autoscaler,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |op| {
-                let _ = mtx.send(op.metrics.clone());
-            },
-        )
-        .await
-        .expect("operator runs");
-    });
-    let metrics = mrx.await.expect("operator started");
+        })),
+    )
+    .await;
+    let metrics = operator.metrics.clone();
 
     let fleets: Api<GameFleet> = Api::namespaced(client.clone(), NS);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
@@ -529,8 +509,7 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
     .await;
 
     // The autoscaler's API calls are exactly its RBAC rules.
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    operator.stop().await;
     let used: BTreeSet<(String, String, String)> = cluster
         .audit()
         .of_user(OPERATOR)

@@ -21,8 +21,6 @@ use common::bench::{ready, Bench};
 use common::{prepare, wait_for};
 use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
 use gamefleet_operator::crd::GameFleet;
-use gamefleet_operator::metrics::Metrics;
-use gamefleet_operator::runtime::{run_with, RunConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -238,34 +236,16 @@ async fn gateways_follow_connections_read_from_prometheus() {
     prom.start().await;
 
     // The operator with the autoscaler, in this process.
-    let op_client = cluster.client_as(OPERATOR).await.unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (mtx, mrx) = tokio::sync::oneshot::channel::<Metrics>();
-    let operator = tokio::spawn(async move {
-        let cfg = RunConfig {
-            metrics_listen: "127.0.0.1:0".parse().unwrap(),
-            lease: None,
-            namespace: None,
-            identity: OPERATOR.into(),
-        };
-        let autoscaler = Arc::new(Autoscaler::new(AutoscalerConfig {
+    let operator = common::start_operator_with(
+        &cluster,
+        OPERATOR,
+        None,
+        Arc::new(Autoscaler::new(AutoscalerConfig {
             scrape_timeout: Duration::from_secs(1),
-        }));
-        run_with(
-            op_client,
-            cfg,
-            autoscaler,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |op| {
-                let _ = mtx.send(op.metrics.clone());
-            },
-        )
-        .await
-        .expect("operator runs");
-    });
-    let metrics = mrx.await.expect("operator started");
+        })),
+    )
+    .await;
+    let metrics = operator.metrics.clone();
 
     let fleets: Api<GameFleet> = Api::namespaced(client.clone(), NS);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
@@ -411,8 +391,7 @@ async fn gateways_follow_connections_read_from_prometheus() {
 
     discovery.abort();
     prom.stop().await;
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    operator.stop().await;
     cluster.shutdown().await;
     eprintln!(
         "autoscale from prometheus: 3 replicas requested {requested:?} after the surge; down to 1 {shrunk:?} after the load left (6 s of it without Prometheus); total {:?}",

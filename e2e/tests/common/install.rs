@@ -325,3 +325,36 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         })
         .sum()
 }
+
+/// `gameserver bench --json <args>` with players signed by `jwt`: its report, once it has
+/// finished successfully (within 60 s).
+pub async fn bench_report(jwt: &str, args: &[&str]) -> serde_json::Value {
+    let bench = Command::new(workspace_binary("gameserver"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .env("JWT_SECRET", jwt)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), bench)
+        .await
+        .expect("bench finishes within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bench --json output is not JSON ({e}):\n{stdout}"))
+}
+
+/// A count in a bench report.
+pub fn count(report: &serde_json::Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {report}"))
+}

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gamefleet_operator::controller::NoAdvisor;
+use gamefleet_operator::controller::{NoAdvisor, ScaleAdvisor};
 use gamefleet_operator::crd::GameFleet;
 use gamefleet_operator::leader::LeaseConfig;
 use gamefleet_operator::metrics::Metrics;
@@ -83,11 +83,22 @@ impl RunningOperator {
     }
 }
 
-/// Starts an operator whose requests the cluster's audit log attributes to user `identity`.
+/// Starts an operator (without autoscaler) whose requests the cluster's audit log attributes
+/// to user `identity`.
 pub async fn start_operator(
     cluster: &kubesim::Cluster,
     identity: &str,
     lease: Option<(Duration, Duration)>,
+) -> RunningOperator {
+    start_operator_with(cluster, identity, lease, Arc::new(NoAdvisor)).await
+}
+
+/// [`start_operator`] with `advisor` deciding replica counts (the autoscaler).
+pub async fn start_operator_with(
+    cluster: &kubesim::Cluster,
+    identity: &str,
+    lease: Option<(Duration, Duration)>,
+    advisor: Arc<dyn ScaleAdvisor>,
 ) -> RunningOperator {
     let client = cluster.client_as(identity).await.expect("operator client");
     let cfg = RunConfig {
@@ -108,7 +119,7 @@ pub async fn start_operator(
         let res = run_with(
             client,
             cfg,
-            Arc::new(NoAdvisor),
+            advisor,
             async {
                 let _ = rx.await;
             },
