@@ -10,16 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::bench::{ready, Bench};
+use common::bench::{autoscaled_fleet, players_url, ready, Bench};
 use common::{pod_report, prepare, wait_for};
 use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
 use gamefleet_operator::crd::GameFleet;
 use gamefleet_operator::rbac;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::process::Command;
 
 const NS: &str = "scale";
@@ -28,46 +28,6 @@ const TEST: &str = "autoscale-test";
 const SECRET: &str = "autoscale-test-secret";
 const ADMIN: &str = "autoscale-admin";
 const COST: &str = "controller.kubernetes.io/pod-deletion-cost";
-
-fn fleet() -> Value {
-    json!({
-        "apiVersion": "gamefleet.dev/v1alpha1",
-        "kind": "GameFleet",
-        "metadata": {"name": "dice", "namespace": NS},
-        "spec": {
-            "gateway": {
-                "image": "ghcr.io/gamefleet/gameserver:test",
-                "replicas": 1,
-                "minReadySeconds": 0,
-                "connectionsPerPod": 500,
-            },
-            "engine": {"replicas": 1},
-            "rooms": {"bettingWindowMs": 500, "roundPauseMs": 100},
-            // Delivery p99 is a scaling signal too. Debug-built gateways announcing a
-            // 1,500-player join storm on a busy 2-core machine can pass any realistic target
-            // and add a fourth gateway; this test is about the connection signal, so the latency
-            // targets are out of reach (the latency signal is tested in `autoscale::decide`).
-            "latency": {"p50TargetMs": 30000, "p99TargetMs": 60000},
-            "redis": {"urlSecretRef": {"name": "dice-secrets", "key": "redis-url"}},
-            "auth": {
-                "jwtSecretRef": {"name": "dice-secrets", "key": "jwt-secret"},
-                "adminTokenSecretRef": {"name": "dice-secrets", "key": "admin-token"},
-            },
-            "drain": {"timeoutSeconds": 5, "reconnectSpreadSeconds": 1},
-            "autoscaling": {
-                "enabled": true,
-                "syncIntervalSeconds": 1,
-                "targetUtilizationPercent": 100,
-                "gateway": {
-                    "minReplicas": 1,
-                    "maxReplicas": 4,
-                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 5}},
-                },
-                "engine": {"minReplicas": 1, "maxReplicas": 1},
-            },
-        }
-    })
-}
 
 async fn gateway_pods(pods: &Api<Pod>) -> Vec<Pod> {
     pods.list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
@@ -168,7 +128,7 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
         .patch(
             "dice",
             &PatchParams::apply(TEST).force(),
-            &Patch::Apply(&fleet()),
+            &Patch::Apply(&autoscaled_fleet(NS, 500, 4, 5)),
         )
         .await
         .expect("fleet applied");
@@ -208,16 +168,7 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
     let first_name = name(&first);
 
     // 1. Surge: 1,500 connections through the player Service → 3 gateways.
-    let svc = Api::<Service>::namespaced(client.clone(), NS)
-        .get("dice-players")
-        .await
-        .unwrap();
-    let svc_spec = svc.spec.unwrap();
-    let svc_url = format!(
-        "ws://{}:{}/ws",
-        svc_spec.cluster_ip.unwrap(),
-        svc_spec.ports.unwrap()[0].port
-    );
+    let svc_url = players_url(&client, NS).await;
     let surge = Bench::start(
         SECRET,
         &svc_url,

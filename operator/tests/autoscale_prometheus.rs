@@ -17,12 +17,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::bench::{ready, Bench};
+use common::bench::{autoscaled_fleet, players_url, ready, Bench};
 use common::{prepare, wait_for};
 use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
 use gamefleet_operator::crd::GameFleet;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -158,41 +158,12 @@ impl Prometheus {
     }
 }
 
+/// The shared autoscaled fleet (200 connections per gateway, at most 3, a 3 s scale-down
+/// window) reading its inputs from `prometheus_url`.
 fn fleet(prometheus_url: &str) -> Value {
-    json!({
-        "apiVersion": "gamefleet.dev/v1alpha1",
-        "kind": "GameFleet",
-        "metadata": {"name": "dice", "namespace": NS},
-        "spec": {
-            "gateway": {
-                "image": "ghcr.io/gamefleet/gameserver:test",
-                "replicas": 1,
-                "connectionsPerPod": 200,
-            },
-            "engine": {"replicas": 1},
-            "rooms": {"bettingWindowMs": 500, "roundPauseMs": 100},
-            // This test is about where the connection signal comes from.
-            "latency": {"p50TargetMs": 30000, "p99TargetMs": 60000},
-            "redis": {"urlSecretRef": {"name": "dice-secrets", "key": "redis-url"}},
-            "auth": {
-                "jwtSecretRef": {"name": "dice-secrets", "key": "jwt-secret"},
-                "adminTokenSecretRef": {"name": "dice-secrets", "key": "admin-token"},
-            },
-            "drain": {"timeoutSeconds": 5, "reconnectSpreadSeconds": 1},
-            "autoscaling": {
-                "enabled": true,
-                "syncIntervalSeconds": 1,
-                "targetUtilizationPercent": 100,
-                "prometheusUrl": prometheus_url,
-                "gateway": {
-                    "minReplicas": 1,
-                    "maxReplicas": 3,
-                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 3}},
-                },
-                "engine": {"minReplicas": 1, "maxReplicas": 1},
-            },
-        }
-    })
+    let mut f = autoscaled_fleet(NS, 200, 3, 3);
+    f["spec"]["autoscaling"]["prometheusUrl"] = json!(prometheus_url);
+    f
 }
 
 async fn gateway_replicas(deployments: &Api<Deployment>) -> Option<i32> {
@@ -305,16 +276,7 @@ async fn gateways_follow_connections_read_from_prometheus() {
         },
     )
     .await;
-    let svc = Api::<Service>::namespaced(client.clone(), NS)
-        .get("dice-players")
-        .await
-        .unwrap();
-    let svc_spec = svc.spec.unwrap();
-    let svc_url = format!(
-        "ws://{}:{}/ws",
-        svc_spec.cluster_ip.unwrap(),
-        svc_spec.ports.unwrap()[0].port
-    );
+    let svc_url = players_url(&client, NS).await;
     let surge = Bench::start(
         SECRET,
         &svc_url,

@@ -1,11 +1,13 @@
-//! `gameserver bench` runs driving the scenario tests, and pod readiness.
+//! What the autoscaling scenarios share: the fleet they scale, its players' URL, `gameserver
+//! bench` runs that drive it, and pod readiness.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 pub fn gameserver_bin() -> PathBuf {
@@ -94,4 +96,65 @@ pub fn ready(p: &Pod) -> bool {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A fleet in `ns` of one gateway (at most `max_gateways`, `connections_per_pod` each, scaled
+/// down after `scale_down_window_s`) and one engine, autoscaled every second at 100 % target
+/// utilisation. The latency targets are out of reach: debug-built gateways announcing a join
+/// storm on a busy 2-core machine can pass any realistic one, and these scenarios are about the
+/// connection signal (the latency signal is tested in `autoscale::decide`).
+pub fn autoscaled_fleet(
+    ns: &str,
+    connections_per_pod: u32,
+    max_gateways: u32,
+    scale_down_window_s: u32,
+) -> Value {
+    json!({
+        "apiVersion": "gamefleet.dev/v1alpha1",
+        "kind": "GameFleet",
+        "metadata": {"name": "dice", "namespace": ns},
+        "spec": {
+            "gateway": {
+                "image": "ghcr.io/gamefleet/gameserver:test",
+                "replicas": 1,
+                "minReadySeconds": 0,
+                "connectionsPerPod": connections_per_pod,
+            },
+            "engine": {"replicas": 1},
+            "rooms": {"bettingWindowMs": 500, "roundPauseMs": 100},
+            "latency": {"p50TargetMs": 30000, "p99TargetMs": 60000},
+            "redis": {"urlSecretRef": {"name": "dice-secrets", "key": "redis-url"}},
+            "auth": {
+                "jwtSecretRef": {"name": "dice-secrets", "key": "jwt-secret"},
+                "adminTokenSecretRef": {"name": "dice-secrets", "key": "admin-token"},
+            },
+            "drain": {"timeoutSeconds": 5, "reconnectSpreadSeconds": 1},
+            "autoscaling": {
+                "enabled": true,
+                "syncIntervalSeconds": 1,
+                "targetUtilizationPercent": 100,
+                "gateway": {
+                    "minReplicas": 1,
+                    "maxReplicas": max_gateways,
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": scale_down_window_s}},
+                },
+                "engine": {"minReplicas": 1, "maxReplicas": 1},
+            },
+        }
+    })
+}
+
+/// The players' WebSocket URL through the fleet's player Service (its cluster IP).
+pub async fn players_url(client: &kube::Client, ns: &str) -> String {
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .get("dice-players")
+        .await
+        .expect("the player Service");
+    let spec = svc.spec.expect("a Service spec");
+    let ip = spec.cluster_ip.expect("a cluster IP");
+    let port = spec
+        .ports
+        .and_then(|p| p.first().map(|p| p.port))
+        .expect("a port");
+    format!("ws://{ip}:{port}/ws")
 }
