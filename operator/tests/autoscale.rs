@@ -7,12 +7,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::bench::{autoscaled_fleet, players_url, ready, Bench};
-use common::{pod_report, prepare, wait_for};
-use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
+use common::bench::{autoscaled_fleet, autoscaling_cluster, players_url, ready, Bench};
+use common::{pod_report, wait_for};
 use gamefleet_operator::crd::GameFleet;
 use gamefleet_operator::rbac;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -98,27 +96,7 @@ async fn gateways_follow_connections_and_the_emptiest_are_removed() {
         .with_test_writer()
         .try_init();
     let started = Instant::now();
-    let cluster = common::cluster().await;
-    let client = cluster.client_as(TEST).await.unwrap();
-    prepare(&client, &[NS]).await;
-    common::install_redis_and_secret(
-        &client,
-        NS,
-        "dice-secrets",
-        &[("jwt-secret", SECRET), ("admin-token", ADMIN)],
-    )
-    .await;
-
-    // The operator with the autoscaler, in this process.
-    let operator = common::start_operator_with(
-        &cluster,
-        OPERATOR,
-        None,
-        Arc::new(Autoscaler::new(AutoscalerConfig {
-            scrape_timeout: Duration::from_secs(1),
-        })),
-    )
-    .await;
+    let (cluster, client, operator) = autoscaling_cluster(NS, TEST, OPERATOR, SECRET, ADMIN).await;
     let metrics = operator.metrics.clone();
 
     let fleets: Api<GameFleet> = Api::namespaced(client.clone(), NS);

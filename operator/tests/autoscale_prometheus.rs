@@ -14,12 +14,10 @@ mod common;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::bench::{autoscaled_fleet, players_url, ready, Bench};
-use common::{prepare, wait_for};
-use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
+use common::bench::{autoscaled_fleet, autoscaling_cluster, players_url, ready, Bench};
+use common::wait_for;
 use gamefleet_operator::crd::GameFleet;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -186,16 +184,7 @@ async fn gateways_follow_connections_read_from_prometheus() {
         return;
     };
     let started = Instant::now();
-    let cluster = common::cluster().await;
-    let client = cluster.client_as(TEST).await.unwrap();
-    prepare(&client, &[NS]).await;
-    common::install_redis_and_secret(
-        &client,
-        NS,
-        "dice-secrets",
-        &[("jwt-secret", SECRET), ("admin-token", ADMIN)],
-    )
-    .await;
+    let (cluster, client, operator) = autoscaling_cluster(NS, TEST, OPERATOR, SECRET, ADMIN).await;
     // The cluster's own scratch directory (removed with it).
     let dir = cluster
         .kubeconfig_path()
@@ -205,17 +194,6 @@ async fn gateways_follow_connections_read_from_prometheus() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut prom = Prometheus::new(bin, &dir);
     prom.start().await;
-
-    // The operator with the autoscaler, in this process.
-    let operator = common::start_operator_with(
-        &cluster,
-        OPERATOR,
-        None,
-        Arc::new(Autoscaler::new(AutoscalerConfig {
-            scrape_timeout: Duration::from_secs(1),
-        })),
-    )
-    .await;
     let metrics = operator.metrics.clone();
 
     let fleets: Api<GameFleet> = Api::namespaced(client.clone(), NS);

@@ -1,14 +1,18 @@
-//! What the autoscaling scenarios share: the fleet they scale, its players' URL, `gameserver
-//! bench` runs that drive it, and pod readiness.
+//! What the autoscaling scenarios share: their cluster and in-process operator, the fleet they
+//! scale, its players' URL, `gameserver bench` runs that drive it, and pod readiness.
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gamefleet_operator::autoscale::{Autoscaler, AutoscalerConfig};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
+
+use super::{install_redis_and_secret, prepare, start_operator_with, RunningOperator};
 
 pub fn gameserver_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -157,4 +161,36 @@ pub async fn players_url(client: &kube::Client, ns: &str) -> String {
         .and_then(|p| p.first().map(|p| p.port))
         .expect("a port");
     format!("ws://{ip}:{port}/ws")
+}
+
+/// A simulated cluster with the CRD and `ns` holding the dev Redis and the `dice-secrets`
+/// Secret (`jwt`, `admin`), a client acting as `test_user`, and an operator with the
+/// autoscaler (1 s scrape timeout) running in this process as `operator`.
+pub async fn autoscaling_cluster(
+    ns: &str,
+    test_user: &str,
+    operator: &str,
+    jwt: &str,
+    admin: &str,
+) -> (kubesim::Cluster, kube::Client, RunningOperator) {
+    let cluster = super::cluster().await;
+    let client = cluster.client_as(test_user).await.unwrap();
+    prepare(&client, &[ns]).await;
+    install_redis_and_secret(
+        &client,
+        ns,
+        "dice-secrets",
+        &[("jwt-secret", jwt), ("admin-token", admin)],
+    )
+    .await;
+    let operator = start_operator_with(
+        &cluster,
+        operator,
+        None,
+        Arc::new(Autoscaler::new(AutoscalerConfig {
+            scrape_timeout: Duration::from_secs(1),
+        })),
+    )
+    .await;
+    (cluster, client, operator)
 }
