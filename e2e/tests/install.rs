@@ -83,26 +83,9 @@ async fn helm_install_apply_example_and_play() {
     );
 
     // 4. Credit the players through an engine's admin ledger API (bets need a balance).
-    let engine_ip = t
-        .kubectl(&[
-            "-n",
-            "games",
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/component=engine",
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        ])
-        .await;
+    let engine_ip = t.engine_ip("games").await;
     for i in 0..PLAYERS {
-        credit(
-            engine_ip.trim(),
-            ADMIN_TOKEN,
-            &format!("install-{i}"),
-            1_000_000,
-        )
-        .await;
+        credit(&engine_ip, ADMIN_TOKEN, &format!("install-{i}"), 1_000_000).await;
     }
 
     // 5. Players through the player Service (cluster IP, port 80 → gateway pods).

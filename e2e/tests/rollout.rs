@@ -23,7 +23,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::install::{credit, http, metric_sum, workspace_binary, Tools};
-use common::resp::{parse_resp_array, redis_hgetall};
+use common::resp::{assert_money_conserved, parse_resp_array, redis_hgetall};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
@@ -623,21 +623,7 @@ async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
             "{account} moved only through logged entries"
         );
     }
-    let players: i64 = stored
-        .iter()
-        .filter(|(a, _)| a.starts_with("user:"))
-        .map(|(a, b)| {
-            assert!(*b >= 0, "{a} overdrawn: {b}");
-            *b
-        })
-        .sum();
-    let house = stored.get("house").copied().unwrap_or(0);
-    assert_eq!(
-        players + house,
-        credited,
-        "players' balances + house = credited"
-    );
-    assert_eq!(stored.get("treasury").copied(), Some(-credited));
+    let (players, house) = assert_money_conserved(&stored, credited);
     eprintln!(
         "rollout: ledger {} entries, {} stakes, {} payouts; players {players} + house {house} = credited {credited}; total {:?}",
         entries.len(),

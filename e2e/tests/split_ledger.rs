@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::install::{bench_report, count, credit, workspace_binary, Tools};
-use common::resp::{redis_array, redis_hgetall};
+use common::resp::{assert_money_conserved, redis_array, redis_hgetall};
 
 const NS: &str = "games";
 const JWT: &str = "split-ledger-test-jwt-secret";
@@ -105,21 +105,10 @@ async fn a_fleet_with_its_own_ledger_redis_keeps_the_money_there() {
 
     // 3. Credit the players through an engine's admin API, then let them bet through the
     //    player Service until every acknowledged bet is settled.
-    let engine_ip = t
-        .kubectl(&[
-            "-n",
-            NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/component=engine",
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        ])
-        .await;
+    let engine_ip = t.engine_ip(NS).await;
     for i in 0..PLAYERS {
         credit(
-            engine_ip.trim(),
+            &engine_ip,
             ADMIN_TOKEN,
             &format!("split-{i}"),
             CREDIT as u64,
@@ -186,17 +175,7 @@ async fn a_fleet_with_its_own_ledger_redis_keeps_the_money_there() {
     );
     let balances = redis_hgetall(&ledger_ip, "gf:ledger:balances").await;
     let credited = CREDIT * PLAYERS as i64;
-    let players: i64 = balances
-        .iter()
-        .filter(|(a, _)| a.starts_with("user:"))
-        .map(|(a, b)| {
-            assert!(*b >= 0, "{a} overdrawn: {b}");
-            *b
-        })
-        .sum();
-    let house = balances.get("house").copied().unwrap_or(0);
-    assert_eq!(players + house, credited, "players + house = credited");
-    assert_eq!(balances.get("treasury").copied(), Some(-credited));
+    let (players, house) = assert_money_conserved(&balances, credited);
     assert_ne!(players, credited, "the bets moved money");
     // The bus carried the bets: its bet stream exists there.
     let streams = redis_array(&bus_ip, &["KEYS", "gf:*"]).await;

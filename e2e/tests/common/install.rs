@@ -201,6 +201,23 @@ impl Tools {
         format!("ws://{}:80/ws", ip.trim())
     }
 
+    /// The pod IP of the first engine in `ns` (its admin API is on port 9090).
+    pub async fn engine_ip(&self, ns: &str) -> String {
+        let ip = self
+            .kubectl(&[
+                "-n",
+                ns,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/component=engine",
+                "-o",
+                "jsonpath={.items[0].status.podIP}",
+            ])
+            .await;
+        ip.trim().to_string()
+    }
+
     /// `kubectl wait gf/<name> --for=condition=Ready`, with `describe` in the failure.
     pub async fn wait_fleet_ready(&self, ns: &str, name: &str, timeout: Duration) {
         let secs = format!("--timeout={}s", timeout.as_secs());

@@ -46,6 +46,28 @@ pub async fn redis_hgetall(ip: &str, key: &str) -> BTreeMap<String, i64> {
         .collect()
 }
 
+/// Checks the stored balances of a fleet whose players were credited `credited` in total from
+/// the treasury: no player below zero, players + house = credited, treasury = -credited.
+/// Returns the players' total and the house's balance.
+pub fn assert_money_conserved(balances: &BTreeMap<String, i64>, credited: i64) -> (i64, i64) {
+    let players: i64 = balances
+        .iter()
+        .filter(|(a, _)| a.starts_with("user:"))
+        .map(|(a, b)| {
+            assert!(*b >= 0, "{a} overdrawn: {b}");
+            *b
+        })
+        .sum();
+    let house = balances.get("house").copied().unwrap_or(0);
+    assert_eq!(
+        players + house,
+        credited,
+        "players' balances + house = credited"
+    );
+    assert_eq!(balances.get("treasury").copied(), Some(-credited));
+    (players, house)
+}
+
 /// An array of bulk strings, once `buf` holds all of it.
 pub fn parse_resp_array(buf: &[u8]) -> Option<Vec<String>> {
     fn line(buf: &[u8], at: usize) -> Option<(&str, usize)> {
