@@ -1,6 +1,10 @@
 //! The engine over the in-memory bus and ledger: rounds, provably-fair reveal, settlement,
 //! rejections, duplicate keys and conservation of money.
 
+// Only its total helper is used here.
+#[allow(dead_code)]
+mod ledger_suite;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +13,7 @@ use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
 use gameserver::engine::{self, EngineConfig};
 use gameserver::game::fairness;
 use gameserver::ledger::{user_account, EntryKind, Ledger, MemoryLedger};
+use ledger_suite::total;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
@@ -107,16 +112,6 @@ impl Harness {
             .unwrap()
             .unwrap();
     }
-}
-
-async fn total(ledger: &dyn Ledger) -> i64 {
-    ledger
-        .accounts()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b)
-        .sum()
 }
 
 #[tokio::test]

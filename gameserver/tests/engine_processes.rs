@@ -2,6 +2,9 @@
 //! stopped with SIGTERM, in the middle of traffic; every acknowledged bet is still settled
 //! exactly once, money is conserved, and the rooms go on on the other engine.
 
+// Only its total helper is used here.
+#[allow(dead_code)]
+mod ledger_suite;
 mod support;
 
 use std::collections::HashMap;
@@ -149,17 +152,6 @@ async fn settlements(
     }
 }
 
-/// The sum of every balance (0 when money is conserved).
-async fn money_total(ledger: &RedisLedger) -> i64 {
-    ledger
-        .accounts()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b)
-        .sum()
-}
-
 /// Waits until every room's lease is held by one of `engines`, each holding at least one.
 async fn rooms_shared_by(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -228,7 +220,7 @@ async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
     let entries = ledger.entries(0, 100_000).await.unwrap();
     let stakes = entries.iter().filter(|e| e.kind == EntryKind::Bet).count();
     assert_eq!(stakes, keys.len(), "every bet debited exactly once");
-    let total = money_total(&ledger).await;
+    let total = ledger_suite::total(&ledger).await;
     assert_eq!(total, 0, "money conserved");
     for k in &keys {
         let rec = ledger
@@ -439,7 +431,7 @@ async fn sigterm_of_an_engine_hands_its_rooms_over() {
     let entries = ledger.entries(0, 100_000).await.unwrap();
     let stakes = entries.iter().filter(|e| e.kind == EntryKind::Bet).count();
     assert_eq!(stakes, keys.len(), "every bet debited exactly once");
-    let total = money_total(&ledger).await;
+    let total = ledger_suite::total(&ledger).await;
     assert_eq!(total, 0, "money conserved");
 
     // Every room's rounds: each nonce rolled exactly once, none skipped; the stopped engine's
@@ -544,7 +536,7 @@ async fn a_separate_ledger_redis_holds_all_the_money() {
         .filter(|e| e.kind == EntryKind::Bet)
         .count();
     assert_eq!(stakes, 20);
-    let total = money_total(&ledger).await;
+    let total = ledger_suite::total(&ledger).await;
     assert_eq!(total, 0);
     let on_bus: Vec<String> = redis::cmd("KEYS")
         .arg("gf:ledger:*")
