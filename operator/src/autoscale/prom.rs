@@ -403,15 +403,7 @@ mod tests {
         assert!(req.starts_with("POST /api/v1/query HTTP/1.1"), "{req}");
         assert!(req.ends_with("query=up%7Bpod%3D%7E%22a%7Cb%22%7D"), "{req}");
 
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent_addr = silent.local_addr().unwrap();
-        let _hold = tokio::spawn(async move {
-            let mut conns = vec![];
-            loop {
-                let (s, _) = silent.accept().await.unwrap();
-                conns.push(s);
-            }
-        });
+        let (silent_addr, _hold) = crate::autoscale::scrape::silent_server().await;
         let err = client
             .pods(&format!("http://{silent_addr}"), "up")
             .await

@@ -141,6 +141,21 @@ impl Scraper {
     }
 }
 
+/// A server that accepts connections but never answers (for timeout tests); it runs until the
+/// test's runtime shuts down.
+#[cfg(test)]
+pub(crate) async fn silent_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut conns = vec![];
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    (addr, task)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,16 +231,7 @@ engine_bets_settled_total{outcome=\"loss\"} 600
         let m = scraper.scrape(addr).await.unwrap();
         assert_eq!(m.backlog, Some(120.0));
 
-        // Accepts but never answers.
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent_addr = silent.local_addr().unwrap();
-        let _hold = tokio::spawn(async move {
-            let mut conns = vec![];
-            loop {
-                let (s, _) = silent.accept().await.unwrap();
-                conns.push(s);
-            }
-        });
+        let (silent_addr, _hold) = silent_server().await;
         let err = scraper.scrape(silent_addr).await.unwrap_err();
         assert!(matches!(err, ScrapeError::Timeout { .. }), "{err}");
     }
