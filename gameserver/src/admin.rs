@@ -88,8 +88,16 @@ pub fn not_ready_reason(
     if draining {
         return Some("draining".into());
     }
+    // A process still starting is often waiting for a dependency: say which.
+    let waiting = dependencies.iter().find_map(|(name, state)| match state {
+        DependencyState::Connecting(None) if !started => Some(format!("{name}: not connected yet")),
+        DependencyState::Connecting(Some(e)) if !started => {
+            Some(format!("{name}: not connected yet: {e}"))
+        }
+        _ => None,
+    });
     if !started {
-        return Some("starting or stopping".into());
+        return Some(waiting.unwrap_or_else(|| "starting or stopping".into()));
     }
     dependencies.iter().find_map(|(name, state)| match state {
         DependencyState::Up => None,
@@ -310,12 +318,19 @@ mod tests {
             u64,
             Option<&'static str>,
         );
-        let cases: [Case; 10] = [
+        let cases: [Case; 11] = [
             (true, false, None, 0, None),
             (true, false, Some(Up), 0, None),
             (false, false, Some(Up), 0, Some("starting or stopping")),
             (true, true, Some(Up), 0, Some("draining")),
             (false, true, Some(never.clone()), 0, Some("draining")),
+            (
+                false,
+                false,
+                Some(never.clone()),
+                0,
+                Some("redis: not connected yet: connection refused"),
+            ),
             (
                 true,
                 false,

@@ -20,7 +20,7 @@ use crate::bus::redis::{RedisBus, RedisBusConfig};
 use crate::cli::args::{DrainArgs, Secret, ServerArgs, ENGINE_DRAIN_TIMEOUT};
 use crate::engine::{self, EngineConfig};
 use crate::gateway::Gateway;
-use crate::ledger::{admin as ledger_admin, Ledger, RedisLedger};
+use crate::ledger::{admin as ledger_admin, durability, Ledger, RedisLedger};
 use crate::server;
 
 #[derive(Args, Debug, Clone)]
@@ -147,6 +147,49 @@ pub struct EngineCmdArgs {
     /// Bearer token for the admin ledger API (credit/debit); unset leaves it disabled (503).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
     pub admin_token: Secret,
+    /// Run the ledger on a Redis without AOF persistence (development and tests only): a
+    /// restart of that Redis loses every balance and pending bet. Without it the engine
+    /// refuses to start on such a Redis.
+    #[arg(long, env = "ALLOW_EPHEMERAL_LEDGER")]
+    pub allow_ephemeral_ledger: bool,
+}
+
+/// The ledger's Redis is checked before the engine takes any bet: it must persist (see
+/// [`crate::ledger::durability`]), and its identity marker is read (or written, for a new
+/// ledger) so that every later write requires it. Waits for Redis to answer.
+async fn guard_ledger(ledger: &RedisLedger, allow_ephemeral: bool) -> Result<(), String> {
+    let mut waited = 0u32;
+    let persistence = loop {
+        match ledger.persistence().await {
+            Ok(p) => break p,
+            Err(e) => {
+                if waited.is_multiple_of(10) {
+                    tracing::warn!(error = %e, "waiting for the ledger's Redis");
+                }
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let durability = durability::decide(&persistence, allow_ephemeral)?;
+    if let Some(w) = &durability.warning {
+        tracing::warn!("{w}");
+    }
+    let (identity, created) = ledger
+        .ensure_identity()
+        .await
+        .map_err(|e| format!("cannot read the ledger's identity: {e}"))?;
+    if created {
+        tracing::warn!(
+            identity,
+            "the ledger had no identity marker: a new ledger starts here"
+        );
+    } else {
+        tracing::info!(identity, "ledger identity");
+    }
+    ledger.require_identity(identity);
+    ledger.use_waitaof(durability.waitaof);
+    Ok(())
 }
 
 fn random_id(role: &str) -> String {
@@ -311,6 +354,24 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_retention(Duration::from_secs(args.idempotency_retention_secs)),
     );
+    // Not ready while the ledger's identity is gone (bet intake is halted then).
+    {
+        let l = Arc::clone(&redis_ledger);
+        admin::watch_dependency(
+            health.dependency("ledger identity"),
+            stop.clone(),
+            move || {
+                let l = Arc::clone(&l);
+                // Reachability is the Redis checks' business; this one fails on a lost identity.
+                async move {
+                    match l.check_identity().await {
+                        Err(e @ crate::ledger::LedgerError::IdentityLost(_)) => Err(e.to_string()),
+                        _ => Ok(()),
+                    }
+                }
+            },
+        );
+    }
     // On the bus's Redis the bus check covers the ledger too; a separate one is checked apart.
     if ledger_url.is_some() {
         let l = Arc::clone(&redis_ledger);
@@ -319,7 +380,7 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
             async move { l.ping().await.map_err(|e| e.to_string()) }
         });
     }
-    let ledger: Arc<dyn Ledger> = redis_ledger;
+    let ledger: Arc<dyn Ledger> = Arc::clone(&redis_ledger) as Arc<dyn Ledger>;
     let registry = prometheus::Registry::new();
     bus.register_metrics(&registry).map_err(|e| e.to_string())?;
     let cfg = EngineConfig {
@@ -345,6 +406,11 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         args.admin_token.expose(),
     ));
     spawn_server("admin", admin_l, admin_router, stop.clone());
+    // The admin port answers (alive, not ready) while the ledger's Redis is checked.
+    tokio::select! {
+        g = guard_ledger(&redis_ledger, args.allow_ephemeral_ledger) => g?,
+        _ = stop_signal() => return Ok(()),
+    }
     let engine = tokio::spawn(engine::run(bus, ledger, cfg, registry, stop.clone()));
     health.set_ready(true);
     tracing::info!("engine running");

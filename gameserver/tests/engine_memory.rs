@@ -369,7 +369,9 @@ async fn a_round_left_open_by_a_dead_engine_is_settled_with_its_committed_seed()
         betting_opens_at: 1,
         betting_closes_at: 2,
     };
-    ledger.open_round(&round).await.unwrap();
+    // The dead owner's claim on the room; the next owner claims it anew.
+    let dead = ledger.claim_room("g1").await.unwrap();
+    ledger.open_round(&dead, &round).await.unwrap();
     ledger
         .transfer(&Transfer {
             key: "dep".into(),
@@ -391,7 +393,7 @@ async fn a_round_left_open_by_a_dead_engine_is_settled_with_its_committed_seed()
         client_seed: Some("mine".into()),
     };
     assert!(matches!(
-        ledger.place_bet(&w).await.unwrap(),
+        ledger.place_bet(&dead, &w).await.unwrap(),
         Placed::Accepted(_)
     ));
 

@@ -51,6 +51,8 @@ fn engine_command(server: &RedisServer, id: &str, lease_ms: u64) -> Command {
         "50",
         "--lease-ttl-ms",
         &lease_ms.to_string(),
+        // This harness's Redis has no AOF; the durable-ledger tests use their own.
+        "--allow-ephemeral-ledger",
     ])
     .env("REDIS_URL", server.url())
     .env(

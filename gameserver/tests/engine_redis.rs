@@ -11,8 +11,8 @@ use gameserver::bus::redis::{RedisBus, RedisBusConfig};
 use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
 use gameserver::engine::{self, EngineConfig};
 use gameserver::ledger::{
-    BetRecord, Entry, EntryKind, Ledger, LedgerError, Placed, Posted, RedisLedger, RoundState,
-    Settlement, Transfer, Wager,
+    BetRecord, Entry, EntryKind, Fence, Ledger, LedgerError, Placed, Posted, RedisLedger,
+    RoundState, Settlement, Transfer, Wager,
 };
 use serde_json::{json, Value};
 use support::RedisServer;
@@ -403,25 +403,37 @@ impl Ledger for StopAfterFirstSettlement {
     async fn transfer(&self, t: &Transfer) -> Result<Posted, LedgerError> {
         self.inner.transfer(t).await
     }
-    async fn place_bet(&self, wager: &Wager) -> Result<Placed, LedgerError> {
-        self.inner.place_bet(wager).await
+    async fn claim_room(&self, game_id: &str) -> Result<Fence, LedgerError> {
+        self.inner.claim_room(game_id).await
+    }
+    async fn place_bet(&self, fence: &Fence, wager: &Wager) -> Result<Placed, LedgerError> {
+        self.inner.place_bet(fence, wager).await
     }
     async fn settle_bet(
         &self,
+        fence: &Fence,
         user_id: &str,
         key: &str,
         roll: u32,
         payout: i64,
     ) -> Result<Settlement, LedgerError> {
-        let settled = self.inner.settle_bet(user_id, key, roll, payout).await?;
+        let settled = self
+            .inner
+            .settle_bet(fence, user_id, key, roll, payout)
+            .await?;
         if let Some(tx) = self.stopped.lock().await.take() {
             let _ = tx.send(key.to_owned());
             std::future::pending::<()>().await;
         }
         Ok(settled)
     }
-    async fn reject_bet(&self, wager: &Wager, reason: &str) -> Result<BetRecord, LedgerError> {
-        self.inner.reject_bet(wager, reason).await
+    async fn reject_bet(
+        &self,
+        fence: &Fence,
+        wager: &Wager,
+        reason: &str,
+    ) -> Result<BetRecord, LedgerError> {
+        self.inner.reject_bet(fence, wager, reason).await
     }
     async fn bet(&self, user_id: &str, key: &str) -> Result<Option<BetRecord>, LedgerError> {
         self.inner.bet(user_id, key).await
@@ -438,17 +450,17 @@ impl Ledger for StopAfterFirstSettlement {
     async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError> {
         self.inner.next_nonce(game_id).await
     }
-    async fn open_round(&self, round: &RoundState) -> Result<(), LedgerError> {
-        self.inner.open_round(round).await
+    async fn open_round(&self, fence: &Fence, round: &RoundState) -> Result<(), LedgerError> {
+        self.inner.open_round(fence, round).await
     }
     async fn current_round(&self, game_id: &str) -> Result<Option<RoundState>, LedgerError> {
         self.inner.current_round(game_id).await
     }
-    async fn close_round(&self, round_id: &str) -> Result<(), LedgerError> {
-        self.inner.close_round(round_id).await
+    async fn close_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError> {
+        self.inner.close_round(fence, round_id).await
     }
-    async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError> {
-        self.inner.finish_round(game_id, round_id).await
+    async fn finish_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError> {
+        self.inner.finish_round(fence, round_id).await
     }
 }
 

@@ -231,7 +231,12 @@ async fn readiness_follows_redis_and_liveness_does_not() {
         &redis,
     );
     let _engine = gameserver(
-        &["engine", "--admin-listen", &engine_admin.to_string()],
+        &[
+            "engine",
+            "--admin-listen",
+            &engine_admin.to_string(),
+            "--allow-ephemeral-ledger",
+        ],
         &redis,
     );
     let admins = [gw_admin, engine_admin];

@@ -37,3 +37,13 @@ async fn simultaneous_placements_each_get_their_own_answer() {
     ledger_suite::simultaneous_placements_each_get_their_own_answer(Arc::new(MemoryLedger::new()))
         .await;
 }
+
+#[tokio::test]
+async fn stale_owners_write_nothing() {
+    ledger_suite::stale_owners_write_nothing(Arc::new(MemoryLedger::new())).await;
+}
+
+#[tokio::test]
+async fn an_unfinished_round_is_never_replaced() {
+    ledger_suite::an_unfinished_round_is_never_replaced(Arc::new(MemoryLedger::new())).await;
+}

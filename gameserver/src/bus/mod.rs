@@ -157,6 +157,12 @@ pub trait EngineBus: Send + Sync + 'static {
     }
     /// Rooms that have at least one member on some gateway (rounds run only there).
     async fn active_rooms(&self) -> Result<Vec<String>, BusError>;
+    /// Rooms this engine stopped owning since the last call without giving them up: another
+    /// engine holds the lease, or it was not renewed within its lifetime (Redis unreachable).
+    /// Their rounds must stop at once. In-memory only: never waits for Redis.
+    fn lost_rooms(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether a bet left unacknowledged is handed out again (to this or another engine).
     /// When true, an engine that stops running a room leaves its unplaced bets to the room's
     /// next owner instead of refusing them.

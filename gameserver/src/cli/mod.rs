@@ -34,6 +34,8 @@ pub enum Command {
     Engine(crate::distributed::EngineCmdArgs),
     /// Move audit-log entries older than --keep-seconds out of Redis into a JSON-lines file.
     LedgerArchive(crate::ledger::archive::ArchiveArgs),
+    /// Print the ledger's identity marker (written if absent), or replace it (--new-identity).
+    LedgerInit(crate::ledger::durability::InitArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -53,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Gateway(args) => block_on(crate::distributed::run_gateway(args)),
         Command::Engine(args) => block_on(crate::distributed::run_engine(args)),
         Command::LedgerArchive(args) => block_on(crate::ledger::archive::run(args)),
+        Command::LedgerInit(args) => block_on(crate::ledger::durability::run_init(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

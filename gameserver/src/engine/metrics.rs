@@ -10,6 +10,12 @@ pub struct EngineMetrics {
     pub bets_rejected: IntCounterVec,
     pub ledger_ops: IntCounterVec,
     pub rooms: IntGauge,
+    /// Room writes the ledger refused because another engine claimed the room since.
+    pub stale_owner: IntCounter,
+    /// Room tasks stopped because their lease was lost.
+    pub leases_lost: IntCounter,
+    /// 1 while bet intake is halted on a ledger that lost its identity.
+    pub ledger_halted: IntGauge,
 }
 
 impl EngineMetrics {
@@ -39,6 +45,18 @@ impl EngineMetrics {
                 &["op", "result"],
             )?,
             rooms: IntGauge::new("engine_rooms_active", "Rooms whose rounds this engine runs")?,
+            stale_owner: IntCounter::new(
+                "engine_stale_owner_total",
+                "Room writes the ledger refused (STALE_OWNER): another engine owns the room now",
+            )?,
+            leases_lost: IntCounter::new(
+                "engine_room_leases_lost_total",
+                "Rooms stopped at once because their lease was lost or not renewed in time",
+            )?,
+            ledger_halted: IntGauge::new(
+                "engine_ledger_halted",
+                "1 while bet intake is halted: the ledger's identity marker is missing or changed",
+            )?,
         };
         registry.register(Box::new(m.rounds.clone()))?;
         registry.register(Box::new(m.round_duration.clone()))?;
@@ -46,6 +64,9 @@ impl EngineMetrics {
         registry.register(Box::new(m.bets_rejected.clone()))?;
         registry.register(Box::new(m.ledger_ops.clone()))?;
         registry.register(Box::new(m.rooms.clone()))?;
+        registry.register(Box::new(m.stale_owner.clone()))?;
+        registry.register(Box::new(m.leases_lost.clone()))?;
+        registry.register(Box::new(m.ledger_halted.clone()))?;
         Ok(m)
     }
 

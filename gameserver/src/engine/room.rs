@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Delivery, MarkedNotice, QueuedBet, Target};
 use crate::game::fairness::{self, ClientSeedMix};
 use crate::game::rules::{check_amount, Selection};
 use crate::ledger::{
-    user_account, BetRecord, BetState, EntryKind, LedgerError, Placed, RoundState, SettleItem,
-    Settlement, Transfer, Wager, MAX_AMOUNT, TREASURY,
+    user_account, BetRecord, BetState, EntryKind, Fence, LedgerError, Placed, RoundState,
+    SettleItem, Settlement, Transfer, Wager, MAX_AMOUNT, TREASURY,
 };
 
 use super::frames::{self, Reveal, RoundInfo, RoundTotals};
@@ -56,7 +57,34 @@ impl OpenRound {
     }
 }
 
-/// Retry a ledger call until it succeeds or the engine stops (`None`).
+/// Why a room task stops before its work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The engine is shutting down (a ledger call kept failing meanwhile).
+    Shutdown,
+    /// Another engine claimed the room in the ledger: nothing more may be written from here.
+    Stale,
+    /// The ledger lost its identity: the engine halts.
+    Halted,
+}
+
+/// What a refusal from the ledger means for the room, if it means it must stop.
+fn stop_for(shared: &Shared, e: &LedgerError) -> Option<Stop> {
+    match e {
+        LedgerError::StaleOwner { .. } => {
+            shared.metrics.stale_owner.inc();
+            tracing::warn!(error = %e, "room write refused: another engine owns the room now");
+            Some(Stop::Stale)
+        }
+        LedgerError::IdentityLost(_) => {
+            shared.halt(&e.to_string());
+            Some(Stop::Halted)
+        }
+        _ => None,
+    }
+}
+
+/// Retry a ledger call until it succeeds; `Err(Stop)` if the room must stop instead.
 macro_rules! retry {
     ($shared:expr, $op:literal, $call:expr) => {{
         let mut delay = Duration::from_millis(50);
@@ -64,11 +92,14 @@ macro_rules! retry {
             let r = $call;
             $shared.metrics.ledger($op, &r);
             match r {
-                Ok(v) => break Some(v),
+                Ok(v) => break Ok(v),
                 Err(e) => {
+                    if let Some(stop) = stop_for($shared, &e) {
+                        break Err(stop);
+                    }
                     tracing::warn!(op = $op, error = %e, "ledger call failed; retrying");
                     if $shared.shutdown.is_cancelled() {
-                        break None;
+                        break Err(Stop::Shutdown);
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -79,7 +110,8 @@ macro_rules! retry {
 }
 
 /// Open a new round: next nonce, fresh seed, saved before its commitment is published.
-async fn open(shared: &Shared, game_id: &str, window: Duration) -> Option<OpenRound> {
+async fn open(shared: &Shared, fence: &Fence, window: Duration) -> Result<OpenRound, Stop> {
+    let game_id = fence.game_id.as_str();
     let nonce = retry!(
         shared,
         "next_nonce",
@@ -104,8 +136,14 @@ async fn open(shared: &Shared, game_id: &str, window: Duration) -> Option<OpenRo
         betting_opens_at: opens_at,
         betting_closes_at: opens_at + window.as_millis() as u64,
     };
-    retry!(shared, "open_round", shared.ledger.open_round(&state).await)?;
-    Some(OpenRound::from_state(state))
+    // A round another engine left open (RoundOpen) is a bug in the recovery: it is retried,
+    // never overwritten, so its stakes cannot be forgotten.
+    retry!(
+        shared,
+        "open_round",
+        shared.ledger.open_round(fence, &state).await
+    )?;
+    Ok(OpenRound::from_state(state))
 }
 
 pub(super) async fn run(
@@ -113,52 +151,88 @@ pub(super) async fn run(
     game_id: String,
     generation: u64,
     mut rx: mpsc::Receiver<QueuedBet>,
+    revoked: CancellationToken,
 ) {
-    // A round left open by a previous owner of the room is rolled and settled first, with the
-    // seed it committed to. One still within its time may be finishing on that owner (a
-    // handover): wait for it, and take it over only once it is overdue.
+    // Stopped at once when the lease is lost: whatever call is in flight is dropped. Every
+    // ledger step is atomic and fenced, and unacknowledged bets go to the room's next owner.
+    let stopped = tokio::select! {
+        biased;
+        _ = revoked.cancelled() => return,
+        r = rounds(&shared, &game_id, generation, &mut rx) => r,
+    };
+    if let Err(stop) = stopped {
+        tracing::info!(game_id, ?stop, "room stopped");
+        // Held bets stay unacknowledged: a durable bus hands them to the room's owner.
+        shared.forget(&game_id, generation);
+    }
+}
+
+/// Take the room over in the ledger, once a round its previous owner left open is overdue
+/// (one still within its time may be finishing on that owner, in a handover): the claim makes
+/// every earlier owner's writes stale. Then roll and settle what was left, with the seed it
+/// committed to.
+async fn take_over(shared: &Shared, game_id: &str) -> Result<Fence, Stop> {
     loop {
-        let Some(current) = retry!(
+        let current = retry!(
             shared,
             "current_round",
-            shared.ledger.current_round(&game_id).await
-        ) else {
-            return;
-        };
+            shared.ledger.current_round(game_id).await
+        )?;
         let Some(left) = current else { break };
         let overdue_at =
             left.betting_closes_at + (shared.cfg.result_pause + RECOVERY_GRACE).as_millis() as u64;
         let now = now_ms();
-        if now < overdue_at {
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis((overdue_at - now).min(1_000))) => {}
-            }
-            continue;
+        if now >= overdue_at {
+            break;
         }
-        tracing::info!(round = %left.round_id, "finishing a round left open");
-        settle(&shared, &OpenRound::from_state(left)).await;
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return Err(Stop::Shutdown),
+            _ = tokio::time::sleep(Duration::from_millis((overdue_at - now).min(1_000))) => {}
+        }
     }
+    let fence = retry!(
+        shared,
+        "claim_room",
+        shared.ledger.claim_room(game_id).await
+    )?;
+    tracing::debug!(game_id, epoch = fence.epoch, "room claimed in the ledger");
+    while let Some(left) = retry!(
+        shared,
+        "current_round",
+        shared.ledger.current_round(game_id).await
+    )? {
+        tracing::info!(round = %left.round_id, "finishing a round left open");
+        settle(shared, &fence, &OpenRound::from_state(left)).await?;
+    }
+    Ok(fence)
+}
+
+/// The room's rounds, until the room goes idle or moves (`Ok`) or must stop (`Err`).
+async fn rounds(
+    shared: &Arc<Shared>,
+    game_id: &str,
+    generation: u64,
+    rx: &mut mpsc::Receiver<QueuedBet>,
+) -> Result<(), Stop> {
+    let fence = take_over(shared, game_id).await?;
     let mut carried: Vec<QueuedBet> = Vec::new();
     let (window, pause) = (shared.cfg.betting_window, shared.cfg.result_pause);
     let mut first_window =
-        Some(window + phase::first_round_extension(&game_id, now_ms(), window, pause));
+        Some(window + phase::first_round_extension(game_id, now_ms(), window, pause));
     loop {
         let opened = Instant::now();
         let window = first_window.take().unwrap_or(window);
-        let Some(mut round) = open(&shared, &game_id, window).await else {
-            return;
-        };
+        let mut round = open(shared, &fence, window).await?;
         let opens_at = round.info.betting_opens_at;
         shared
             .publish(
-                Target::Room(game_id.clone()),
+                Target::Room(game_id.to_owned()),
                 frames::round_started(&round.info, opens_at),
                 opens_at,
             )
             .await;
         for bet in std::mem::take(&mut carried) {
-            take_bet(&shared, &mut round, bet).await;
+            take_bet(shared, &fence, &mut round, bet).await?;
         }
         let closes = opened + window;
         loop {
@@ -168,18 +242,18 @@ pub(super) async fn run(
                     // Draining: the bets already read join this round, which closes now so
                     // the room can pass to another engine.
                     while let Ok(bet) = rx.try_recv() {
-                        take_bet(&shared, &mut round, bet).await;
+                        take_bet(shared, &fence, &mut round, bet).await?;
                     }
                     break;
                 }
                 _ = tokio::time::sleep_until(closes) => break,
                 bet = rx.recv() => match bet {
-                    Some(bet) => take_bet(&shared, &mut round, bet).await,
+                    Some(bet) => take_bet(shared, &fence, &mut round, bet).await?,
                     None => break,
                 },
             }
         }
-        settle(&shared, &round).await;
+        settle(shared, &fence, &round).await?;
         shared.metrics.rounds.inc();
         shared
             .metrics
@@ -200,9 +274,9 @@ pub(super) async fn run(
         }
         if shared.shutdown.is_cancelled() {
             // Carried bets stay unacknowledged: a durable bus hands them to the next owner.
-            return;
+            return Ok(());
         }
-        if !shared.is_active(&game_id) {
+        if !shared.is_active(game_id) {
             // No members any more, or another engine owns the room now: stop opening rounds.
             // Bets that arrived meanwhile cannot join a round here.
             loop {
@@ -212,11 +286,11 @@ pub(super) async fn run(
                         continue;
                     }
                     let wager = unplaced(&bet);
-                    reject(&shared, &bet, &wager, "ROUND_CLOSED").await;
+                    reject(shared, &fence, &bet, &wager, "ROUND_CLOSED").await?;
                 }
-                if shared.try_retire(&game_id, generation, &mut rx) {
+                if shared.try_retire(game_id, generation, rx) {
                     tracing::debug!(game_id, "room stopped");
-                    return;
+                    return Ok(());
                 }
                 while let Ok(bet) = rx.try_recv() {
                     carried.push(bet);
@@ -227,7 +301,12 @@ pub(super) async fn run(
 }
 
 /// Apply every rule to one bet and, if it passes, debit it into the open round.
-async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
+async fn take_bet(
+    shared: &Shared,
+    fence: &Fence,
+    round: &mut OpenRound,
+    q: QueuedBet,
+) -> Result<(), Stop> {
     let bet = &q.bet;
     // No separate look-up of the key: a rejection keeps an existing record (reject_bet) and
     // placing finds it (Placed::Existing), so a repeated key always gets its first outcome.
@@ -238,7 +317,7 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(key = %bet.idempotency_key, error = %e, "bet refused");
-            return reject(shared, &q, &raw, e.code()).await;
+            return reject(shared, fence, &q, &raw, e.code()).await;
         }
     };
     // A win must be payable: no bet whose payout the ledger could not hold.
@@ -246,15 +325,15 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
         .win_payout(bet.amount)
         .is_ok_and(|p| p <= MAX_AMOUNT)
     {
-        return reject(shared, &q, &raw, "INVALID_AMOUNT").await;
+        return reject(shared, fence, &q, &raw, "INVALID_AMOUNT").await;
     }
     if let Some(seed) = &bet.client_seed {
         if seed.is_empty() || seed.len() > MAX_CLIENT_SEED || seed.chars().any(char::is_control) {
-            return reject(shared, &q, &raw, "INVALID_CLIENT_SEED").await;
+            return reject(shared, fence, &q, &raw, "INVALID_CLIENT_SEED").await;
         }
     }
     if round.accepted >= shared.cfg.max_bets_per_round {
-        return reject(shared, &q, &raw, "ROUND_FULL").await;
+        return reject(shared, fence, &q, &raw, "ROUND_FULL").await;
     }
     if let Some(amount) = shared.cfg.starting_balance {
         credit_starting_balance(shared, &bet.user_id, amount).await;
@@ -264,7 +343,7 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
         selection: selection.to_json(),
         ..raw.clone()
     };
-    let placed = shared.ledger.place_bet(&wager).await;
+    let placed = shared.ledger.place_bet(fence, &wager).await;
     shared.metrics.ledger("place_bet", &placed);
     match placed {
         Ok(Placed::Accepted(_)) => {
@@ -272,9 +351,13 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
             // engine, or the room's next owner) settles it, so the bus may forget it.
             round.accepted += 1;
             shared.ack(&q.delivery_id).await;
+            Ok(())
         }
-        Ok(Placed::RoundClosed) => reject(shared, &q, &raw, "ROUND_CLOSED").await,
-        Ok(Placed::Existing(existing)) => answer_existing(shared, round, &q, existing).await,
+        Ok(Placed::RoundClosed) => reject(shared, fence, &q, &raw, "ROUND_CLOSED").await,
+        Ok(Placed::Existing(existing)) => {
+            answer_existing(shared, round, &q, existing).await;
+            Ok(())
+        }
         Ok(Placed::Insufficient(record)) => {
             shared
                 .metrics
@@ -283,11 +366,12 @@ async fn take_bet(shared: &Shared, round: &mut OpenRound, q: QueuedBet) {
                 .inc();
             send_outcome(shared, &record).await;
             shared.ack(&q.delivery_id).await;
+            Ok(())
         }
         Err(LedgerError::InvalidAmount(_) | LedgerError::Overflow(_)) => {
-            reject(shared, &q, &raw, "INVALID_AMOUNT").await
+            reject(shared, fence, &q, &raw, "INVALID_AMOUNT").await
         }
-        Err(e) => ledger_unavailable(&q, &e),
+        Err(e) => ledger_unavailable(shared, &q, &e),
     }
 }
 
@@ -343,8 +427,14 @@ async fn answer_existing(shared: &Shared, round: &mut OpenRound, q: &QueuedBet, 
     shared.ack(&q.delivery_id).await;
 }
 
-async fn reject(shared: &Shared, q: &QueuedBet, wager: &Wager, reason: &str) {
-    let r = shared.ledger.reject_bet(wager, reason).await;
+async fn reject(
+    shared: &Shared,
+    fence: &Fence,
+    q: &QueuedBet,
+    wager: &Wager,
+    reason: &str,
+) -> Result<(), Stop> {
+    let r = shared.ledger.reject_bet(fence, wager, reason).await;
     shared.metrics.ledger("reject_bet", &r);
     match r {
         Ok(record) => {
@@ -355,37 +445,51 @@ async fn reject(shared: &Shared, q: &QueuedBet, wager: &Wager, reason: &str) {
                 .inc();
             send_outcome(shared, &record).await;
             shared.ack(&q.delivery_id).await;
+            Ok(())
         }
-        Err(e) => ledger_unavailable(q, &e),
+        Err(e) => ledger_unavailable(shared, q, &e),
     }
 }
 
-fn ledger_unavailable(q: &QueuedBet, e: &LedgerError) {
-    // Not acknowledged: a durable bus redelivers it once the ledger is back.
+/// A bet the ledger did not take: left unacknowledged (a durable bus redelivers it once the
+/// ledger is back, or to the room's owner); the room stops if the refusal says it must.
+fn ledger_unavailable(shared: &Shared, q: &QueuedBet, e: &LedgerError) -> Result<(), Stop> {
+    if let Some(stop) = stop_for(shared, e) {
+        return Err(stop);
+    }
     tracing::warn!(key = %q.bet.idempotency_key, error = %e, "ledger unavailable; bet left for redelivery");
+    Ok(())
 }
 
 /// Tells the player its bet's outcome (again, if it asked again with the same key).
 async fn send_outcome(shared: &Shared, record: &BetRecord) {
-    send_outcomes(shared, [record], false).await
+    send_outcomes(shared, [record], false).await;
 }
 
 /// Tells the player an outcome another engine decided and may have died before sending: sent
 /// unless a notice for the bet already went out.
 async fn send_outcome_if_unsent(shared: &Shared, record: &BetRecord) {
-    send_outcomes(shared, [record], true).await
+    send_outcomes(shared, [record], true).await;
 }
 
-/// Tells players their bets' outcomes, all in one bus call.
+/// Tells players their bets' outcomes, all in one bus call (retried until sent); false if the
+/// engine stopped before they could be.
 async fn send_outcomes<'a>(
     shared: &Shared,
     records: impl IntoIterator<Item = &'a BetRecord>,
     only_if_unsent: bool,
-) {
+) -> bool {
+    let marked: Vec<(&BetRecord, bool)> =
+        records.into_iter().map(|r| (r, only_if_unsent)).collect();
+    send_marked(shared, marked).await
+}
+
+/// [`send_outcomes`] with the `only_if_unsent` mark chosen per record.
+async fn send_marked(shared: &Shared, records: Vec<(&BetRecord, bool)>) -> bool {
     let at = now_ms();
-    let notices = records
+    let notices: Vec<MarkedNotice> = records
         .into_iter()
-        .filter_map(|record| {
+        .filter_map(|(record, only_if_unsent)| {
             let frame = frames::bet_outcome(record, at)?;
             let w = &record.wager;
             Some(MarkedNotice {
@@ -405,16 +509,16 @@ async fn send_outcomes<'a>(
 
 /// Roll and settle every bet of the round. The ledger's list of the round's bets is the source
 /// of truth, so settlement covers exactly what was debited.
-async fn settle(shared: &Shared, round: &OpenRound) {
+async fn settle(shared: &Shared, fence: &Fence, round: &OpenRound) -> Result<(), Stop> {
     let id = &round.info.round_id;
     // Closing first makes the list of bets final: a stalled engine still placing into this
     // round is refused, so every engine that rolls it gets the same roll.
-    if retry!(shared, "close_round", shared.ledger.close_round(id).await).is_none() {
-        return;
-    }
-    let Some(bets) = retry!(shared, "round_bets", shared.ledger.round_bets(id).await) else {
-        return;
-    };
+    retry!(
+        shared,
+        "close_round",
+        shared.ledger.close_round(fence, id).await
+    )?;
+    let bets = retry!(shared, "round_bets", shared.ledger.round_bets(id).await)?;
     let mix = ClientSeedMix::new(bets.iter().filter_map(|b| b.wager.client_seed.clone()));
     let roll = fairness::roll(&round.server_seed, &mix.mix, round.info.nonce);
     let reveal = Reveal {
@@ -439,7 +543,9 @@ async fn settle(shared: &Shared, round: &OpenRound) {
     let decided = bets
         .iter()
         .filter(|rec| !matches!(rec.state, BetState::Pending { .. }));
-    send_outcomes(shared, decided, true).await;
+    if !send_outcomes(shared, decided, true).await {
+        return Err(Stop::Shutdown);
+    }
     // Settle in batches: one ledger call (one Redis script run) per batch.
     let pending: Vec<&BetRecord> = bets
         .iter()
@@ -447,11 +553,9 @@ async fn settle(shared: &Shared, round: &OpenRound) {
         .collect();
     let mut results: Vec<BetRecord> = Vec::with_capacity(pending.len());
     for chunk in pending.chunks(SETTLE_BATCH) {
-        let Some(settled) = settle_batch(shared, id, chunk, roll).await else {
-            // Stopping with the round unsettled: the room's next owner settles it.
-            return;
-        };
-        results.extend(settled);
+        // On a stop the round stays unfinished: its next settler settles the rest and tells
+        // the players not yet told.
+        results.extend(settle_batch(shared, fence, id, chunk, roll).await?);
     }
     let mut totals = RoundTotals::default();
     for settled in &results {
@@ -473,11 +577,11 @@ async fn settle(shared: &Shared, round: &OpenRound) {
             }
         }
     }
-    let _ = retry!(
+    retry!(
         shared,
         "finish_round",
-        shared.ledger.finish_round(&round.info.game_id, id).await
-    );
+        shared.ledger.finish_round(fence, id).await
+    )?;
     let at = now_ms();
     shared
         .publish(
@@ -486,17 +590,19 @@ async fn settle(shared: &Shared, round: &OpenRound) {
             at,
         )
         .await;
+    Ok(())
 }
 
 /// Settle a batch of the round's bets in one ledger call (retrying those the ledger could not
-/// be reached for) and tell each player whose bet this call settled; `None` if the engine is
-/// stopping with some unsettled.
+/// be reached for) and tell each player its bet's outcome; `Err` if the room stops with some
+/// unsettled or untold.
 async fn settle_batch(
     shared: &Shared,
+    fence: &Fence,
     round_id: &str,
     recs: &[&BetRecord],
     roll: u32,
-) -> Option<Vec<BetRecord>> {
+) -> Result<Vec<BetRecord>, Stop> {
     let items: Vec<SettleItem> = recs
         .iter()
         .map(|rec| {
@@ -521,37 +627,49 @@ async fn settle_batch(
             break;
         }
         let batch: Vec<SettleItem> = todo.iter().map(|&i| items[i].clone()).collect();
-        let results = shared.ledger.settle_bets(&batch).await;
+        let results = shared.ledger.settle_bets(fence, &batch).await;
         let mut failure = (results.len() != batch.len()).then(|| "short answer".to_owned());
         for (&i, r) in todo.iter().zip(results) {
             shared.metrics.ledger("settle_bet", &r);
             match r {
                 Ok(s) => done[i] = Some(s),
-                Err(e @ (LedgerError::Unavailable(_) | LedgerError::Corrupt(_))) => {
-                    failure = Some(e.to_string());
-                }
                 Err(e) => {
-                    tracing::error!(key = %recs[i].wager.key, error = %e, "settlement refused");
-                    done[i] = Some(Settlement {
-                        record: (*recs[i]).clone(),
-                        now: false,
-                    });
+                    // Refused as a whole (stale owner, lost identity): nothing was written.
+                    if let Some(stop) = stop_for(shared, &e) {
+                        return Err(stop);
+                    }
+                    if matches!(e, LedgerError::Unavailable(_) | LedgerError::Corrupt(_)) {
+                        failure = Some(e.to_string());
+                    } else {
+                        tracing::error!(key = %recs[i].wager.key, error = %e, "settlement refused");
+                        done[i] = Some(Settlement {
+                            record: (*recs[i]).clone(),
+                            now: false,
+                        });
+                    }
                 }
             }
         }
         if let Some(error) = failure {
             if shared.shutdown.is_cancelled() {
                 tracing::warn!(round = %round_id, %error, "stopping with the round unsettled");
-                return None;
+                return Err(Stop::Shutdown);
             }
             tracing::warn!(round = %round_id, %error, "settlement failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     let settled: Vec<Settlement> = done.into_iter().flatten().collect();
-    // Only the engine whose call settled a bet tells the player (two engines may settle one
-    // round when a room changes owner mid-round).
-    let now = settled.iter().filter(|s| s.now).map(|s| &s.record);
-    send_outcomes(shared, now, false).await;
-    Some(settled.into_iter().map(|s| s.record).collect())
+    // A bet this call settled is told now. One found settled already was settled by an
+    // earlier try whose answer was lost (or by the room's previous owner): told unless a
+    // notice for it went out, so every player hears of its bet, once.
+    let notices: Vec<(&BetRecord, bool)> = settled
+        .iter()
+        .filter(|s| matches!(s.record.state, BetState::Settled { .. }))
+        .map(|s| (&s.record, !s.now))
+        .collect();
+    if !send_marked(shared, notices).await {
+        return Err(Stop::Shutdown);
+    }
+    Ok(settled.into_iter().map(|s| s.record).collect())
 }

@@ -1,7 +1,7 @@
 //! Wiring: the bet intake loop, the room supervisor, and routing of bets to room tasks.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{BusError, Delivery, EngineBus, MarkedNotice, QueuedBet, Target};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerError};
 
 use super::{room, EngineConfig, EngineMetrics};
 
@@ -38,14 +38,32 @@ pub(super) struct Shared {
     /// Delivery ids waiting to be acknowledged (see `ack`).
     acks: Mutex<Vec<String>>,
     ack_ready: tokio::sync::Notify,
-    /// Room → (generation, sender) of its running task.
-    rooms: Mutex<HashMap<String, (u64, mpsc::Sender<QueuedBet>)>>,
+    /// Room → its running task.
+    rooms: Mutex<HashMap<String, RoomTask>>,
+    /// Bet intake and rounds are halted: the ledger's identity marker is gone (see
+    /// [`crate::ledger::durability`]).
+    halted: AtomicBool,
     next_generation: AtomicU64,
     active: RwLock<HashSet<String>>,
     /// Players already given their starting balance (the ledger key makes it idempotent; this
     /// only saves a ledger call per bet).
     credited: Mutex<HashSet<String>>,
 }
+
+/// A running room task: its generation, the queue of its bets, and the token that stops it at
+/// once (its lease was lost, or the ledger halted).
+struct RoomTask {
+    generation: u64,
+    tx: mpsc::Sender<QueuedBet>,
+    revoked: CancellationToken,
+}
+
+/// How often lost leases and the ledger's identity are looked at.
+const LEASE_WATCH: Duration = Duration::from_millis(50);
+const IDENTITY_WATCH: Duration = Duration::from_secs(1);
+
+/// Most attempts at publishing a room frame (round started, dice rolled, round result).
+const PUBLISH_ATTEMPTS: u32 = 4;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -78,7 +96,10 @@ impl Shared {
         if !rx.is_empty() {
             return false;
         }
-        if rooms.get(game_id).is_some_and(|(g, _)| *g == generation) {
+        if rooms
+            .get(game_id)
+            .is_some_and(|t| t.generation == generation)
+        {
             rooms.remove(game_id);
         }
         rx.close();
@@ -86,7 +107,65 @@ impl Shared {
         true
     }
 
-    /// Send a frame; failures are logged (players re-sync from later frames or a re-sent bet).
+    /// Forget a room task that stopped on its own (another engine owns the room in the
+    /// ledger), so the room can be started afresh if this engine still holds its lease.
+    pub fn forget(&self, game_id: &str, generation: u64) {
+        let mut rooms = lock(&self.rooms);
+        if rooms
+            .get(game_id)
+            .is_some_and(|t| t.generation == generation)
+        {
+            rooms.remove(game_id);
+        }
+        self.metrics.rooms.set(rooms.len() as i64);
+    }
+
+    /// Stop a room's task at once (its lease is lost): it writes nothing more, and the bets
+    /// it holds stay unacknowledged for the room's next owner.
+    fn revoke(&self, game_id: &str) {
+        if let Some(task) = lock(&self.rooms).remove(game_id) {
+            task.revoked.cancel();
+            tracing::warn!(game_id, "room lease lost: its rounds stop here at once");
+        }
+        self.active
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(game_id);
+        self.metrics.rooms.set(lock(&self.rooms).len() as i64);
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire)
+    }
+
+    /// The ledger lost its identity: stop taking bets and stop every room (nothing more is
+    /// written), until it is back. Not an exit: a crash loop would help nobody.
+    pub fn halt(&self, why: &str) {
+        if !self.halted.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                reason = why,
+                "LEDGER IDENTITY LOST: bet intake halted. The ledger's Redis lost or replaced its \
+                 data; restore it, or start a new ledger deliberately with `gameserver \
+                 ledger-init --new-identity` and restart the engines"
+            );
+            self.metrics.ledger_halted.set(1);
+        }
+        let rooms: Vec<RoomTask> = lock(&self.rooms).drain().map(|(_, t)| t).collect();
+        for t in rooms {
+            t.revoked.cancel();
+        }
+        self.metrics.rooms.set(0);
+    }
+
+    fn resume(&self) {
+        if self.halted.swap(false, Ordering::AcqRel) {
+            tracing::warn!("ledger identity is back: bet intake resumes");
+            self.metrics.ledger_halted.set(0);
+        }
+    }
+
+    /// Send a room frame, retried a few times; a frame still not sent is logged (players
+    /// re-sync from later frames and the room's history).
     pub async fn publish(&self, target: Target, frame: String, at_ms: u64) {
         let delivery = Delivery {
             target,
@@ -94,20 +173,44 @@ impl Shared {
             except_connection: None,
             frame: Arc::from(frame),
         };
-        if let Err(e) = self.bus.publish(delivery).await {
-            tracing::warn!(error = %e, "publish failed");
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=PUBLISH_ATTEMPTS {
+            match self.bus.publish(delivery.clone()).await {
+                Ok(()) => return,
+                Err(e) if attempt == PUBLISH_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "publish failed; giving up on this frame")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "publish failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
         }
     }
 
     /// Send bet outcomes to their players in one bus call, each marked so that
-    /// `only_if_unsent` copies (an engine finishing a dead one's work) never repeat it.
-    pub async fn publish_outcomes(&self, notices: Vec<MarkedNotice>) {
+    /// `only_if_unsent` copies (a retried settlement, or an engine finishing a dead one's work)
+    /// never repeat one. Retried until sent; false if the engine stopped first (the round is
+    /// then left unfinished, so its next settler sends what was not sent).
+    pub async fn publish_outcomes(&self, notices: Vec<MarkedNotice>) -> bool {
         if notices.is_empty() {
-            return;
+            return true;
         }
         let n = notices.len();
-        if let Err(e) = self.bus.publish_outcomes(notices).await {
-            tracing::warn!(error = %e, n, "publishing outcomes failed");
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.bus.publish_outcomes(notices.clone()).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, n, "publishing outcomes failed; retrying");
+                    if self.shutdown.is_cancelled() {
+                        return false;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
         }
     }
 
@@ -125,10 +228,16 @@ impl Shared {
         }
     }
 
-    /// Send the acknowledgements collected so far.
+    /// Send the acknowledgements collected so far, once the ledger writes behind them are
+    /// durable (a bet acknowledged on the bus exists only in the ledger).
     async fn flush_acks(&self) {
         let batch = std::mem::take(&mut *lock(&self.acks));
         if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ledger.sync().await {
+            // Left unacknowledged: redelivered, and answered from the ledger's records.
+            tracing::warn!(error = %e, n = batch.len(), "ledger not durable yet; bets left unacknowledged");
             return;
         }
         if let Err(e) = self.bus.ack_bets(&batch).await {
@@ -137,14 +246,18 @@ impl Shared {
     }
 
     /// Start a room task; the caller holds the rooms lock.
-    fn spawn_room(
-        self: &Arc<Self>,
-        rooms: &mut HashMap<String, (u64, mpsc::Sender<QueuedBet>)>,
-        game_id: &str,
-    ) {
+    fn spawn_room(self: &Arc<Self>, rooms: &mut HashMap<String, RoomTask>, game_id: &str) {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(ROOM_QUEUE);
-        rooms.insert(game_id.to_owned(), (generation, tx));
+        let revoked = CancellationToken::new();
+        rooms.insert(
+            game_id.to_owned(),
+            RoomTask {
+                generation,
+                tx,
+                revoked: revoked.clone(),
+            },
+        );
         self.metrics.rooms.set(rooms.len() as i64);
         tracing::debug!(game_id, "room started");
         self.tracker.spawn(room::run(
@@ -152,6 +265,7 @@ impl Shared {
             game_id.to_owned(),
             generation,
             rx,
+            revoked,
         ));
     }
 
@@ -166,8 +280,8 @@ impl Shared {
         loop {
             let sender = {
                 let mut rooms = lock(&self.rooms);
-                let Some((_, tx)) = rooms.get(&bet.bet.game_id) else {
-                    if self.shutdown.is_cancelled() {
+                let Some(RoomTask { tx, .. }) = rooms.get(&bet.bet.game_id) else {
+                    if self.shutdown.is_cancelled() || self.is_halted() {
                         // Draining: left unacknowledged for the room's next owner.
                         return;
                     }
@@ -221,6 +335,7 @@ impl Runtime {
                 rooms: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
                 active: RwLock::new(HashSet::new()),
+                halted: AtomicBool::new(false),
                 credited: Mutex::new(HashSet::new()),
                 intake_done: CancellationToken::new(),
             }),
@@ -233,6 +348,9 @@ impl Runtime {
         shared.tracker.spawn(intake(Arc::clone(&shared)));
         let acker_stop = CancellationToken::new();
         let acker = tokio::spawn(acker(Arc::clone(&shared), acker_stop.clone()));
+        // Both watchers run until the process ends: leases are renewed while draining too.
+        tokio::spawn(watch_leases(Arc::clone(&shared)));
+        tokio::spawn(watch_identity(Arc::clone(&shared)));
         let mut tick = tokio::time::interval(shared.cfg.rooms_poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -298,6 +416,35 @@ async fn acker(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
+/// Stops the task of every room whose lease the bus found lost, at once: a room's rounds never
+/// run on in an engine that may no longer own it (the ledger's fence refuses its writes anyway).
+/// Independent of the room refresh, which may be stuck on an unreachable Redis.
+async fn watch_leases(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(LEASE_WATCH);
+    loop {
+        tick.tick().await;
+        for room in shared.bus.lost_rooms() {
+            shared.metrics.leases_lost.inc();
+            shared.revoke(&room);
+        }
+    }
+}
+
+/// Halts bet intake while the ledger's identity marker is missing or changed, and resumes when
+/// it is back (restored data). Scripts refuse every write meanwhile, so this only stops the
+/// engine from trying.
+async fn watch_identity(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(IDENTITY_WATCH);
+    loop {
+        tick.tick().await;
+        match shared.ledger.check_identity().await {
+            Ok(()) => shared.resume(),
+            Err(e @ LedgerError::IdentityLost(_)) => shared.halt(&e.to_string()),
+            Err(e) => tracing::debug!(error = %e, "cannot check the ledger's identity"),
+        }
+    }
+}
+
 async fn refresh_rooms(shared: &Arc<Shared>) {
     let list = match shared.bus.active_rooms().await {
         Ok(list) => list,
@@ -307,8 +454,8 @@ async fn refresh_rooms(shared: &Arc<Shared>) {
         }
     };
     let set: HashSet<String> = list.into_iter().collect();
-    // While draining, rooms only finish; none is started.
-    if !shared.shutdown.is_cancelled() {
+    // While draining, rooms only finish; none is started. Nor while the ledger is halted.
+    if !shared.shutdown.is_cancelled() && !shared.is_halted() {
         let mut rooms = lock(&shared.rooms);
         for game_id in &set {
             if !rooms.contains_key(game_id) {
@@ -324,6 +471,13 @@ async fn intake(shared: Arc<Shared>) {
     let _done = shared.intake_done.clone().drop_guard();
     let mut failures = 0u32;
     while !shared.shutdown.is_cancelled() {
+        if shared.is_halted() {
+            // Bets stay in the bus, unread, until the ledger is back.
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(IDENTITY_WATCH) => continue,
+            }
+        }
         match shared
             .bus
             .next_bets(shared.cfg.bet_batch, Duration::from_millis(100))

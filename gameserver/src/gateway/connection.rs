@@ -662,10 +662,13 @@ impl Conn {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "submit_bet failed");
+                // A timed-out XADD may still have landed: only a retry with the same key can
+                // tell, and it never places the bet twice.
                 self.bet_rejected(
                     &request.idempotency_key,
                     BetRejectReason::EngineUnavailable,
-                    "bets cannot be accepted right now; the bet was not placed",
+                    "bets cannot be accepted right now; the bet may not have been placed: retry \
+                     with the same idempotencyKey",
                 )
                 .await
             }

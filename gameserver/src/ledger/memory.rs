@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Ledger,
+    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Fence, Ledger,
     LedgerError, Outcome, Placed, Posted, RoundState, Settlement, Transfer, Wager, HOUSE,
 };
 
@@ -24,9 +24,24 @@ struct State {
     nonces: HashMap<String, u64>,
     open: HashMap<String, RoundState>,
     closed: HashSet<String>,
+    /// Room → its owner epoch (see [`Fence`]).
+    epochs: HashMap<String, u64>,
 }
 
 impl State {
+    /// Refuses a fence that is not the room's current one.
+    fn check(&self, fence: &Fence) -> Result<(), LedgerError> {
+        let current = self.epochs.get(&fence.game_id).copied().unwrap_or(0);
+        if current != fence.epoch {
+            return Err(LedgerError::StaleOwner {
+                game_id: fence.game_id.clone(),
+                epoch: fence.epoch,
+                current,
+            });
+        }
+        Ok(())
+    }
+
     fn balance(&self, account: &str) -> i64 {
         self.balances.get(account).copied().unwrap_or(0)
     }
@@ -121,11 +136,22 @@ impl Ledger for MemoryLedger {
         self.lock().transfer(t)
     }
 
-    async fn place_bet(&self, w: &Wager) -> Result<Placed, LedgerError> {
+    async fn claim_room(&self, game_id: &str) -> Result<Fence, LedgerError> {
+        let mut s = self.lock();
+        let epoch = s.epochs.entry(game_id.to_owned()).or_insert(0);
+        *epoch += 1;
+        Ok(Fence {
+            game_id: game_id.to_owned(),
+            epoch: *epoch,
+        })
+    }
+
+    async fn place_bet(&self, fence: &Fence, w: &Wager) -> Result<Placed, LedgerError> {
         if w.amount <= 0 {
             return Err(LedgerError::InvalidAmount(w.amount));
         }
         let mut s = self.lock();
+        s.check(fence)?;
         let id = bet_key(&w.user_id, &w.key);
         if let Some(existing) = s.bets.get(&id) {
             return Ok(Placed::Existing(existing.clone()));
@@ -170,6 +196,7 @@ impl Ledger for MemoryLedger {
 
     async fn settle_bet(
         &self,
+        fence: &Fence,
         user_id: &str,
         key: &str,
         roll: u32,
@@ -179,6 +206,7 @@ impl Ledger for MemoryLedger {
             return Err(LedgerError::InvalidAmount(payout));
         }
         let mut s = self.lock();
+        s.check(fence)?;
         let id = bet_key(user_id, key);
         let record = s
             .bets
@@ -225,8 +253,14 @@ impl Ledger for MemoryLedger {
         })
     }
 
-    async fn reject_bet(&self, w: &Wager, reason: &str) -> Result<BetRecord, LedgerError> {
+    async fn reject_bet(
+        &self,
+        fence: &Fence,
+        w: &Wager,
+        reason: &str,
+    ) -> Result<BetRecord, LedgerError> {
         let mut s = self.lock();
+        s.check(fence)?;
         let record = s
             .bets
             .entry(bet_key(&w.user_id, &w.key))
@@ -282,10 +316,15 @@ impl Ledger for MemoryLedger {
         Ok(*n)
     }
 
-    async fn open_round(&self, round: &RoundState) -> Result<(), LedgerError> {
-        self.lock()
-            .open
-            .insert(round.game_id.clone(), round.clone());
+    async fn open_round(&self, fence: &Fence, round: &RoundState) -> Result<(), LedgerError> {
+        let mut s = self.lock();
+        s.check(fence)?;
+        if let Some(open) = s.open.get(&fence.game_id) {
+            if open.round_id != round.round_id {
+                return Err(LedgerError::RoundOpen(open.round_id.clone()));
+            }
+        }
+        s.open.insert(fence.game_id.clone(), round.clone());
         Ok(())
     }
 
@@ -293,15 +332,21 @@ impl Ledger for MemoryLedger {
         Ok(self.lock().open.get(game_id).cloned())
     }
 
-    async fn close_round(&self, round_id: &str) -> Result<(), LedgerError> {
-        self.lock().closed.insert(round_id.to_owned());
+    async fn close_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError> {
+        let mut s = self.lock();
+        s.check(fence)?;
+        s.closed.insert(round_id.to_owned());
         Ok(())
     }
 
-    async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError> {
+    async fn finish_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError> {
         let mut s = self.lock();
-        if s.open.get(game_id).is_some_and(|r| r.round_id == round_id) {
-            s.open.remove(game_id);
+        s.check(fence)?;
+        if s.open
+            .get(&fence.game_id)
+            .is_some_and(|r| r.round_id == round_id)
+        {
+            s.open.remove(&fence.game_id);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod durability;
 pub mod memory;
 pub mod redis;
 
@@ -154,6 +155,18 @@ pub enum Placed {
     RoundClosed,
 }
 
+/// Proof that an engine owns a room in the ledger: the room's owner epoch it claimed with
+/// [`Ledger::claim_room`]. Every claim raises the epoch, so at most one holder's epoch is the
+/// current one; the ledger refuses room writes (round open/close/finish, bet placement,
+/// rejection, settlement) carrying any other as [`LedgerError::StaleOwner`] and changes
+/// nothing. Leases decide who should run a room; the fence makes a paused or partitioned former
+/// owner harmless whatever the timing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub game_id: String,
+    pub epoch: u64,
+}
+
 /// A round that has been opened and not yet finished: enough to roll and settle it, by this
 /// engine or, after a crash, by the room's next owner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +205,20 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("entry {through} is not recorded yet (the last is {last})")]
     BeyondLog { through: u64, last: u64 },
+    /// Another engine claimed the room since this fence was taken; nothing was written.
+    #[error("room {game_id:?} is owned by epoch {current} now, not {epoch}")]
+    StaleOwner {
+        game_id: String,
+        epoch: u64,
+        current: u64,
+    },
+    /// The room's previous round is not finished; it must be settled before a new one opens.
+    #[error("round {0} of the room is still open")]
+    RoundOpen(String),
+    /// The ledger's identity marker is gone or changed: the store lost or replaced its data.
+    /// Nothing was written; bet intake halts until it is back.
+    #[error("ledger identity lost: {0}")]
+    IdentityLost(String),
 }
 
 impl LedgerError {
@@ -207,6 +234,9 @@ impl LedgerError {
             LedgerError::Unavailable(_) => "LEDGER_UNAVAILABLE",
             LedgerError::Corrupt(_) => "LEDGER_CORRUPT",
             LedgerError::BeyondLog { .. } => "BEYOND_LOG",
+            LedgerError::StaleOwner { .. } => "STALE_OWNER",
+            LedgerError::RoundOpen(_) => "ROUND_OPEN",
+            LedgerError::IdentityLost(_) => "LEDGER_IDENTITY_LOST",
         }
     }
 }
@@ -263,15 +293,20 @@ pub trait Ledger: Send + Sync + 'static {
     /// with the same movement returns the original entry with `duplicate: true`.
     async fn transfer(&self, t: &Transfer) -> Result<Posted, LedgerError>;
 
-    /// Check the key, check the balance, debit the stake to the house, record the bet as
-    /// pending in its round, append the entry: all or nothing.
-    async fn place_bet(&self, wager: &Wager) -> Result<Placed, LedgerError>;
+    /// Take ownership of a room's rounds in the ledger: raises the room's owner epoch and
+    /// returns it. Every earlier fence of the room is stale from now on.
+    async fn claim_room(&self, game_id: &str) -> Result<Fence, LedgerError>;
+
+    /// Check the fence, the key and the balance, debit the stake to the house, record the bet
+    /// as pending in its round, append the entry: all or nothing.
+    async fn place_bet(&self, fence: &Fence, wager: &Wager) -> Result<Placed, LedgerError>;
 
     /// Settle a pending bet: credit `payout` (0 on a loss) from the house and mark it settled.
     /// Settling an already settled bet returns its record unchanged (`now: false`), so of
     /// several engines settling one round only one tells the player.
     async fn settle_bet(
         &self,
+        fence: &Fence,
         user_id: &str,
         key: &str,
         roll: u32,
@@ -281,17 +316,29 @@ pub trait Ledger: Send + Sync + 'static {
     /// [`Ledger::settle_bet`] for several bets, one result per item in order, each as if
     /// settled alone (an item repeated in the batch is settled once). Backends that can do it
     /// in one round trip override this; the default settles them one by one.
-    async fn settle_bets(&self, items: &[SettleItem]) -> Vec<Result<Settlement, LedgerError>> {
+    async fn settle_bets(
+        &self,
+        fence: &Fence,
+        items: &[SettleItem],
+    ) -> Vec<Result<Settlement, LedgerError>> {
         let mut out = Vec::with_capacity(items.len());
         for i in items {
-            out.push(self.settle_bet(&i.user_id, &i.key, i.roll, i.payout).await);
+            out.push(
+                self.settle_bet(fence, &i.user_id, &i.key, i.roll, i.payout)
+                    .await,
+            );
         }
         out
     }
 
     /// Record a rejection for a key that has no record yet; returns the key's record (the
     /// existing one if there was one: the first outcome is final).
-    async fn reject_bet(&self, wager: &Wager, reason: &str) -> Result<BetRecord, LedgerError>;
+    async fn reject_bet(
+        &self,
+        fence: &Fence,
+        wager: &Wager,
+        reason: &str,
+    ) -> Result<BetRecord, LedgerError>;
 
     /// The record of a bet, if its key was seen.
     async fn bet(&self, user_id: &str, key: &str) -> Result<Option<BetRecord>, LedgerError>;
@@ -314,18 +361,31 @@ pub trait Ledger: Send + Sync + 'static {
     /// The next round nonce of a room (1, 2, 3, … across engines and restarts).
     async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError>;
 
-    /// Record that a round is open (replaces the room's previous open round).
-    async fn open_round(&self, round: &RoundState) -> Result<(), LedgerError>;
+    /// Record that a round is open. Refused with [`LedgerError::RoundOpen`] while the room has
+    /// another round not yet finished (an unfinished round's stakes are never forgotten).
+    async fn open_round(&self, fence: &Fence, round: &RoundState) -> Result<(), LedgerError>;
 
     /// The room's open round, if one was opened and not finished.
     async fn current_round(&self, game_id: &str) -> Result<Option<RoundState>, LedgerError>;
 
     /// Stop the round taking bets: afterwards `place_bet` for it answers `RoundClosed`, so the
     /// set of bets the roll depends on is final. Idempotent.
-    async fn close_round(&self, round_id: &str) -> Result<(), LedgerError>;
+    async fn close_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError>;
 
     /// The round is settled: forget it as the room's open round (if it still is).
-    async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError>;
+    async fn finish_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError>;
+
+    /// Returns once every write this process made is durable (on disk where the store can say
+    /// so): bus entries are acknowledged only after it. The default has nothing to wait for.
+    async fn sync(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    /// `Err(IdentityLost)` when the store no longer holds the data this process started on
+    /// (see [`durability`]); an in-process ledger cannot lose it.
+    async fn check_identity(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -7,7 +7,12 @@
 //! `ledger:applied:<transfer key>` (the entry a deposit's or withdrawal's key produced; a bet's
 //! stake and payout are keyed by its bet record instead), `ledger:seq`, `ledger:log`
 //! (stream), `bet:<len(user)>:<user>:<key>` (hash: one bet record), `round:<roundId>:bets`
-//! (list).
+//! (list), `room:<len>:<gameId>:epoch` (the room's owner epoch, see [`super::Fence`]),
+//! `ledger:identity` (the marker of this ledger's data, see [`super::durability`]).
+//!
+//! Every script checks everything before its first write: the identity marker, the caller's
+//! room fence, the balances, and the audit stream taking the next entry. A refusal or an error
+//! therefore leaves Redis exactly as it was, and a retry can never apply half an operation twice.
 //!
 //! Idempotency keys are kept for a retention period (default 24 h, like payment APIs): within
 //! it a repeated key gets its first outcome, after it the key may be used afresh. A transfer's
@@ -17,17 +22,18 @@
 //! archived entries and records how far (`ledger:log:archived`).
 //!
 //! Lua numbers are doubles, so balances are limited to ±(2^53 − 1) minor units here; larger
-//! movements are refused as overflow rather than rounded. A user refused for insufficient
-//! balance who had no balance yet is left with an explicit 0 (the debit is undone, not avoided).
+//! movements are refused as overflow rather than rounded.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 use super::{
-    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Ledger,
+    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Fence, Ledger,
     LedgerError, Outcome, Placed, Posted, RoundState, SettleItem, Settlement, Transfer, Wager,
     HOUSE,
 };
@@ -35,47 +41,54 @@ use super::{
 /// Largest balance magnitude representable exactly in Redis Lua.
 pub const MAX_BALANCE: i64 = super::MAX_AMOUNT;
 
-const TRANSFER_FN: &str = r#"
+/// Shared by every money and room script. Fixed keys and arguments come first:
+/// KEYS[1] balances, KEYS[2] the entry sequence, KEYS[3] the audit stream, KEYS[4] the ledger's
+/// identity marker, KEYS[5] the room's owner epoch; ARGV[1] the retention (ms), ARGV[2] the
+/// identity this process runs on ('' skips the check), ARGV[3] the caller's epoch for the room
+/// ('' for writes that belong to no room). Script-specific keys start at KEYS[6], arguments at
+/// ARGV[4].
+///
+/// Every script does all its checks before its first write, so a refusal or an error leaves
+/// Redis unchanged (Redis keeps the writes a script made before it fails).
+const PRELUDE: &str = r#"
+local RETENTION = ARGV[1]
 local function fmt(n) return string.format('%.0f', n) end
--- Moves `amount` and appends the entry to the audit stream; k: the balances hash, (unused),
--- the sequence, the audit stream. A user payer may not go below zero and a system account not
--- below -max; the payee's bound is checked after its increment. Each bound is checked on the
--- incremented value and the increment undone if crossed (one call fewer than reading first;
--- the script is atomic, so nobody sees the undone value).
-local function move(k, key, kind, from, to, amount, memo, now, from_system, max)
-  local fb = redis.call('HINCRBY', k[1], from, fmt(-amount))
-  if not from_system and fb < 0 then
-    return {'insufficient', fmt(redis.call('HINCRBY', k[1], from, fmt(amount)))}
+
+-- The ledger is the one this process started on, and the caller owns the room now.
+local function guard()
+  if ARGV[2] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[2] then return {'identity'} end
+  if ARGV[3] ~= '' then
+    local cur = redis.call('GET', KEYS[5]) or '0'
+    if cur ~= ARGV[3] then return {'stale', cur} end
   end
-  if fb < -max then
-    redis.call('HINCRBY', k[1], from, fmt(amount))
-    return {'overflow', from}
-  end
-  local tb = redis.call('HINCRBY', k[1], to, fmt(amount))
-  if tb > max then
-    redis.call('HINCRBY', k[1], from, fmt(amount))
-    redis.call('HINCRBY', k[1], to, fmt(-amount))
-    return {'overflow', to}
-  end
-  local seq = redis.call('INCR', k[3])
-  local entry = cjson.encode({fmt(seq), key, kind, from, to, fmt(amount), fmt(fb), fmt(tb), now, memo})
-  redis.call('XADD', k[4], fmt(seq) .. '-1', 'entry', entry)
-  return {'ok', entry, fb, tb}
+  return false
 end
 
--- A transfer with its own idempotency record (k[2]: the key's applied entry).
-local function transfer(k, key, kind, from, to, amount, memo, now, from_system, max)
-  local prev = redis.call('GET', k[2])
-  if prev then return {'dup', prev} end
-  local t = move(k, key, kind, from, to, amount, memo, now, from_system, max)
-  if t[1] == 'ok' then redis.call('SET', k[2], t[2], 'PX', RETENTION) end
-  return t
+-- Moves `amount` and appends the entry to the audit stream. The balances are read and their
+-- bounds checked (a user payer may not go below zero, a system account not below -max, no
+-- payee above max); the entry is appended next, which Redis refuses without writing anything
+-- when the stream's last id is not below the next sequence number (`seq` reset or lost while
+-- the log remained); only then are the sequence and the balances written.
+local function move(key, kind, from, to, amount, memo, now, from_system, max)
+  local b = redis.call('HMGET', KEYS[1], from, to)
+  local fb = tonumber(b[1] or '0') - amount
+  local tb = tonumber(b[2] or '0') + amount
+  if not from_system and fb < 0 then return {'insufficient', fmt(fb + amount)} end
+  if fb < -max then return {'overflow', from} end
+  if tb > max then return {'overflow', to} end
+  local seq = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
+  local entry = cjson.encode({fmt(seq), key, kind, from, to, fmt(amount), fmt(fb), fmt(tb), now, memo})
+  local added = redis.pcall('XADD', KEYS[3], fmt(seq) .. '-1', 'entry', entry)
+  if type(added) == 'table' and added.err then return {'log', added.err} end
+  redis.call('SET', KEYS[2], fmt(seq))
+  redis.call('HSET', KEYS[1], from, fmt(fb), to, fmt(tb))
+  return {'ok', entry, fmt(fb), fmt(tb)}
 end
 
 -- Settles the pending bet record `bk`; returns its previous state ('now' if this call settled
 -- it) followed by the record's fields. The record's state is the payout's idempotency: it turns
 -- 'settled' in the same step as the payout moves.
-local function settle(k, bk, payout_key, account, payout_arg, roll, now, max, house)
+local function settle(bk, payout_key, account, payout_arg, roll, now, max, house)
   local rec = redis.call('HMGET', bk, 'state', 'round', 'wager')
   local st = rec[1]
   if not st then return {'unknown'} end
@@ -88,13 +101,13 @@ local function settle(k, bk, payout_key, account, payout_arg, roll, now, max, ho
   local bal
   local outcome = 'lose'
   if payout > 0 then
-    local t = move(k, payout_key, 'payout', house, account, payout, rec[2] or '', now, true,
+    local t = move(payout_key, 'payout', house, account, payout, rec[2] or '', now, true,
       tonumber(max))
     if t[1] ~= 'ok' then return t end
-    bal = fmt(t[4])
+    bal = t[4]
     outcome = 'win'
   else
-    bal = redis.call('HGET', k[1], account) or '0'
+    bal = redis.call('HGET', KEYS[1], account) or '0'
   end
   redis.call('HSET', bk, 'state', 'settled', 'roll', roll, 'payout', payout_arg,
     'outcome', outcome, 'balance', bal)
@@ -102,64 +115,107 @@ local function settle(k, bk, payout_key, account, payout_arg, roll, now, max, ho
   return {'now', 'wager', rec[3], 'state', 'settled', 'roll', roll, 'payout', payout_arg,
     'outcome', outcome, 'balance', bal}
 end
+
+local refused = guard()
+if refused then return refused end
 "#;
 
+/// KEYS[6]: the key's applied record. ARGV[4..]: key, kind, from, to, amount, memo, now,
+/// from_system ('1'/'0'), max.
 const TRANSFER: &str = r#"
-return transfer(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7],
-  ARGV[8] == '1', tonumber(ARGV[9]))
+local prev = redis.call('GET', KEYS[6])
+if prev then return {'dup', prev} end
+local t = move(ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10],
+  ARGV[11] == '1', tonumber(ARGV[12]))
+if t[1] == 'ok' then redis.call('SET', KEYS[6], t[2], 'PX', RETENTION) end
+return t
 "#;
 
-/// KEYS: balances, seq, log, the bet record, the round's bet list, the round's closed marker.
-/// The bet record is the stake's idempotency record: it is written in the same step as the
-/// debit, so no separate applied key is kept for stakes.
+/// KEYS[6..8]: the bet record, the round's bet list, the round's closed marker. ARGV[4..]:
+/// stake key, account, amount, wager JSON, round id, now, max, house. The bet record is the
+/// stake's idempotency record: it is written in the same step as the debit.
 const PLACE_BET: &str = r#"
-local k = {KEYS[1], false, KEYS[2], KEYS[3]}
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  local r = redis.call('HGETALL', KEYS[4])
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  local r = redis.call('HGETALL', KEYS[6])
   table.insert(r, 1, 'existing')
   return r
 end
-if redis.call('EXISTS', KEYS[6]) == 1 then return {'closed'} end
-local t = move(k, ARGV[1], 'bet', ARGV[2], ARGV[8], tonumber(ARGV[3]), ARGV[5], ARGV[6],
-  false, tonumber(ARGV[7]))
+if redis.call('EXISTS', KEYS[8]) == 1 then return {'closed'} end
+local t = move(ARGV[4], 'bet', ARGV[5], ARGV[11], tonumber(ARGV[6]), ARGV[8], ARGV[9],
+  false, tonumber(ARGV[10]))
 if t[1] == 'ok' then
-  local bal = fmt(t[3])
-  redis.call('HSET', KEYS[4], 'wager', ARGV[4], 'state', 'pending', 'balance', bal, 'round', ARGV[5])
-  redis.call('RPUSH', KEYS[5], KEYS[4])
-  return {'accepted', bal}
+  redis.call('HSET', KEYS[6], 'wager', ARGV[7], 'state', 'pending', 'balance', t[3], 'round', ARGV[8])
+  redis.call('RPUSH', KEYS[7], KEYS[6])
+  return {'accepted', t[3]}
 elseif t[1] == 'insufficient' then
-  redis.call('HSET', KEYS[4], 'wager', ARGV[4], 'state', 'rejected',
-    'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[5])
-  redis.call('PEXPIRE', KEYS[4], RETENTION)
-  return {'insufficient', 'wager', ARGV[4], 'state', 'rejected',
-    'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[5]}
+  redis.call('HSET', KEYS[6], 'wager', ARGV[7], 'state', 'rejected',
+    'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[8])
+  redis.call('PEXPIRE', KEYS[6], RETENTION)
+  return {'insufficient', 'wager', ARGV[7], 'state', 'rejected',
+    'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[8]}
 end
-return {t[1], t[2]}
+return t
 "#;
 
-/// KEYS: balances, seq, log, the bet record.
+/// KEYS[6]: the bet record. ARGV[4..]: payout key, account, payout, roll, now, max, house.
 const SETTLE_BET: &str = r#"
-return settle({KEYS[1], false, KEYS[2], KEYS[3]}, KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
-  ARGV[5], ARGV[6], ARGV[7])
+return settle(KEYS[6], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 "#;
 
-/// KEYS: balances, seq, log, then each bet's record. ARGV: now, max, house, then per bet its
-/// payout key, account, payout and roll.
+/// KEYS[6..]: each bet's record. ARGV[4..6]: now, max, house, then per bet its payout key,
+/// account, payout and roll. Answers 'ok' followed by one reply per bet.
 const SETTLE_MANY: &str = r#"
-local out = {}
-local k = {KEYS[1], false, KEYS[2], KEYS[3]}
-for i = 0, #KEYS - 4 do
-  out[i + 1] = settle(k, KEYS[4 + i], ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i],
-    ARGV[7 + 4 * i], ARGV[1], ARGV[2], ARGV[3])
+local out = {'ok'}
+for i = 0, #KEYS - 6 do
+  local a = 7 + 4 * i
+  out[i + 2] = settle(KEYS[6 + i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[4],
+    ARGV[5], ARGV[6])
 end
 return out
 "#;
 
+/// KEYS[6]: the bet record. ARGV[4..]: wager JSON, reason.
+const REJECT_BET: &str = r#"
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  redis.call('HSET', KEYS[6], 'wager', ARGV[4], 'state', 'rejected', 'reason', ARGV[5], 'round', '')
+  redis.call('PEXPIRE', KEYS[6], RETENTION)
+end
+local r = redis.call('HGETALL', KEYS[6])
+table.insert(r, 1, 'ok')
+return r
+"#;
+
+/// Raises the room's owner epoch (KEYS[5]).
+const CLAIM_ROOM: &str = r#"
+return {'ok', tostring(redis.call('INCR', KEYS[5]))}
+"#;
+
+/// KEYS[6]: the room's open round. ARGV[4..]: the round JSON, its id. A round that is not
+/// finished is never replaced by another.
+const OPEN_ROUND: &str = r#"
+local cur = redis.call('GET', KEYS[6])
+if cur then
+  local id = cjson.decode(cur).roundId
+  if id ~= ARGV[5] then return {'open', id} end
+end
+redis.call('SET', KEYS[6], ARGV[4])
+return {'ok'}
+"#;
+
+/// KEYS[6]: the round's closed marker, kept a day: long enough that no stalled engine can
+/// still be placing into the round.
+const CLOSE_ROUND: &str = r#"
+redis.call('SET', KEYS[6], '1', 'EX', 86400)
+return {'ok'}
+"#;
+
+/// KEYS[6..7]: the room's open round, the round's bet list (only needed while it settles).
+/// ARGV[4]: the round id.
 const FINISH_ROUND: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if v and cjson.decode(v).roundId == ARGV[1] then redis.call('DEL', KEYS[1]) end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
+local v = redis.call('GET', KEYS[6])
+if v and cjson.decode(v).roundId == ARGV[4] then redis.call('DEL', KEYS[6]) end
+redis.call('PEXPIRE', KEYS[7], RETENTION)
+return {'ok'}
 "#;
 
 /// Drop audit entries up to a sequence number that is already recorded (never ahead of the
@@ -175,14 +231,6 @@ if through > before then redis.call('SET', KEYS[3], ARGV[1]) else through = befo
 return {removed, through}
 "#;
 
-const REJECT_BET: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'wager', ARGV[1], 'state', 'rejected', 'reason', ARGV[2], 'round', '')
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return redis.call('HGETALL', KEYS[1])
-"#;
-
 /// How long idempotency keys and final bet records are kept unless configured.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -190,11 +238,18 @@ pub struct RedisLedger {
     conn: ConnectionManager,
     prefix: String,
     retention_ms: u64,
+    /// The identity marker's value every script requires (unset: no check).
+    identity: OnceLock<String>,
+    /// `sync` waits with `WAITAOF` (Redis 7.2 and later, with AOF on).
+    waitaof: AtomicBool,
     transfer: Script,
     place: Script,
     settle: Script,
     settle_many: Script,
     reject: Script,
+    claim: Script,
+    open: Script,
+    close: Script,
     finish: Script,
     trim: Script,
 }
@@ -205,6 +260,14 @@ fn unavailable(e: redis::RedisError) -> LedgerError {
 
 fn corrupt(what: impl std::fmt::Display) -> LedgerError {
     LedgerError::Corrupt(what.to_string())
+}
+
+/// The audit stream refused the next entry (`ledger:seq` behind the log): nothing was written.
+fn log_refused(r: &[String]) -> LedgerError {
+    corrupt(format!(
+        "the audit stream refused the next entry, nothing was written ({})",
+        r.get(1).map_or("", String::as_str)
+    ))
 }
 
 fn kind_str(kind: EntryKind) -> &'static str {
@@ -312,6 +375,7 @@ fn settlement(r: &[String], user_id: &str, key: &str) -> Result<Settlement, Ledg
             key: key.into(),
         }),
         Some("overflow") => Err(LedgerError::Overflow(r.get(1).cloned().unwrap_or_default())),
+        Some("log") => Err(log_refused(r)),
         _ => Err(corrupt(format!("settle script answered {r:?}"))),
     }
 }
@@ -319,23 +383,94 @@ fn settlement(r: &[String], user_id: &str, key: &str) -> Result<Settlement, Ledg
 impl RedisLedger {
     /// `prefix` namespaces every key (several fleets may share one Redis).
     pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
-        // The retention is the script's last argument (RETENTION in the shared function).
-        let script = |body: &str| {
-            Script::new(&format!(
-                "local RETENTION = ARGV[#ARGV]\n{TRANSFER_FN}\n{body}"
-            ))
-        };
+        let script = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         Self {
             conn,
             prefix: prefix.into(),
             retention_ms: DEFAULT_RETENTION.as_millis() as u64,
+            identity: OnceLock::new(),
+            waitaof: AtomicBool::new(false),
             transfer: script(TRANSFER),
             place: script(PLACE_BET),
             settle: script(SETTLE_BET),
             settle_many: script(SETTLE_MANY),
-            reject: Script::new(REJECT_BET),
-            finish: Script::new(FINISH_ROUND),
+            reject: script(REJECT_BET),
+            claim: script(CLAIM_ROOM),
+            open: script(OPEN_ROUND),
+            close: script(CLOSE_ROUND),
+            finish: script(FINISH_ROUND),
             trim: Script::new(TRIM_LOG),
+        }
+    }
+
+    /// Every write from now on requires the ledger's identity marker to hold `identity`
+    /// (see [`super::durability`]): on a Redis that lost or replaced its data nothing is
+    /// written, and the caller learns it as [`LedgerError::IdentityLost`].
+    /// Set once (by the engine's start-up check); later calls change nothing.
+    pub fn require_identity(&self, identity: impl Into<String>) {
+        let _ = self.identity.set(identity.into());
+    }
+
+    fn identity(&self) -> &str {
+        self.identity.get().map_or("", String::as_str)
+    }
+
+    /// `sync` waits for the local AOF fsync with `WAITAOF` (the server must have it).
+    pub fn use_waitaof(&self, on: bool) {
+        self.waitaof.store(on, Ordering::Release);
+    }
+
+    /// The name of the identity marker key.
+    pub fn identity_key(&self) -> String {
+        self.key("ledger:identity")
+    }
+
+    /// A script call with the fixed keys and arguments of [`PRELUDE`] filled in.
+    fn invocation<'a>(&self, script: &'a Script, fence: Option<&Fence>) -> ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        let [balances, seq, log] = self.money_keys();
+        inv.key(balances).key(seq).key(log).key(self.identity_key());
+        match fence {
+            Some(f) => inv.key(self.room_key(&f.game_id, "epoch")),
+            // Never read: ARGV[3] is empty.
+            None => inv.key(self.key("ledger:identity")),
+        };
+        inv.arg(self.retention_ms)
+            .arg(self.identity())
+            .arg(fence.map(|f| f.epoch.to_string()).unwrap_or_default());
+        inv
+    }
+
+    /// Runs a script whose answer is a flat list of strings; the guard's refusals become
+    /// errors here.
+    async fn call(
+        &self,
+        inv: &ScriptInvocation<'_>,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<String>, LedgerError> {
+        let r: Vec<String> = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.refusal(&r, fence)?;
+        Ok(r)
+    }
+
+    /// The refusals any script may answer with instead of its own reply.
+    fn refusal(&self, r: &[String], fence: Option<&Fence>) -> Result<(), LedgerError> {
+        match (r.first().map(String::as_str), fence) {
+            (Some("identity"), _) => Err(LedgerError::IdentityLost(format!(
+                "{} no longer holds {:?}",
+                self.identity_key(),
+                self.identity()
+            ))),
+            (Some("stale"), Some(f)) => Err(LedgerError::StaleOwner {
+                game_id: f.game_id.clone(),
+                epoch: f.epoch,
+                current: r.get(1).and_then(|c| c.parse().ok()).unwrap_or(0),
+            }),
+            (Some("log"), _) => Err(log_refused(r)),
+            _ => Ok(()),
         }
     }
 
@@ -385,6 +520,11 @@ impl RedisLedger {
     }
 
     fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A handle on the ledger's connection (for the durability checks).
+    pub(super) fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
@@ -450,12 +590,8 @@ impl Ledger for RedisLedger {
         if t.amount > MAX_BALANCE {
             return Err(LedgerError::InvalidAmount(t.amount));
         }
-        let mut inv = self.transfer.prepare_invoke();
-        let [balances, seq, log] = self.money_keys();
-        inv.key(balances)
-            .key(format!("{}:ledger:applied:{}", self.prefix, t.key))
-            .key(seq)
-            .key(log);
+        let mut inv = self.invocation(&self.transfer, None);
+        inv.key(format!("{}:ledger:applied:{}", self.prefix, t.key));
         let from_system = super::is_system(&t.from);
         inv.arg(&t.key)
             .arg(kind_str(t.kind))
@@ -465,19 +601,16 @@ impl Ledger for RedisLedger {
             .arg(&t.memo)
             .arg(now_ms())
             .arg(if from_system { "1" } else { "0" })
-            .arg(MAX_BALANCE)
-            .arg(self.retention_ms);
-        let r: Vec<String> = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(MAX_BALANCE);
+        let r = self.call(&inv, None).await?;
+        let second = r.get(1).map_or("", String::as_str);
         match r.first().map(String::as_str) {
             Some("ok") => Ok(Posted {
-                entry: parse_entry(&r[1])?,
+                entry: parse_entry(second)?,
                 duplicate: false,
             }),
             Some("dup") => {
-                let e = parse_entry(&r[1])?;
+                let e = parse_entry(second)?;
                 if e.from != t.from || e.to != t.to || e.amount != t.amount || e.kind != t.kind {
                     return Err(LedgerError::KeyReused(t.key.clone()));
                 }
@@ -488,24 +621,45 @@ impl Ledger for RedisLedger {
             }
             Some("insufficient") => Err(LedgerError::InsufficientBalance {
                 account: t.from.clone(),
-                balance: num(&r[1], "balance")?,
+                balance: num(second, "balance")?,
                 needed: t.amount,
             }),
-            Some("overflow") => Err(LedgerError::Overflow(r[1].clone())),
+            Some("overflow") => Err(LedgerError::Overflow(second.to_owned())),
             _ => Err(corrupt(format!("transfer script answered {r:?}"))),
         }
     }
 
-    async fn place_bet(&self, w: &Wager) -> Result<Placed, LedgerError> {
+    async fn claim_room(&self, game_id: &str) -> Result<Fence, LedgerError> {
+        let fence = Fence {
+            game_id: game_id.to_owned(),
+            epoch: 0,
+        };
+        // The epoch key is the fence's; an empty epoch argument skips the staleness check.
+        let mut inv = self.claim.prepare_invoke();
+        let [balances, seq, log] = self.money_keys();
+        inv.key(balances)
+            .key(seq)
+            .key(log)
+            .key(self.identity_key())
+            .key(self.room_key(game_id, "epoch"));
+        inv.arg(self.retention_ms).arg(self.identity()).arg("");
+        let r = self.call(&inv, Some(&fence)).await?;
+        match (r.first().map(String::as_str), r.get(1)) {
+            (Some("ok"), Some(epoch)) => Ok(Fence {
+                epoch: num(epoch, "epoch")?,
+                ..fence
+            }),
+            _ => Err(corrupt(format!("claim script answered {r:?}"))),
+        }
+    }
+
+    async fn place_bet(&self, fence: &Fence, w: &Wager) -> Result<Placed, LedgerError> {
         if w.amount <= 0 || w.amount > MAX_BALANCE {
             return Err(LedgerError::InvalidAmount(w.amount));
         }
         let wager = serde_json::to_string(w).map_err(corrupt)?;
         let stake_key = super::memory::stake_key(&w.user_id, &w.key);
-        let mut inv = self.place.prepare_invoke();
-        for k in self.money_keys() {
-            inv.key(k);
-        }
+        let mut inv = self.invocation(&self.place, Some(fence));
         inv.key(self.bet_key(&w.user_id, &w.key))
             .key(self.round_key(&w.round_id))
             .key(self.closed_key(&w.round_id));
@@ -516,12 +670,8 @@ impl Ledger for RedisLedger {
             .arg(&w.round_id)
             .arg(now_ms())
             .arg(MAX_BALANCE)
-            .arg(HOUSE)
-            .arg(self.retention_ms);
-        let r: Vec<String> = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(HOUSE);
+        let r = self.call(&inv, Some(fence)).await?;
         match r.first().map(String::as_str) {
             // The record is the wager as sent, pending: only the balance comes back.
             Some("accepted") => {
@@ -541,6 +691,7 @@ impl Ledger for RedisLedger {
 
     async fn settle_bet(
         &self,
+        fence: &Fence,
         user_id: &str,
         key: &str,
         roll: u32,
@@ -548,10 +699,7 @@ impl Ledger for RedisLedger {
     ) -> Result<Settlement, LedgerError> {
         check_payout(user_id, payout)?;
         let payout_key = super::memory::payout_key(user_id, key);
-        let mut inv = self.settle.prepare_invoke();
-        for k in self.money_keys() {
-            inv.key(k);
-        }
+        let mut inv = self.invocation(&self.settle, Some(fence));
         inv.key(self.bet_key(user_id, key));
         inv.arg(&payout_key)
             .arg(user_account(user_id))
@@ -559,18 +707,18 @@ impl Ledger for RedisLedger {
             .arg(roll)
             .arg(now_ms())
             .arg(MAX_BALANCE)
-            .arg(HOUSE)
-            .arg(self.retention_ms);
-        let r: Vec<String> = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(HOUSE);
+        let r = self.call(&inv, Some(fence)).await?;
         settlement(&r, user_id, key)
     }
 
     /// One script call for the whole batch: one round trip and one script run instead of one
     /// per bet (settling a round was most of the engines' Redis calls).
-    async fn settle_bets(&self, items: &[SettleItem]) -> Vec<Result<Settlement, LedgerError>> {
+    async fn settle_bets(
+        &self,
+        fence: &Fence,
+        items: &[SettleItem],
+    ) -> Vec<Result<Settlement, LedgerError>> {
         let mut out: Vec<Option<Result<Settlement, LedgerError>>> = items
             .iter()
             .map(|i| check_payout(&i.user_id, i.payout).err().map(Err))
@@ -582,10 +730,7 @@ impl Ledger for RedisLedger {
             .map(|(i, _)| i)
             .collect();
         if !valid.is_empty() {
-            let mut inv = self.settle_many.prepare_invoke();
-            for k in self.money_keys() {
-                inv.key(k);
-            }
+            let mut inv = self.invocation(&self.settle_many, Some(fence));
             inv.arg(now_ms()).arg(MAX_BALANCE).arg(HOUSE);
             for i in &valid {
                 let payout_key = super::memory::payout_key(&i.user_id, &i.key);
@@ -595,17 +740,9 @@ impl Ledger for RedisLedger {
                     .arg(i.payout)
                     .arg(i.roll);
             }
-            inv.arg(self.retention_ms);
-            let replies: Result<Vec<Vec<String>>, LedgerError> = inv
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(unavailable);
+            let replies = self.settle_replies(&inv, fence, valid.len()).await;
             let mut replies = match replies {
-                Ok(r) if r.len() == valid.len() => r.into_iter().map(Ok).collect::<Vec<_>>(),
-                Ok(r) => {
-                    let e = corrupt(format!("{} replies for {} bets", r.len(), valid.len()));
-                    valid.iter().map(|_| Err(e.clone())).collect()
-                }
+                Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
                 Err(e) => valid.iter().map(|_| Err(e.clone())).collect(),
             }
             .into_iter();
@@ -621,18 +758,21 @@ impl Ledger for RedisLedger {
             .collect()
     }
 
-    async fn reject_bet(&self, w: &Wager, reason: &str) -> Result<BetRecord, LedgerError> {
+    async fn reject_bet(
+        &self,
+        fence: &Fence,
+        w: &Wager,
+        reason: &str,
+    ) -> Result<BetRecord, LedgerError> {
         let wager = serde_json::to_string(w).map_err(corrupt)?;
-        let r: Vec<String> = self
-            .reject
-            .key(self.bet_key(&w.user_id, &w.key))
-            .arg(wager)
-            .arg(reason)
-            .arg(self.retention_ms)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        parse_record(&r)
+        let mut inv = self.invocation(&self.reject, Some(fence));
+        inv.key(self.bet_key(&w.user_id, &w.key));
+        inv.arg(wager).arg(reason);
+        let r = self.call(&inv, Some(fence)).await?;
+        match r.first().map(String::as_str) {
+            Some("ok") => parse_record(&r[1..]),
+            _ => Err(corrupt(format!("reject script answered {r:?}"))),
+        }
     }
 
     async fn bet(&self, user_id: &str, key: &str) -> Result<Option<BetRecord>, LedgerError> {
@@ -709,6 +849,7 @@ impl Ledger for RedisLedger {
     }
 
     async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError> {
+        // Unfenced: a stale owner taking a nonce only leaves a gap in the room's rounds.
         redis::cmd("INCR")
             .arg(self.room_key(game_id, "nonce"))
             .query_async(&mut self.conn())
@@ -716,14 +857,19 @@ impl Ledger for RedisLedger {
             .map_err(unavailable)
     }
 
-    async fn open_round(&self, round: &RoundState) -> Result<(), LedgerError> {
+    async fn open_round(&self, fence: &Fence, round: &RoundState) -> Result<(), LedgerError> {
         let json = serde_json::to_string(round).map_err(corrupt)?;
-        redis::cmd("SET")
-            .arg(self.room_key(&round.game_id, "round"))
-            .arg(json)
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(unavailable)
+        let mut inv = self.invocation(&self.open, Some(fence));
+        inv.key(self.room_key(&fence.game_id, "round"));
+        inv.arg(json).arg(&round.round_id);
+        let r = self.call(&inv, Some(fence)).await?;
+        match r.first().map(String::as_str) {
+            Some("ok") => Ok(()),
+            Some("open") => Err(LedgerError::RoundOpen(
+                r.get(1).cloned().unwrap_or_default(),
+            )),
+            _ => Err(corrupt(format!("open_round script answered {r:?}"))),
+        }
     }
 
     async fn current_round(&self, game_id: &str) -> Result<Option<RoundState>, LedgerError> {
@@ -736,27 +882,88 @@ impl Ledger for RedisLedger {
             .transpose()
     }
 
-    async fn close_round(&self, round_id: &str) -> Result<(), LedgerError> {
-        // Kept a day: long enough that no stalled engine can still be placing into the round.
-        redis::cmd("SET")
-            .arg(self.closed_key(round_id))
-            .arg(1)
-            .arg("EX")
-            .arg(86_400)
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(unavailable)
+    async fn close_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError> {
+        let mut inv = self.invocation(&self.close, Some(fence));
+        inv.key(self.closed_key(round_id));
+        self.call(&inv, Some(fence)).await.map(|_| ())
     }
 
-    async fn finish_round(&self, game_id: &str, round_id: &str) -> Result<(), LedgerError> {
-        // The round's list of bets is only needed while it settles.
-        self.finish
-            .key(self.room_key(game_id, "round"))
-            .key(self.round_key(round_id))
-            .arg(round_id)
-            .arg(self.retention_ms)
-            .invoke_async::<()>(&mut self.conn())
+    async fn finish_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError> {
+        let mut inv = self.invocation(&self.finish, Some(fence));
+        inv.key(self.room_key(&fence.game_id, "round"))
+            .key(self.round_key(round_id));
+        inv.arg(round_id);
+        self.call(&inv, Some(fence)).await.map(|_| ())
+    }
+
+    async fn check_identity(&self) -> Result<(), LedgerError> {
+        let Some(expected) = self.identity.get() else {
+            return Ok(());
+        };
+        match self.current_identity().await? {
+            Some(id) if &id == expected => Ok(()),
+            found => Err(LedgerError::IdentityLost(format!(
+                "{} holds {found:?}, this engine started on {expected:?}",
+                self.identity_key(),
+            ))),
+        }
+    }
+
+    async fn sync(&self) -> Result<(), LedgerError> {
+        if !self.waitaof.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Waits until this connection's writes so far are fsynced by the server itself
+        // (numlocal 1, no replicas asked for), at most a second.
+        let (local, _replicas): (i64, i64) = redis::cmd("WAITAOF")
+            .arg(1)
+            .arg(0)
+            .arg(1_000)
+            .query_async(&mut self.conn())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if local < 1 {
+            return Err(LedgerError::Unavailable(
+                "the ledger's AOF was not fsynced within 1 s".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RedisLedger {
+    /// Runs the batch settle script: one reply per bet, or the guard's refusal for all.
+    async fn settle_replies(
+        &self,
+        inv: &ScriptInvocation<'_>,
+        fence: &Fence,
+        n: usize,
+    ) -> Result<Vec<Vec<String>>, LedgerError> {
+        let v: redis::Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let redis::Value::Array(items) = v else {
+            return Err(corrupt(format!("settle script answered {v:?}")));
+        };
+        let head: Option<String> = items
+            .first()
+            .and_then(|h| redis::from_redis_value_ref(h).ok());
+        if head.as_deref() != Some("ok") {
+            let flat: Vec<String> = items
+                .iter()
+                .filter_map(|i| redis::from_redis_value_ref(i).ok())
+                .collect();
+            self.refusal(&flat, Some(fence))?;
+            return Err(corrupt(format!("settle script answered {flat:?}")));
+        }
+        let replies = items[1..]
+            .iter()
+            .map(|i| redis::from_redis_value_ref::<Vec<String>>(i).map_err(corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        if replies.len() != n {
+            return Err(corrupt(format!("{} replies for {n} bets", replies.len())));
+        }
+        Ok(replies)
     }
 }

@@ -108,9 +108,13 @@ pub async fn transfers_validate_and_are_idempotent(ledger: Arc<dyn Ledger>, max_
 
 pub async fn bets_have_one_final_outcome(ledger: Arc<dyn Ledger>) {
     let l = ledger.as_ref();
+    let f = l.claim_room("g1").await.unwrap();
     l.transfer(&deposit("b", 1_000, "dep-b")).await.unwrap();
 
-    let placed = l.place_bet(&wager("b", "k1", "g1-1", 300)).await.unwrap();
+    let placed = l
+        .place_bet(&f, &wager("b", "k1", "g1-1", 300))
+        .await
+        .unwrap();
     let Placed::Accepted(rec) = placed else {
         panic!("{placed:?}")
     };
@@ -118,18 +122,22 @@ pub async fn bets_have_one_final_outcome(ledger: Arc<dyn Ledger>) {
     assert_eq!(l.balance(HOUSE).await.unwrap(), 300);
     // Same key again: nothing debited, existing record returned.
     assert!(matches!(
-        l.place_bet(&wager("b", "k1", "g1-2", 300)).await.unwrap(),
+        l.place_bet(&f, &wager("b", "k1", "g1-2", 300))
+            .await
+            .unwrap(),
         Placed::Existing(_)
     ));
     assert_eq!(l.balance(&user_account("b")).await.unwrap(), 700);
     // The key is per user: another user's "k1" is a different bet.
     l.transfer(&deposit("c", 100, "dep-c")).await.unwrap();
     assert!(matches!(
-        l.place_bet(&wager("c", "k1", "g1-1", 100)).await.unwrap(),
+        l.place_bet(&f, &wager("c", "k1", "g1-1", 100))
+            .await
+            .unwrap(),
         Placed::Accepted(_)
     ));
 
-    let first = l.settle_bet("b", "k1", 5001, 594).await.unwrap();
+    let first = l.settle_bet(&f, "b", "k1", 5001, 594).await.unwrap();
     assert!(first.now, "the first call settles it");
     let settled = first.record;
     assert_eq!(
@@ -142,11 +150,11 @@ pub async fn bets_have_one_final_outcome(ledger: Arc<dyn Ledger>) {
         }
     );
     // Settling twice pays once, and says it was already settled.
-    let again = l.settle_bet("b", "k1", 5001, 594).await.unwrap();
+    let again = l.settle_bet(&f, "b", "k1", 5001, 594).await.unwrap();
     assert!(!again.now);
     assert_eq!(again.record, settled);
     assert_eq!(l.balance(&user_account("b")).await.unwrap(), 1_294);
-    let lost = l.settle_bet("c", "k1", 5001, 0).await.unwrap().record;
+    let lost = l.settle_bet(&f, "c", "k1", 5001, 0).await.unwrap().record;
     assert!(matches!(
         lost.state,
         BetState::Settled {
@@ -160,33 +168,38 @@ pub async fn bets_have_one_final_outcome(ledger: Arc<dyn Ledger>) {
     assert_eq!(l.round_bets("g1-1").await.unwrap().len(), 2);
 
     // Insufficient balance is final for that key, even after a deposit.
-    let placed = l.place_bet(&wager("c", "k2", "g1-2", 50)).await.unwrap();
+    let placed = l
+        .place_bet(&f, &wager("c", "k2", "g1-2", 50))
+        .await
+        .unwrap();
     assert!(
         matches!(&placed, Placed::Insufficient(r) if matches!(&r.state, BetState::Rejected { reason, balance: Some(0) } if reason == "INSUFFICIENT_BALANCE")),
         "{placed:?}"
     );
     l.transfer(&deposit("c", 100, "dep-c2")).await.unwrap();
     assert!(matches!(
-        l.place_bet(&wager("c", "k2", "g1-2", 50)).await.unwrap(),
+        l.place_bet(&f, &wager("c", "k2", "g1-2", 50))
+            .await
+            .unwrap(),
         Placed::Existing(_)
     ));
 
     // A rejection recorded first stays; a second rejection reason does not replace it.
     let r1 = l
-        .reject_bet(&wager("c", "k3", "", 5), "INVALID_SELECTION")
+        .reject_bet(&f, &wager("c", "k3", "", 5), "INVALID_SELECTION")
         .await
         .unwrap();
     let r2 = l
-        .reject_bet(&wager("c", "k3", "", 5), "ROUND_CLOSED")
+        .reject_bet(&f, &wager("c", "k3", "", 5), "ROUND_CLOSED")
         .await
         .unwrap();
     assert_eq!(r1, r2);
     assert!(matches!(
-        l.place_bet(&wager("c", "k3", "g1-3", 5)).await.unwrap(),
+        l.place_bet(&f, &wager("c", "k3", "g1-3", 5)).await.unwrap(),
         Placed::Existing(_)
     ));
     assert!(matches!(
-        l.settle_bet("c", "nope", 1, 0).await,
+        l.settle_bet(&f, "c", "nope", 1, 0).await,
         Err(LedgerError::UnknownBet { .. })
     ));
     assert_eq!(total(l).await, 0);
@@ -204,10 +217,12 @@ pub async fn money_is_conserved_under_concurrency(ledger: Arc<dyn Ledger>) {
             .await
             .unwrap();
     }
+    let f = ledger.claim_room("g1").await.unwrap();
     let mut tasks = Vec::new();
     for u in 0..USERS {
         for copy in 0..2 {
             let ledger = Arc::clone(&ledger);
+            let f = f.clone();
             tasks.push(tokio::spawn(async move {
                 let user = format!("u{u}");
                 let mut accepted = 0;
@@ -218,7 +233,7 @@ pub async fn money_is_conserved_under_concurrency(ledger: Arc<dyn Ledger>) {
                     let key = format!("bet-{b}");
                     let round = format!("r{}", b % 3);
                     let w = wager(&user, &key, &round, amount);
-                    match ledger.place_bet(&w).await.unwrap() {
+                    match ledger.place_bet(&f, &w).await.unwrap() {
                         Placed::Accepted(_) => accepted += 1,
                         Placed::Existing(_) | Placed::Insufficient(_) => {}
                         Placed::RoundClosed => panic!("no round was closed"),
@@ -231,7 +246,7 @@ pub async fn money_is_conserved_under_concurrency(ledger: Arc<dyn Ledger>) {
                                 BetState::Pending { .. } | BetState::Settled { .. }
                             ) {
                                 let payout = if b % 5 == 0 { amount * 2 } else { 0 };
-                                ledger.settle_bet(&user, &key, 1, payout).await.unwrap();
+                                ledger.settle_bet(&f, &user, &key, 1, payout).await.unwrap();
                             }
                         }
                     }
@@ -281,6 +296,7 @@ pub async fn money_is_conserved_under_concurrency(ledger: Arc<dyn Ledger>) {
 /// and a closed round refuses new bets while keeping the ones it has.
 pub async fn rounds_are_fenced(ledger: Arc<dyn Ledger>) {
     let l = ledger.as_ref();
+    let f = l.claim_room("g1").await.unwrap();
     assert_eq!(l.next_nonce("g1").await.unwrap(), 1);
     assert_eq!(l.next_nonce("g1").await.unwrap(), 2);
     assert_eq!(l.next_nonce("g2").await.unwrap(), 1);
@@ -294,25 +310,29 @@ pub async fn rounds_are_fenced(ledger: Arc<dyn Ledger>) {
         betting_opens_at: 1,
         betting_closes_at: 2,
     };
-    l.open_round(&round).await.unwrap();
+    l.open_round(&f, &round).await.unwrap();
     assert_eq!(l.current_round("g1").await.unwrap(), Some(round.clone()));
     l.transfer(&deposit("f", 100, "dep-f")).await.unwrap();
     assert!(matches!(
-        l.place_bet(&wager("f", "k1", "g1-2", 10)).await.unwrap(),
+        l.place_bet(&f, &wager("f", "k1", "g1-2", 10))
+            .await
+            .unwrap(),
         Placed::Accepted(_)
     ));
-    l.close_round("g1-2").await.unwrap();
-    l.close_round("g1-2").await.unwrap();
+    l.close_round(&f, "g1-2").await.unwrap();
+    l.close_round(&f, "g1-2").await.unwrap();
     assert_eq!(
-        l.place_bet(&wager("f", "k2", "g1-2", 10)).await.unwrap(),
+        l.place_bet(&f, &wager("f", "k2", "g1-2", 10))
+            .await
+            .unwrap(),
         Placed::RoundClosed
     );
     // Nothing recorded for the refused bet: the key stays free.
     assert_eq!(l.bet("f", "k2").await.unwrap(), None);
     assert_eq!(l.round_bets("g1-2").await.unwrap().len(), 1);
-    l.finish_round("g1", "g1-1").await.unwrap(); // not the open one: no effect
+    l.finish_round(&f, "g1-1").await.unwrap(); // not the open one: no effect
     assert!(l.current_round("g1").await.unwrap().is_some());
-    l.finish_round("g1", "g1-2").await.unwrap();
+    l.finish_round(&f, "g1-2").await.unwrap();
     assert_eq!(l.current_round("g1").await.unwrap(), None);
     assert_eq!(l.balance(&user_account("f")).await.unwrap(), 90);
 }
@@ -321,10 +341,14 @@ pub async fn rounds_are_fenced(ledger: Arc<dyn Ledger>) {
 /// unknown bets and bad payouts are refused without affecting the rest, and money is conserved.
 pub async fn batches_settle_each_bet_once(ledger: Arc<dyn Ledger>) {
     let l = ledger.as_ref();
+    let f = l.claim_room("g1").await.unwrap();
     l.transfer(&deposit("p", 1_000, "dep-p")).await.unwrap();
     l.transfer(&deposit("q", 1_000, "dep-q")).await.unwrap();
     for (user, key) in [("p", "w"), ("p", "l"), ("q", "w")] {
-        let placed = l.place_bet(&wager(user, key, "g9-1", 100)).await.unwrap();
+        let placed = l
+            .place_bet(&f, &wager(user, key, "g9-1", 100))
+            .await
+            .unwrap();
         assert!(matches!(placed, Placed::Accepted(_)), "{placed:?}");
     }
     let item = |user: &str, key: &str, payout: i64| SettleItem {
@@ -334,14 +358,17 @@ pub async fn batches_settle_each_bet_once(ledger: Arc<dyn Ledger>) {
         payout,
     };
     let results = l
-        .settle_bets(&[
-            item("p", "w", 198),
-            item("p", "l", 0),
-            item("p", "w", 198),
-            item("p", "missing", 0),
-            item("q", "w", -1),
-            item("q", "w", 250),
-        ])
+        .settle_bets(
+            &f,
+            &[
+                item("p", "w", 198),
+                item("p", "l", 0),
+                item("p", "w", 198),
+                item("p", "missing", 0),
+                item("q", "w", -1),
+                item("q", "w", 250),
+            ],
+        )
         .await;
     assert_eq!(results.len(), 6);
     let now: Vec<Option<bool>> = results
@@ -372,14 +399,14 @@ pub async fn batches_settle_each_bet_once(ledger: Arc<dyn Ledger>) {
     assert_eq!(l.balance(&user_account("q")).await.unwrap(), 1_150);
     // Settling the batch again moves nothing and reports every bet as already final.
     let again = l
-        .settle_bets(&[item("p", "w", 198), item("q", "w", 250)])
+        .settle_bets(&f, &[item("p", "w", 198), item("q", "w", 250)])
         .await;
     assert!(
         again.iter().all(|r| matches!(r, Ok(s) if !s.now)),
         "{again:?}"
     );
     assert_eq!(l.balance(&user_account("p")).await.unwrap(), 998);
-    assert!(l.settle_bets(&[]).await.is_empty());
+    assert!(l.settle_bets(&f, &[]).await.is_empty());
     assert_eq!(total(l).await, 0);
 }
 
@@ -387,12 +414,13 @@ pub async fn batches_settle_each_bet_once(ledger: Arc<dyn Ledger>) {
 /// were made one after the other in the order they were issued.
 pub async fn simultaneous_placements_each_get_their_own_answer(ledger: Arc<dyn Ledger>) {
     let l = ledger.as_ref();
+    let f = l.claim_room("g1").await.unwrap();
     for u in 0..10 {
         l.transfer(&deposit(&format!("p{u}"), 100, &format!("dep-p{u}")))
             .await
             .unwrap();
     }
-    l.close_round("closed").await.unwrap();
+    l.close_round(&f, "closed").await.unwrap();
     // Per player: 10 placements of 30. Keys k0..k3 into round "open" (k3 overdraws after three
     // accepted), k0 again (a repeat), k4 into the closed round, and k5..k8 into "open" (all
     // overdraw).
@@ -413,9 +441,14 @@ pub async fn simultaneous_placements_each_get_their_own_answer(ledger: Arc<dyn L
         ] {
             let w = wager(&user, key, round, 30);
             let ledger = Arc::clone(&ledger);
-            calls.push(
-                async move { (w.user_id.clone(), w.key.clone(), ledger.place_bet(&w).await) },
-            );
+            let f = f.clone();
+            calls.push(async move {
+                (
+                    w.user_id.clone(),
+                    w.key.clone(),
+                    ledger.place_bet(&f, &w).await,
+                )
+            });
         }
     }
     let results = futures_util::future::join_all(calls).await;
@@ -461,4 +494,149 @@ pub async fn simultaneous_placements_each_get_their_own_answer(ledger: Arc<dyn L
     assert_eq!(l.round_bets("open").await.unwrap().len(), 30);
     assert!(l.round_bets("closed").await.unwrap().is_empty());
     assert_eq!(total(l).await, 0);
+}
+
+/// Everything the ledger holds, for "nothing changed" checks: balances, entries, and the
+/// records of the given bets.
+pub async fn snapshot(
+    l: &dyn Ledger,
+    bets: &[(&str, &str)],
+) -> (
+    Vec<(String, i64)>,
+    Vec<gameserver::ledger::Entry>,
+    Vec<Option<gameserver::ledger::BetRecord>>,
+) {
+    let mut records = Vec::new();
+    for (user, key) in bets {
+        records.push(l.bet(user, key).await.unwrap());
+    }
+    (
+        l.accounts().await.unwrap(),
+        l.entries(0, 1_000_000).await.unwrap(),
+        records,
+    )
+}
+
+/// A fence taken before the room was claimed again is refused for every room write (round
+/// open, close and finish, placement, rejection, settlement, batch settlement) with
+/// `STALE_OWNER`, and nothing changes; the current fence works.
+pub async fn stale_owners_write_nothing(ledger: Arc<dyn Ledger>) {
+    let l = ledger.as_ref();
+    let old = l.claim_room("g1").await.unwrap();
+    l.transfer(&deposit("s", 1_000, "dep-s")).await.unwrap();
+    let round = RoundState {
+        game_id: "g1".into(),
+        round_id: "g1-1".into(),
+        nonce: 1,
+        server_seed: "seed".into(),
+        commitment: "c".into(),
+        betting_opens_at: 1,
+        betting_closes_at: 2,
+    };
+    l.open_round(&old, &round).await.unwrap();
+    assert!(matches!(
+        l.place_bet(&old, &wager("s", "k1", "g1-1", 100))
+            .await
+            .unwrap(),
+        Placed::Accepted(_)
+    ));
+    // Another engine takes the room over.
+    let new = l.claim_room("g1").await.unwrap();
+    assert!(new.epoch > old.epoch, "{new:?} after {old:?}");
+    let before = snapshot(l, &[("s", "k1"), ("s", "k2"), ("s", "k3")]).await;
+    let stale = |r: Result<(), LedgerError>, what: &str| match r {
+        Err(LedgerError::StaleOwner {
+            game_id,
+            epoch,
+            current,
+        }) => {
+            assert_eq!(
+                (game_id.as_str(), epoch, current),
+                ("g1", old.epoch, new.epoch),
+                "{what}"
+            );
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    let next = RoundState {
+        round_id: "g1-2".into(),
+        nonce: 2,
+        ..round.clone()
+    };
+    stale(l.open_round(&old, &next).await, "open_round");
+    stale(
+        l.place_bet(&old, &wager("s", "k2", "g1-1", 100))
+            .await
+            .map(|_| ()),
+        "place_bet",
+    );
+    stale(
+        l.reject_bet(&old, &wager("s", "k3", "", 100), "INVALID_SELECTION")
+            .await
+            .map(|_| ()),
+        "reject_bet",
+    );
+    stale(
+        l.settle_bet(&old, "s", "k1", 1, 198).await.map(|_| ()),
+        "settle_bet",
+    );
+    let item = SettleItem {
+        user_id: "s".into(),
+        key: "k1".into(),
+        roll: 1,
+        payout: 198,
+    };
+    for r in l.settle_bets(&old, &[item.clone(), item.clone()]).await {
+        stale(r.map(|_| ()), "settle_bets");
+    }
+    stale(l.close_round(&old, "g1-1").await, "close_round");
+    stale(l.finish_round(&old, "g1-1").await, "finish_round");
+    assert_eq!(
+        snapshot(l, &[("s", "k1"), ("s", "k2"), ("s", "k3")]).await,
+        before,
+        "a stale owner changed the ledger"
+    );
+    assert_eq!(l.current_round("g1").await.unwrap(), Some(round));
+    // The new owner settles what the old one left.
+    l.close_round(&new, "g1-1").await.unwrap();
+    let s = l.settle_bet(&new, "s", "k1", 1, 198).await.unwrap();
+    assert!(s.now);
+    l.finish_round(&new, "g1-1").await.unwrap();
+    assert_eq!(l.current_round("g1").await.unwrap(), None);
+    assert_eq!(l.balance(&user_account("s")).await.unwrap(), 1_098);
+    assert_eq!(total(l).await, 0);
+    // Fences are per room: another room's claim does not touch this one.
+    l.claim_room("g2").await.unwrap();
+    l.open_round(&new, &next).await.unwrap();
+}
+
+/// A round not yet finished is never replaced by another (its stakes would be forgotten);
+/// opening the same round again is a harmless retry.
+pub async fn an_unfinished_round_is_never_replaced(ledger: Arc<dyn Ledger>) {
+    let l = ledger.as_ref();
+    let f = l.claim_room("g1").await.unwrap();
+    let first = RoundState {
+        game_id: "g1".into(),
+        round_id: "g1-1".into(),
+        nonce: 1,
+        server_seed: "seed".into(),
+        commitment: "c".into(),
+        betting_opens_at: 1,
+        betting_closes_at: 2,
+    };
+    let second = RoundState {
+        round_id: "g1-2".into(),
+        nonce: 2,
+        ..first.clone()
+    };
+    l.open_round(&f, &first).await.unwrap();
+    l.open_round(&f, &first).await.unwrap();
+    assert_eq!(
+        l.open_round(&f, &second).await,
+        Err(LedgerError::RoundOpen("g1-1".into()))
+    );
+    assert_eq!(l.current_round("g1").await.unwrap(), Some(first));
+    l.finish_round(&f, "g1-1").await.unwrap();
+    l.open_round(&f, &second).await.unwrap();
+    assert_eq!(l.current_round("g1").await.unwrap(), Some(second));
 }

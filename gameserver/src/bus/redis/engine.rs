@@ -60,6 +60,11 @@ pub(super) struct EngineSide {
     /// Lease value and consumer name: unique to this process.
     owner: String,
     owned: Mutex<BTreeMap<String, u64>>,
+    /// Owned room → until when its lease surely holds: the time its last successful renewal
+    /// (or acquisition) was sent plus the TTL. Redis expires it no sooner.
+    valid_until: Mutex<HashMap<String, Instant>>,
+    /// Rooms lost (taken by another engine, or not renewed in time) not yet reported.
+    lost: Mutex<Vec<String>>,
     groups: Mutex<HashSet<String>>,
     last_claim: Mutex<Option<Instant>>,
     /// Rooms given up recently → hand-off passes left: bets read for them just before the
@@ -83,6 +88,8 @@ impl EngineSide {
         Ok(Self {
             owner: format!("{}-{}", cfg.node_id, hex::encode(nonce)),
             owned: Mutex::new(BTreeMap::new()),
+            valid_until: Mutex::new(HashMap::new()),
+            lost: Mutex::new(Vec::new()),
             groups: Mutex::new(HashSet::new()),
             last_claim: Mutex::new(None),
             released: Mutex::new(HashMap::new()),
@@ -188,10 +195,22 @@ impl RedisBus {
         Ok(out)
     }
 
+    /// Drop a room whose lease this engine no longer holds (it did not give it up): its bets
+    /// read here are handed off, and its room task is told to stop.
+    fn lose(&self, room: &str) {
+        let was_owned = lock(&self.engine.owned).remove(room).is_some();
+        lock(&self.engine.valid_until).remove(room);
+        if was_owned {
+            lock(&self.engine.released).insert(room.to_owned(), RELEASE_HAND_OFF_PASSES);
+            lock(&self.engine.lost).push(room.to_owned());
+        }
+    }
+
     /// Renew these rooms' leases; a lease found lost is dropped from the owned rooms.
     async fn renew(&self, rooms: &[String], ttl: u64) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
         for room in rooms {
+            let sent = Instant::now();
             let kept: i64 = self
                 .engine
                 .renew
@@ -202,9 +221,11 @@ impl RedisBus {
                 .await
                 .map_err(unavailable)?;
             if kept == 0 {
-                lock(&self.engine.owned).remove(room);
-                lock(&self.engine.released).insert(room.clone(), RELEASE_HAND_OFF_PASSES);
+                self.lose(room);
                 tracing::warn!(room, "room lease lost");
+            } else {
+                lock(&self.engine.valid_until)
+                    .insert(room.clone(), sent + Duration::from_millis(ttl));
             }
         }
         Ok(())
@@ -404,6 +425,20 @@ impl EngineBus for RedisBus {
         true
     }
 
+    fn lost_rooms(&self) -> Vec<String> {
+        let now = Instant::now();
+        let expired: Vec<String> = lock(&self.engine.valid_until)
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in expired {
+            tracing::warn!(room, "room lease not renewed within its lifetime");
+            self.lose(&room);
+        }
+        std::mem::take(&mut *lock(&self.engine.lost))
+    }
+
     async fn begin_drain(&self) -> Result<(), BusError> {
         self.engine.draining.store(true, Ordering::Release);
         // Out of the live set, so the other engines' fair share grows to cover these rooms.
@@ -449,6 +484,7 @@ impl EngineBus for RedisBus {
             match r {
                 Ok(_) => {
                     lock(&self.engine.owned).remove(&room);
+                    lock(&self.engine.valid_until).remove(&room);
                 }
                 Err(e) => {
                     first_error.get_or_insert(unavailable(e));
@@ -514,6 +550,7 @@ impl EngineBus for RedisBus {
         let mut conn = self.conn.clone();
         for room in &plan.release {
             lock(&self.engine.owned).remove(room);
+            lock(&self.engine.valid_until).remove(room);
             lock(&self.engine.released).insert(room.clone(), RELEASE_HAND_OFF_PASSES);
             let _: i64 = self
                 .engine
@@ -532,6 +569,7 @@ impl EngineBus for RedisBus {
             if budget == 0 {
                 break;
             }
+            let sent = Instant::now();
             let token: u64 = self
                 .engine
                 .acquire
@@ -545,6 +583,8 @@ impl EngineBus for RedisBus {
             if token > 0 {
                 self.ensure_group(room).await?;
                 lock(&self.engine.owned).insert(room.clone(), token);
+                lock(&self.engine.valid_until)
+                    .insert(room.clone(), sent + Duration::from_millis(ttl));
                 lock(&self.engine.released).remove(room);
                 // Claim what a previous owner left pending without waiting for the next pass.
                 *lock(&self.engine.last_claim) = None;
