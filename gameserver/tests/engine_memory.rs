@@ -391,6 +391,7 @@ async fn a_round_left_open_by_a_dead_engine_is_settled_with_its_committed_seed()
         amount: 100,
         selection: json!({"direction":"over","target":50.0}),
         client_seed: Some("mine".into()),
+        delivery: String::new(),
     };
     assert!(matches!(
         ledger.place_bet(&dead, &w).await.unwrap(),

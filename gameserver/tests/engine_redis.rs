@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gameserver::bus::redis::{RedisBus, RedisBusConfig};
-use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
+use gameserver::bus::{
+    BetRequest, BusError, Delivery, EngineBus, GatewayBus, MarkedNotice, QueuedBet, Target,
+};
 use gameserver::engine::{self, EngineConfig};
 use gameserver::ledger::{
     BetRecord, Entry, EntryKind, Fence, Ledger, LedgerError, Placed, Posted, RedisLedger,
@@ -87,6 +89,16 @@ fn start_engine_with(
     node: &str,
     wrap: impl FnOnce(RedisLedger) -> Arc<dyn Ledger> + Send + 'static,
 ) -> Engine {
+    start_engine_wrapped(server, node, |b| b as Arc<dyn EngineBus>, wrap)
+}
+
+/// An engine whose bus and ledger are wrapped.
+fn start_engine_wrapped(
+    server: &RedisServer,
+    node: &str,
+    wrap_bus: impl FnOnce(Arc<RedisBus>) -> Arc<dyn EngineBus> + Send + 'static,
+    wrap: impl FnOnce(RedisLedger) -> Arc<dyn Ledger> + Send + 'static,
+) -> Engine {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -105,6 +117,7 @@ fn start_engine_with(
         let bus = RedisBus::connect(bus_cfg_url(&url, &node)).unwrap();
         bus.register_metrics(&reg).unwrap();
         let ledger = wrap(RedisLedger::connect(&url, "gf").unwrap());
+        let bus = wrap_bus(bus);
         let cfg = EngineConfig {
             engine_id: node,
             betting_window: Duration::from_millis(300),
@@ -521,4 +534,166 @@ async fn a_settlement_whose_engine_died_before_telling_the_player_is_told_once()
     );
     survivor.stop().await;
     assert_eq!(ledger_total(&server).await, (0, keys.len()));
+}
+
+/// The bus of an owner that no longer learns of its leases, as if its renewals and their
+/// replies were held up (a long pause, a one-way partition): once `blind` is set it reports
+/// the rooms it owned as still its own, never renews them and never hears they are lost. Its
+/// rounds go on, so its next ledger write comes after another engine took the room over.
+struct BlindToLeases {
+    inner: Arc<RedisBus>,
+    blind: Arc<std::sync::atomic::AtomicBool>,
+    last: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl EngineBus for BlindToLeases {
+    async fn next_bets(&self, max: usize, wait: Duration) -> Result<Vec<QueuedBet>, BusError> {
+        self.inner.next_bets(max, wait).await
+    }
+    async fn ack_bet(&self, id: &str) -> Result<(), BusError> {
+        self.inner.ack_bet(id).await
+    }
+    async fn ack_bets(&self, ids: &[String]) -> Result<(), BusError> {
+        self.inner.ack_bets(ids).await
+    }
+    async fn publish(&self, d: Delivery) -> Result<(), BusError> {
+        EngineBus::publish(self.inner.as_ref(), d).await
+    }
+    async fn publish_outcomes(&self, n: Vec<MarkedNotice>) -> Result<(), BusError> {
+        self.inner.publish_outcomes(n).await
+    }
+    async fn active_rooms(&self) -> Result<Vec<String>, BusError> {
+        if self.blind.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(self.last.lock().unwrap().clone());
+        }
+        let rooms = self.inner.active_rooms().await?;
+        *self.last.lock().unwrap() = rooms.clone();
+        Ok(rooms)
+    }
+    fn lost_rooms(&self) -> Vec<String> {
+        if self.blind.load(std::sync::atomic::Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.inner.lost_rooms()
+    }
+    async fn give_up(&self, game_id: &str) -> Result<(), BusError> {
+        self.last.lock().unwrap().retain(|r| r != game_id);
+        self.inner.give_up(game_id).await
+    }
+    fn redelivers(&self) -> bool {
+        true
+    }
+    async fn begin_drain(&self) -> Result<(), BusError> {
+        self.inner.begin_drain().await
+    }
+    async fn stand_down(&self) -> Result<(), BusError> {
+        self.inner.stand_down().await
+    }
+}
+
+fn counter(e: &Engine, name: &str) -> f64 {
+    e.registry
+        .gather()
+        .iter()
+        .find(|m| m.name() == name)
+        .map(|m| m.get_metric()[0].get_counter().value())
+        .unwrap_or(0.0)
+}
+
+/// The window the fence closes, forced: a room's owner loses its lease without noticing and
+/// keeps running rounds while another engine takes the room over. Its next write (opening a
+/// round, placing, closing, settling) is refused `STALE_OWNER`, it stops the room and lets it
+/// go, and every bet is still settled exactly once with the money conserved: none of its
+/// rounds overwrote the new owner's, none of its stakes was left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_missed_losing_its_lease_writes_nothing_after_the_takeover() {
+    let server = RedisServer::start();
+    let mut gw = gateway(&server, "gw", &["g1"]).await;
+    let blind = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&blind);
+    let stale = start_engine_wrapped(
+        &server,
+        "e1",
+        move |inner| {
+            Arc::new(BlindToLeases {
+                inner,
+                blind: flag,
+                last: std::sync::Mutex::new(Vec::new()),
+            })
+        },
+        |l| Arc::new(l),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while leases(&stale) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "e1 took no room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let users = ["ann", "bo", "cy"];
+    let mut keys = Vec::new();
+    let submit = |i: usize| bet(users[i % 3], &format!("k{i}"), "g1");
+    for i in 0..20 {
+        gw.bus.submit_bet(&submit(i)).await.unwrap();
+        keys.push(format!("k{i}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // From here e1 believes it owns g1 for ever; its lease runs out within a second.
+    blind.store(true, std::sync::atomic::Ordering::Release);
+    let taker = start_engine(&server, "e2");
+    for i in 20..200 {
+        gw.bus.submit_bet(&submit(i)).await.unwrap();
+        keys.push(format!("k{i}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut told: HashMap<String, usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut quiet_until = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        assert!(now < deadline, "{} of {} told", told.len(), keys.len());
+        if quiet_until.is_some_and(|q| now >= q) {
+            break;
+        }
+        let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), gw.rx.recv()).await
+        else {
+            continue;
+        };
+        if matches!(d.target, Target::User(_)) {
+            let v: Value = serde_json::from_str(&d.frame).unwrap();
+            assert_eq!(v["type"], "bet_settled", "{v}");
+            *told
+                .entry(v["idempotencyKey"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+            if told.len() == keys.len() && quiet_until.is_none() {
+                quiet_until = Some(now + Duration::from_secs(1));
+            }
+        }
+    }
+    let refused = counter(&stale, "engine_stale_owner_total");
+    eprintln!(
+        "stale owner: {refused} writes refused; {} bets told once each",
+        told.len()
+    );
+    assert!(
+        refused >= 1.0,
+        "the stale owner wrote on after the takeover"
+    );
+    assert!(
+        told.values().all(|&n| n == 1),
+        "told more than once: {told:?}"
+    );
+    assert_eq!(leases(&taker), 1, "the new owner keeps the room");
+    stale.crash();
+    taker.stop().await;
+    assert_eq!(ledger_total(&server).await, (0, keys.len()));
+    let l = RedisLedger::connect(&server.url(), "gf").unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        let rec = l.bet(users[i % 3], k).await.unwrap().unwrap();
+        assert!(
+            matches!(rec.state, gameserver::ledger::BetState::Settled { .. }),
+            "{k}: {:?}",
+            rec.state
+        );
+    }
 }

@@ -163,6 +163,11 @@ pub trait EngineBus: Send + Sync + 'static {
     fn lost_rooms(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Stop owning one room now (another engine took it over in the ledger): release its
+    /// lease if this engine still holds it and make the bets read for it claimable.
+    async fn give_up(&self, _game_id: &str) -> Result<(), BusError> {
+        Ok(())
+    }
     /// Whether a bet left unacknowledged is handed out again (to this or another engine).
     /// When true, an engine that stops running a room leaves its unplaced bets to the room's
     /// next owner instead of refusing them.

@@ -150,6 +150,7 @@ mod tests {
             amount: 100,
             selection: json!({"direction":"over","target":50.0}),
             client_seed: None,
+            delivery: String::new(),
         }
     }
 

@@ -162,6 +162,12 @@ pub(super) async fn run(
     };
     if let Err(stop) = stopped {
         tracing::info!(game_id, ?stop, "room stopped");
+        if stop == Stop::Stale {
+            // The engine that claimed the room in the ledger runs it; a lease still held here
+            // would only keep it from taking the room over on the bus. Given up before this
+            // task is forgotten, so that no new task is started for the room meanwhile.
+            shared.give_up(&game_id).await;
+        }
         // Held bets stay unacknowledged: a durable bus hands them to the room's owner.
         shared.forget(&game_id, generation);
     }
@@ -172,6 +178,7 @@ pub(super) async fn run(
 /// every earlier owner's writes stale. Then roll and settle what was left, with the seed it
 /// committed to.
 async fn take_over(shared: &Shared, game_id: &str) -> Result<Fence, Stop> {
+    let mut first_seen: Option<String> = None;
     loop {
         let current = retry!(
             shared,
@@ -179,6 +186,12 @@ async fn take_over(shared: &Shared, game_id: &str) -> Result<Fence, Stop> {
             shared.ledger.current_round(game_id).await
         )?;
         let Some(left) = current else { break };
+        // The previous owner may finish the round it had open, never open another: one that
+        // does has lost the room without noticing (paused, partitioned), and is cut off now.
+        if first_seen.get_or_insert_with(|| left.round_id.clone()) != &left.round_id {
+            tracing::warn!(game_id, round = %left.round_id, "a former owner opened a round after losing the room");
+            break;
+        }
         let overdue_at =
             left.betting_closes_at + (shared.cfg.result_pause + RECOVERY_GRACE).as_millis() as u64;
         let now = now_ms();
@@ -386,6 +399,7 @@ fn unplaced(q: &QueuedBet) -> Wager {
         amount: bet.amount,
         selection: bet.selection.clone(),
         client_seed: bet.client_seed.clone(),
+        delivery: q.delivery_id.clone(),
     }
 }
 
@@ -418,8 +432,10 @@ async fn answer_existing(shared: &Shared, round: &mut OpenRound, q: &QueuedBet, 
         shared.ack(&q.delivery_id).await;
         return;
     }
-    if q.redelivered {
-        // Whoever decided it may have died before telling the player.
+    // The same bus entry handled before (taken over from this engine while it held it, or
+    // left behind by an engine that died): whoever decided it may have died before telling
+    // the player. Another entry with the key: the player asks again, and is told again.
+    if q.redelivered || rec.wager.delivery == q.delivery_id {
         send_outcome_if_unsent(shared, &rec).await;
     } else {
         send_outcome(shared, &rec).await;

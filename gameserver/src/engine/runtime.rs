@@ -134,6 +134,17 @@ impl Shared {
         self.metrics.rooms.set(lock(&self.rooms).len() as i64);
     }
 
+    /// Another engine owns the room in the ledger: let its lease go too.
+    pub async fn give_up(&self, game_id: &str) {
+        self.active
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(game_id);
+        if let Err(e) = self.bus.give_up(game_id).await {
+            tracing::warn!(game_id, error = %e, "cannot release the room; its lease expires");
+        }
+    }
+
     pub fn is_halted(&self) -> bool {
         self.halted.load(Ordering::Acquire)
     }
@@ -198,6 +209,7 @@ impl Shared {
             return true;
         }
         let n = notices.len();
+        let mut notices = notices;
         let mut delay = Duration::from_millis(50);
         loop {
             match self.bus.publish_outcomes(notices.clone()).await {
@@ -206,6 +218,11 @@ impl Shared {
                     tracing::warn!(error = %e, n, "publishing outcomes failed; retrying");
                     if self.shutdown.is_cancelled() {
                         return false;
+                    }
+                    // The failed call may have gone through (only its answer was lost): from
+                    // now on each notice goes out only if it has not.
+                    for notice in &mut notices {
+                        notice.only_if_unsent = true;
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));

@@ -103,6 +103,11 @@ pub struct Wager {
     pub selection: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_seed: Option<String>,
+    /// The bus delivery that carried it (empty if none): a later delivery of the same key from
+    /// the same entry is this bet handled elsewhere, one from another entry is the player
+    /// asking again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub delivery: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

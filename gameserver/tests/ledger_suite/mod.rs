@@ -29,6 +29,7 @@ pub fn wager(user: &str, key: &str, round: &str, amount: i64) -> Wager {
         amount,
         selection: json!({"direction":"over","target":50.0}),
         client_seed: None,
+        delivery: String::new(),
     }
 }
 

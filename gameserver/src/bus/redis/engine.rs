@@ -425,6 +425,22 @@ impl EngineBus for RedisBus {
         true
     }
 
+    async fn give_up(&self, game_id: &str) -> Result<(), BusError> {
+        lock(&self.engine.owned).remove(game_id);
+        lock(&self.engine.valid_until).remove(game_id);
+        lock(&self.engine.released).insert(game_id.to_owned(), RELEASE_HAND_OFF_PASSES);
+        self.hand_off_pending(game_id).await?;
+        let _: i64 = self
+            .engine
+            .release
+            .key(format!("{}:lease:{game_id}", self.cfg.prefix))
+            .arg(&self.engine.owner)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     fn lost_rooms(&self) -> Vec<String> {
         let now = Instant::now();
         let expired: Vec<String> = lock(&self.engine.valid_until)
