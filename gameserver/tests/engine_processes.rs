@@ -8,173 +8,17 @@ mod ledger_suite;
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::Duration;
 
-use gameserver::bus::redis::{RedisBus, RedisBusConfig};
-use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
-use gameserver::ledger::{user_account, EntryKind, Ledger, RedisLedger, Transfer, TREASURY};
+use gameserver::bus::{BetRequest, GatewayBus, Target};
+use gameserver::ledger::{EntryKind, Ledger};
 use serde_json::{json, Value};
+use support::fleet::{
+    engine_command, engine_process, engine_process_with_lease, lease_owners, players_and_gateway,
+    players_and_gateway_with_ledger, redis_conn, rooms_shared_by, settlements, sigterm, Proc,
+};
 use support::RedisServer;
-use tokio::sync::mpsc::Receiver;
-
-/// Kills the process if the test ends early (a failed assertion must not leave it running).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn engine_process(server: &RedisServer, id: &str) -> Proc {
-    engine_process_with_lease(server, id, 1_000)
-}
-
-fn engine_process_with_lease(server: &RedisServer, id: &str, lease_ms: u64) -> Proc {
-    Proc(engine_command(server, id, lease_ms).spawn().unwrap())
-}
-
-fn engine_command(server: &RedisServer, id: &str, lease_ms: u64) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gameserver"));
-    cmd.args([
-        "engine",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--engine-id",
-        id,
-        "--betting-window-ms",
-        "300",
-        "--result-pause-ms",
-        "50",
-        "--lease-ttl-ms",
-        &lease_ms.to_string(),
-        // This harness's Redis has no AOF; the durable-ledger tests use their own.
-        "--allow-ephemeral-ledger",
-    ])
-    .env("REDIS_URL", server.url())
-    .env(
-        "RUST_LOG",
-        std::env::var("ENGINE_LOG").unwrap_or("warn".into()),
-    )
-    .stdout(Stdio::null())
-    .stderr(if std::env::var("ENGINE_LOG").is_ok() {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    });
-    cmd
-}
-
-/// The players p0…p7 funded with `balance` each, and a gateway's side of the bus holding a
-/// member in each of `rooms` and receiving those rooms and the players' direct frames.
-async fn players_and_gateway(
-    server: &RedisServer,
-    rooms: &[&str],
-    balance: i64,
-) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
-    players_and_gateway_with_ledger(server, server, rooms, balance).await
-}
-
-/// [`players_and_gateway`] with the ledger on its own Redis.
-async fn players_and_gateway_with_ledger(
-    server: &RedisServer,
-    ledger_server: &RedisServer,
-    rooms: &[&str],
-    balance: i64,
-) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
-    let ledger = RedisLedger::connect(&ledger_server.url(), "gf").unwrap();
-    for u in 0..8 {
-        ledger
-            .transfer(&Transfer {
-                key: format!("seed-{u}"),
-                kind: EntryKind::Deposit,
-                from: TREASURY.into(),
-                to: user_account(&format!("p{u}")),
-                amount: balance,
-                memo: String::new(),
-            })
-            .await
-            .unwrap();
-    }
-    let gw = RedisBus::connect(RedisBusConfig::new(server.url(), "gw")).unwrap();
-    let rx = gw.take_deliveries().unwrap();
-    for room in rooms {
-        gw.subscribe_room(room).await.unwrap();
-        gw.join_room(room, "conn").await.unwrap();
-    }
-    // Direct frames reach a gateway only for the users it holds.
-    for u in 0..8 {
-        gw.subscribe_user(&format!("p{u}")).await.unwrap();
-    }
-    // The subscriber connects in the background.
-    gw.wait_subscribed(Duration::from_secs(10)).await.unwrap();
-    (ledger, gw, rx)
-}
-
-async fn redis_conn(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-/// The `bet_settled` frames received, counted per idempotency key: waits until `n` keys are
-/// settled (at most `within`), then one more second to catch any duplicate settlement.
-async fn settlements(
-    rx: &mut Receiver<Delivery>,
-    n: usize,
-    within: Duration,
-) -> HashMap<String, usize> {
-    let mut settled: HashMap<String, usize> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + within;
-    let mut quiet_until: Option<tokio::time::Instant> = None;
-    loop {
-        let now = tokio::time::Instant::now();
-        assert!(now < deadline, "{} of {n} settled", settled.len());
-        if quiet_until.is_some_and(|q| now >= q) {
-            return settled;
-        }
-        let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await else {
-            continue;
-        };
-        if matches!(d.target, Target::User(_)) {
-            let v: Value = serde_json::from_str(&d.frame).unwrap();
-            assert_eq!(v["type"], "bet_settled", "{v}");
-            *settled
-                .entry(v["idempotencyKey"].as_str().unwrap().into())
-                .or_default() += 1;
-            if settled.len() == n && quiet_until.is_none() {
-                quiet_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-/// Waits until every room's lease is held by one of `engines`, each holding at least one.
-async fn rooms_shared_by(
-    conn: &mut redis::aio::MultiplexedConnection,
-    rooms: &[&str],
-    engines: &[&str],
-    within: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let owners = lease_owners(conn, rooms).await;
-        let held = |e: &&str| owners.iter().any(|o| o == e);
-        if owners.iter().all(|o| engines.contains(&o.as_str())) && engines.iter().all(held) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rooms not shared by {engines:?} within {within:?}: {owners:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
@@ -239,34 +83,8 @@ async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
     }
 }
 
-fn sigterm(p: &Proc) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(p.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Room events seen by the test's gateway: (receive time, event name, nonce) per room.
 type RoomLog = HashMap<String, Vec<(std::time::Instant, String, u64)>>;
-
-/// Owners (engine ids) of the rooms' leases, from the lease values `<engine-id>-<nonce>`.
-async fn lease_owners(conn: &mut redis::aio::MultiplexedConnection, rooms: &[&str]) -> Vec<String> {
-    let mut owners = Vec::new();
-    for room in rooms {
-        let v: Option<String> = redis::cmd("GET")
-            .arg(format!("gf:lease:{room}"))
-            .query_async(conn)
-            .await
-            .unwrap();
-        owners.push(
-            v.and_then(|v| v.split('-').next().map(str::to_owned))
-                .unwrap_or_default(),
-        );
-    }
-    owners
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_an_engine_hands_its_rooms_over() {

@@ -1,6 +1,8 @@
 //! Test harness: a real `redis-server` (from PATH) on a free loopback port, killed on drop.
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
