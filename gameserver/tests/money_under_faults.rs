@@ -28,8 +28,11 @@ use tokio::sync::mpsc::Receiver;
 /// failed submission may still have landed, so it may be settled too, but need not be).
 struct Flow {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(Vec<(String, String)>, Vec<(String, String)>)>,
+    task: tokio::task::JoinHandle<(Bets, Bets)>,
 }
+
+/// (user, idempotency key) of bets.
+type Bets = Vec<(String, String)>;
 
 impl Flow {
     /// Keys are `<tag><n>`.
@@ -67,7 +70,7 @@ impl Flow {
     }
 
     /// Stops submitting; the acknowledged and the failed submissions.
-    async fn finish(self) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    async fn finish(self) -> (Bets, Bets) {
         self.stop.store(true, Ordering::Release);
         self.task.await.unwrap()
     }
