@@ -243,10 +243,5 @@ pub async fn metric(admin: &str, name: &str) -> f64 {
 }
 
 pub fn signal(p: &Proc, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(p.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig}");
+    super::send_signal(p.0.id(), sig);
 }
