@@ -20,7 +20,7 @@ use support::fleet::{
     engine_base, free_addr, http_get, lease_owners, metric, players_and_gateway_with_ledger,
     redis_conn, rooms_shared_by, signal, Proc,
 };
-use support::RedisServer;
+use support::{FaultProxy, RedisServer};
 use tokio::sync::mpsc::Receiver;
 
 /// Bets submitted through the bus while a fault plays out: one every `every`, round-robin over
@@ -122,12 +122,13 @@ async fn all_told(told: &Told, acked: &[(String, String)], within: Duration) {
 /// The audit every fault test ends with; returns a one-line summary for the log.
 async fn audit(
     fault: &str,
-    ledger: &RedisLedger,
     ledger_server: &RedisServer,
     told: &Told,
     acked: &[(String, String)],
     failed: &[(String, String)],
 ) -> String {
+    // A client of its own: the test's may have lost its connection to a restarted server.
+    let ledger = &RedisLedger::connect(&ledger_server.url(), "gf").unwrap();
     let told = told.lock().unwrap().clone();
     let mut settled = 0;
     for (user, key) in acked {
@@ -231,7 +232,7 @@ const LEASE_MS: u64 = 1_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_paused_past_its_lease_then_the_new_owner_killed() {
     let server = RedisServer::start();
-    let (ledger, gw, rx) =
+    let (_ledger, gw, rx) =
         players_and_gateway_with_ledger(&server, &server, &ROOMS, 10_000_000).await;
     let told = listen(rx);
     let mut conn = redis_conn(&server).await;
@@ -265,7 +266,6 @@ async fn an_owner_paused_past_its_lease_then_the_new_owner_killed() {
     );
     audit(
         "SIGSTOP owner, SIGKILL new owner",
-        &ledger,
         &server,
         &told,
         &acked,
@@ -430,11 +430,189 @@ async fn an_engine_halts_on_a_ledger_that_forgot_and_resumes_when_it_is_back() {
     all_told(&told, &after, Duration::from_secs(30)).await;
     audit(
         "ledger forgot, halted, restored",
-        &ledger,
         &server,
         &told,
         &after,
         &failed,
     )
     .await;
+}
+
+/// (b) A partition: one engine reaches Redis (bus and ledger) through a proxy that stops
+/// forwarding for three lease lifetimes, then forwards again (everything it held included).
+/// The other engine takes the cut-off one's rooms; the cut-off one stops them at once and,
+/// when the network is back, whatever it had sent meanwhile is refused or harmless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_partitioned_from_redis_past_its_lease() {
+    let server = RedisServer::start();
+    let (_ledger, gw, rx) =
+        players_and_gateway_with_ledger(&server, &server, &ROOMS, 10_000_000).await;
+    let told = listen(rx);
+    let mut conn = redis_conn(&server).await;
+    let proxy = FaultProxy::start(server.port);
+    let (_cut_off, cut_admin) = engine_at(&proxy.url(), "e1", LEASE_MS);
+    let (_other, _) = engine_at(&server.url(), "e2", LEASE_MS);
+    rooms_shared_by(&mut conn, &ROOMS, &["e1", "e2"], Duration::from_secs(30)).await;
+
+    let flow = Flow::start(Arc::clone(&gw), "k", &ROOMS, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.stall();
+    rooms_shared_by(&mut conn, &ROOMS, &["e2"], Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
+    let lost_during = metric(&cut_admin, "engine_room_leases_lost_total").await;
+    proxy.resume();
+    rooms_shared_by(&mut conn, &ROOMS, &["e1", "e2"], Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, failed) = flow.finish().await;
+
+    all_told(&told, &acked, Duration::from_secs(30)).await;
+    let stale = metric(&cut_admin, "engine_stale_owner_total").await;
+    eprintln!(
+        "partitioned engine: {lost_during} room leases given up during the partition, {stale} \
+         writes refused STALE_OWNER after it"
+    );
+    assert!(
+        lost_during >= 1.0,
+        "the cut-off engine kept its rooms running through the partition"
+    );
+    audit("partition past the lease", &server, &told, &acked, &failed).await;
+}
+
+/// (c) The ledger's own Redis, persisted with AOF (`appendfsync always`), is SIGKILLed in
+/// the middle of the load and restarted on its data: engines wait it out (bets stay queued on
+/// the bus), nothing acknowledged is lost, and no stake or payout is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aof_ledger_redis_killed_mid_load_and_restarted() {
+    let bus = RedisServer::start();
+    let mut ledger_server = RedisServer::start_aof("always");
+    let (_ledger, gw, rx) =
+        players_and_gateway_with_ledger(&bus, &ledger_server, &ROOMS, 10_000_000).await;
+    let told = listen(rx);
+    let mut conn = redis_conn(&bus).await;
+    let mut engines = Vec::new();
+    for id in ["e1", "e2"] {
+        // No development flag: this ledger persists.
+        let mut cmd = engine_base(&bus.url(), id, LEASE_MS, "127.0.0.1:0");
+        cmd.env("LEDGER_REDIS_URL", ledger_server.url());
+        engines.push(Proc(cmd.spawn().unwrap()));
+    }
+    rooms_shared_by(&mut conn, &ROOMS, &["e1", "e2"], Duration::from_secs(30)).await;
+
+    let flow = Flow::start(Arc::clone(&gw), "k", &ROOMS, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    ledger_server.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ledger_server.restart();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (acked, failed) = flow.finish().await;
+
+    all_told(&told, &acked, Duration::from_secs(30)).await;
+    for e in &mut engines {
+        assert!(e.0.try_wait().unwrap().is_none(), "an engine exited");
+    }
+    audit(
+        "AOF ledger Redis SIGKILLed and restarted",
+        &ledger_server,
+        &told,
+        &acked,
+        &failed,
+    )
+    .await;
+}
+
+/// (c') The same kill on a ledger's Redis without persistence (engines allowed to run on it):
+/// it comes back empty, and the engines halt instead of going on with the money forgotten:
+/// nothing is written to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_ledger_redis_restarted_empty_halts_the_engines() {
+    let bus = RedisServer::start();
+    let mut ledger_server = RedisServer::start();
+    let (_ledger, gw, rx) =
+        players_and_gateway_with_ledger(&bus, &ledger_server, &ROOMS, 10_000_000).await;
+    let told = listen(rx);
+    let mut conn = redis_conn(&bus).await;
+    let admin = free_addr();
+    let mut cmd = engine_base(&bus.url(), "e1", LEASE_MS, &admin);
+    cmd.env("LEDGER_REDIS_URL", ledger_server.url())
+        .arg("--allow-ephemeral-ledger");
+    let _engine = Proc(cmd.spawn().unwrap());
+    rooms_shared_by(&mut conn, &ROOMS, &["e1"], Duration::from_secs(30)).await;
+    let flow = Flow::start(Arc::clone(&gw), "k", &ROOMS, Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ledger_server.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(&admin, "engine_ledger_halted").await != 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the engine went on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (acked, _) = flow.finish().await;
+    let mut lconn = redis_conn(&ledger_server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut lconn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "written to the forgotten ledger: {keys:?}");
+    // Not ready either, once the readiness grace for a lost dependency is over.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(&admin, "/readyz").await.unwrap();
+        if status == 503 && body.contains("ledger identity") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let untold = {
+        let t = told.lock().unwrap();
+        acked.iter().filter(|(_, k)| !t.contains_key(k)).count()
+    };
+    eprintln!(
+        "ephemeral ledger restarted empty: engine halted, {untold} of {} bets left queued, \
+         nothing written",
+        acked.len()
+    );
+    assert!(untold > 0);
+}
+
+/// (d) The reply to a settlement is dropped on the wire (the proxy closes the ledger
+/// connection after forwarding the request): the settlement happened, the engine retries, finds
+/// it done, and still tells the player, once. Three times in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_settle_reply() {
+    let server = RedisServer::start();
+    let (_ledger, gw, rx) =
+        players_and_gateway_with_ledger(&server, &server, &ROOMS, 10_000_000).await;
+    let told = listen(rx);
+    let mut conn = redis_conn(&server).await;
+    let proxy = FaultProxy::start(server.port);
+    let mut cmd = engine_base(&server.url(), "e1", LEASE_MS, "127.0.0.1:0");
+    cmd.env("LEDGER_REDIS_URL", proxy.url())
+        .arg("--allow-ephemeral-ledger");
+    let _engine = Proc(cmd.spawn().unwrap());
+    rooms_shared_by(&mut conn, &ROOMS, &["e1"], Duration::from_secs(30)).await;
+
+    let flow = Flow::start(Arc::clone(&gw), "k", &ROOMS, Duration::from_millis(10));
+    for _ in 0..3 {
+        // A settlement's arguments carry each bet's payout key.
+        proxy.drop_reply_after(b"payout:p");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let fired = proxy.fired();
+        while proxy.fired() == fired {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no settlement to drop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (acked, failed) = flow.finish().await;
+    all_told(&told, &acked, Duration::from_secs(30)).await;
+    assert_eq!(proxy.fired(), 3);
+    audit("settle reply dropped ×3", &server, &told, &acked, &failed).await;
 }
