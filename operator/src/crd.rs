@@ -317,6 +317,11 @@ pub struct RedisSpec {
     /// for both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<RedisEndpoint>,
+    /// Let engines run their ledger on a Redis without AOF persistence (development and tests
+    /// only): a restart of such a Redis loses every balance and pending bet. Without it engines
+    /// refuse to start on one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_ephemeral_ledger: bool,
 }
 
 /// A Redis URL given inline or from a Secret: exactly one of `url` or `urlSecretRef`.

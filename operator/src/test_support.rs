@@ -32,6 +32,7 @@ pub fn spec() -> GameFleetSpec {
             url: Some("redis://redis:6379".into()),
             url_secret_ref: None,
             ledger: None,
+            allow_ephemeral_ledger: false,
         },
         auth: AuthSpec {
             jwt_secret_ref: SecretKeyRef {

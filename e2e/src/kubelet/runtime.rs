@@ -321,14 +321,8 @@ impl PodRt {
             && !args.iter().any(|a| a == "--bind")
         {
             // redis listens on every interface by default; pods must keep to their own IP.
-            args.extend([
-                "--bind".into(),
-                self.ip.clone(),
-                "--save".into(),
-                String::new(),
-                "--appendonly".into(),
-                "no".into(),
-            ]);
+            // Persistence is the manifest's: its files land in the pod's working directory.
+            args.extend(["--bind".into(), self.ip.clone()]);
         }
         let mut cmd = Command::new(&program);
         cmd.args(&args)

@@ -40,6 +40,9 @@ pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
             l.url_secret_ref.as_ref(),
         ));
     }
+    if spec.redis.allow_ephemeral_ledger {
+        env.push(pod::value("ALLOW_EPHEMERAL_LEDGER", "true"));
+    }
     env
 }
 
@@ -180,6 +183,24 @@ mod tests {
         assert_eq!(p.security_context, Some(pod::pod_security_context()));
         assert_eq!(p.node_selector, Some(sp.engine.node_selector.clone()));
         assert_eq!(p.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn an_ephemeral_ledger_is_allowed_only_when_asked_and_only_to_engines() {
+        let mut sp = spec();
+        let has = |env: &[k8s_openapi::api::core::v1::EnvVar]| {
+            env.iter()
+                .find(|e| e.name == "ALLOW_EPHEMERAL_LEDGER")
+                .map(|e| e.value.clone())
+        };
+        assert_eq!(has(&env(&sp)), None, "engines refuse a ledger without AOF by default");
+        sp.redis.allow_ephemeral_ledger = true;
+        assert_eq!(has(&env(&sp)), Some(Some("true".into())));
+        assert_eq!(
+            has(&crate::build::gateway_deployment::env(&sp)),
+            None,
+            "gateways have no ledger"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Room ownership. Exactly one engine runs a room's rounds: it holds the room's lease
+//! Room ownership on the bus. One engine should run a room's rounds: it holds the room's lease
 //! (`<p>:lease:<gameId>`, `SET NX PX`, value unique to the engine process) and renews it on every
-//! room refresh, several times per TTL. Each acquisition takes a fencing token
-//! (`INCR <p>:fence:<gameId>`). If the owner dies the lease expires and a live engine takes the
-//! room; the round it left open is then settled with its committed seed (see the engine), and
-//! the ledger's round-close fence keeps a stalled former owner from adding bets to it.
+//! room refresh, several times per TTL; a lease found taken, or not renewed within its lifetime,
+//! is reported lost so the room stops at once. Each acquisition also counts
+//! `<p>:fence:<gameId>` (diagnostics). If the owner dies the lease expires and a live engine
+//! takes the room. What makes a former owner harmless whatever the timing is the ledger's room
+//! fence ([`crate::ledger::Fence`]): the new owner claims the room there, and every write of an
+//! older claim is refused.
 //!
 //! Engines announce themselves in `<p>:engines` (sorted set, score = last refresh) so each can
 //! compute its fair share of the rooms: an engine above its share releases rooms, one below it
