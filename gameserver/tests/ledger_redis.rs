@@ -201,13 +201,7 @@ async fn an_unfinished_round_is_never_replaced() {
     ledger_suite::an_unfinished_round_is_never_replaced(ledger(&server, "t21")).await;
 }
 
-async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
+use support::fleet::redis_conn as raw;
 
 /// `ledger:seq` reset behind the audit stream (e.g. evicted, or restored from an older
 /// snapshot than the log): every money script is refused before its first write, so ten
@@ -383,14 +377,7 @@ async fn persistence_is_read_from_the_server() {
     assert!(!p.aof_enabled, "{p:?}");
     assert!(p.version >= (6, 0), "{p:?}");
     assert!(gameserver::ledger::durability::decide(&p, false).is_err());
-    let mut conn = raw(&server).await;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendonly")
-        .arg("yes")
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
+    support::fleet::turn_aof_on(&server).await;
     let p = l.persistence().await.unwrap();
     assert!(p.aof_enabled, "{p:?}");
     assert!(p.fsync.is_some(), "{p:?}");

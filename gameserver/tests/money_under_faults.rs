@@ -5,6 +5,9 @@
 //! audit: each acknowledged bet settled exactly once and its player told once, no bet record
 //! left pending, every stake and payout applied at most once, all balances summing to 0.
 
+// Only its total helper is used here.
+#[allow(dead_code)]
+mod ledger_suite;
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -74,6 +77,18 @@ impl Flow {
         self.stop.store(true, Ordering::Release);
         self.task.await.unwrap()
     }
+}
+
+/// Players p0…p7 funded with `balance` on the ledger's Redis, a gateway's side of the bus
+/// holding a member in each room, what the players are told, and a connection to the bus.
+async fn players(
+    bus: &RedisServer,
+    ledger: &RedisServer,
+    rooms: &[&str],
+    balance: i64,
+) -> (Arc<RedisBus>, Told, redis::aio::MultiplexedConnection) {
+    let (_, gw, rx) = players_and_gateway_with_ledger(bus, ledger, rooms, balance).await;
+    (gw, listen(rx), redis_conn(bus).await)
 }
 
 /// Counts the `bet_settled` notices each key's player receives.
@@ -173,13 +188,7 @@ async fn audit(
     }
     let pending = pending_bets(ledger_server).await;
     assert_eq!(pending, 0, "{fault}: bet records left pending");
-    let total: i64 = ledger
-        .accounts()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b)
-        .sum();
+    let total = ledger_suite::total(ledger).await;
     assert_eq!(total, 0, "{fault}: money created or lost");
     let line = format!(
         "{fault}: acknowledged {}, settled {settled}, stakes {stakes}, told twice {}, pending \
@@ -232,10 +241,7 @@ const LEASE_MS: u64 = 1_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_paused_past_its_lease_then_the_new_owner_killed() {
     let server = RedisServer::start();
-    let (_ledger, gw, rx) =
-        players_and_gateway_with_ledger(&server, &server, &ROOMS, 10_000_000).await;
-    let told = listen(rx);
-    let mut conn = redis_conn(&server).await;
+    let (gw, told, mut conn) = players(&server, &server, &ROOMS, 10_000_000).await;
     let (paused, paused_admin) = engine_at(&server.url(), "e1", LEASE_MS);
     let (mut taker, _) = engine_at(&server.url(), "e2", LEASE_MS);
     rooms_shared_by(&mut conn, &ROOMS, &["e1", "e2"], Duration::from_secs(30)).await;
@@ -305,13 +311,7 @@ async fn an_engine_refuses_a_ledger_redis_without_persistence() {
     );
 
     let mut conn = redis_conn(&server).await;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendonly")
-        .arg("yes")
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
+    support::fleet::turn_aof_on(&server).await;
     let admin = free_addr();
     let _engine = Proc(
         engine_base(&server.url(), "e1", LEASE_MS, &admin)
@@ -346,10 +346,7 @@ async fn an_engine_refuses_a_ledger_redis_without_persistence() {
 async fn an_engine_halts_on_a_ledger_that_forgot_and_resumes_when_it_is_back() {
     let server = RedisServer::start();
     let rooms = ["h1"];
-    let (ledger, gw, rx) =
-        players_and_gateway_with_ledger(&server, &server, &rooms, 1_000_000).await;
-    let told = listen(rx);
-    let mut conn = redis_conn(&server).await;
+    let (gw, told, mut conn) = players(&server, &server, &rooms, 1_000_000).await;
     let (_engine, admin) = engine_at(&server.url(), "e1", LEASE_MS);
     rooms_shared_by(&mut conn, &rooms, &["e1"], Duration::from_secs(30)).await;
     let identity: String = redis::cmd("GET")
@@ -407,6 +404,7 @@ async fn an_engine_halts_on_a_ledger_that_forgot_and_resumes_when_it_is_back() {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
+    let ledger = RedisLedger::connect(&server.url(), "gf").unwrap();
     for u in 0..8 {
         ledger
             .transfer(&gameserver::ledger::Transfer {
@@ -445,10 +443,7 @@ async fn an_engine_halts_on_a_ledger_that_forgot_and_resumes_when_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_partitioned_from_redis_past_its_lease() {
     let server = RedisServer::start();
-    let (_ledger, gw, rx) =
-        players_and_gateway_with_ledger(&server, &server, &ROOMS, 10_000_000).await;
-    let told = listen(rx);
-    let mut conn = redis_conn(&server).await;
+    let (gw, told, mut conn) = players(&server, &server, &ROOMS, 10_000_000).await;
     let proxy = FaultProxy::start(server.port);
     let (_cut_off, cut_admin) = engine_at(&proxy.url(), "e1", LEASE_MS);
     let (_other, _) = engine_at(&server.url(), "e2", LEASE_MS);
@@ -485,10 +480,7 @@ async fn an_engine_partitioned_from_redis_past_its_lease() {
 async fn the_aof_ledger_redis_killed_mid_load_and_restarted() {
     let bus = RedisServer::start();
     let mut ledger_server = RedisServer::start_aof("always");
-    let (_ledger, gw, rx) =
-        players_and_gateway_with_ledger(&bus, &ledger_server, &ROOMS, 10_000_000).await;
-    let told = listen(rx);
-    let mut conn = redis_conn(&bus).await;
+    let (gw, told, mut conn) = players(&bus, &ledger_server, &ROOMS, 10_000_000).await;
     let mut engines = Vec::new();
     for id in ["e1", "e2"] {
         // No development flag: this ledger persists.
@@ -527,10 +519,7 @@ async fn the_aof_ledger_redis_killed_mid_load_and_restarted() {
 async fn an_ephemeral_ledger_redis_restarted_empty_halts_the_engines() {
     let bus = RedisServer::start();
     let mut ledger_server = RedisServer::start();
-    let (_ledger, gw, rx) =
-        players_and_gateway_with_ledger(&bus, &ledger_server, &ROOMS, 10_000_000).await;
-    let told = listen(rx);
-    let mut conn = redis_conn(&bus).await;
+    let (gw, told, mut conn) = players(&bus, &ledger_server, &ROOMS, 10_000_000).await;
     let admin = free_addr();
     let mut cmd = engine_base(&bus.url(), "e1", LEASE_MS, &admin);
     cmd.env("LEDGER_REDIS_URL", ledger_server.url())
@@ -585,10 +574,7 @@ async fn an_ephemeral_ledger_redis_restarted_empty_halts_the_engines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_settle_reply() {
     let server = RedisServer::start();
-    let (_ledger, gw, rx) =
-        players_and_gateway_with_ledger(&server, &server, &ROOMS, 10_000_000).await;
-    let told = listen(rx);
-    let mut conn = redis_conn(&server).await;
+    let (gw, told, mut conn) = players(&server, &server, &ROOMS, 10_000_000).await;
     let proxy = FaultProxy::start(server.port);
     let mut cmd = engine_base(&server.url(), "e1", LEASE_MS, "127.0.0.1:0");
     cmd.env("LEDGER_REDIS_URL", proxy.url())

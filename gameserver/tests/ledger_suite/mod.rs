@@ -33,6 +33,19 @@ pub fn wager(user: &str, key: &str, round: &str, amount: i64) -> Wager {
     }
 }
 
+/// Round `n` of room g1.
+pub fn round_of_g1(n: u64) -> RoundState {
+    RoundState {
+        game_id: "g1".into(),
+        round_id: format!("g1-{n}"),
+        nonce: n,
+        server_seed: "seed".into(),
+        commitment: "c".into(),
+        betting_opens_at: 1,
+        betting_closes_at: 2,
+    }
+}
+
 pub async fn total(ledger: &dyn Ledger) -> i64 {
     ledger
         .accounts()
@@ -525,15 +538,7 @@ pub async fn stale_owners_write_nothing(ledger: Arc<dyn Ledger>) {
     let l = ledger.as_ref();
     let old = l.claim_room("g1").await.unwrap();
     l.transfer(&deposit("s", 1_000, "dep-s")).await.unwrap();
-    let round = RoundState {
-        game_id: "g1".into(),
-        round_id: "g1-1".into(),
-        nonce: 1,
-        server_seed: "seed".into(),
-        commitment: "c".into(),
-        betting_opens_at: 1,
-        betting_closes_at: 2,
-    };
+    let round = round_of_g1(1);
     l.open_round(&old, &round).await.unwrap();
     assert!(matches!(
         l.place_bet(&old, &wager("s", "k1", "g1-1", 100))
@@ -559,11 +564,7 @@ pub async fn stale_owners_write_nothing(ledger: Arc<dyn Ledger>) {
         }
         other => panic!("{what}: {other:?}"),
     };
-    let next = RoundState {
-        round_id: "g1-2".into(),
-        nonce: 2,
-        ..round.clone()
-    };
+    let next = round_of_g1(2);
     stale(l.open_round(&old, &next).await, "open_round");
     stale(
         l.place_bet(&old, &wager("s", "k2", "g1-1", 100))
@@ -616,20 +617,8 @@ pub async fn stale_owners_write_nothing(ledger: Arc<dyn Ledger>) {
 pub async fn an_unfinished_round_is_never_replaced(ledger: Arc<dyn Ledger>) {
     let l = ledger.as_ref();
     let f = l.claim_room("g1").await.unwrap();
-    let first = RoundState {
-        game_id: "g1".into(),
-        round_id: "g1-1".into(),
-        nonce: 1,
-        server_seed: "seed".into(),
-        commitment: "c".into(),
-        betting_opens_at: 1,
-        betting_closes_at: 2,
-    };
-    let second = RoundState {
-        round_id: "g1-2".into(),
-        nonce: 2,
-        ..first.clone()
-    };
+    let first = round_of_g1(1);
+    let second = round_of_g1(2);
     l.open_round(&f, &first).await.unwrap();
     l.open_round(&f, &first).await.unwrap();
     assert_eq!(

@@ -245,3 +245,14 @@ pub async fn metric(admin: &str, name: &str) -> f64 {
 pub fn signal(p: &Proc, sig: &str) {
     super::send_signal(p.0.id(), sig);
 }
+
+/// Turns AOF persistence on in a running Redis (`CONFIG SET appendonly yes`).
+pub async fn turn_aof_on(server: &RedisServer) {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("yes")
+        .query_async::<()>(&mut redis_conn(server).await)
+        .await
+        .unwrap();
+}

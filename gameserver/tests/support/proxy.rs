@@ -165,7 +165,10 @@ fn accept_loop(listener: TcpListener, upstream: u16, shared: Arc<Shared>) {
     }
 }
 
-fn forget(shared: &Shared, id: usize) {
+/// Ends a connection on both sides (the other direction's thread then ends too).
+fn close(a: &TcpStream, b: &TcpStream, shared: &Shared, id: usize) {
+    let _ = a.shutdown(Shutdown::Both);
+    let _ = b.shutdown(Shutdown::Both);
     shared.lock().open.retain(|(i, _, _)| *i != id);
 }
 
@@ -218,9 +221,7 @@ fn forward_requests(
             break;
         }
     }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
-    forget(&shared, id);
+    close(&from, &to, &shared, id);
 }
 
 /// Server → client; discards everything once the connection's reply is to be dropped.
@@ -250,7 +251,5 @@ fn forward_replies(
             break;
         }
     }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
-    forget(&shared, id);
+    close(&from, &to, &shared, id);
 }

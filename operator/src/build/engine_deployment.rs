@@ -193,7 +193,11 @@ mod tests {
                 .find(|e| e.name == "ALLOW_EPHEMERAL_LEDGER")
                 .map(|e| e.value.clone())
         };
-        assert_eq!(has(&env(&sp)), None, "engines refuse a ledger without AOF by default");
+        assert_eq!(
+            has(&env(&sp)),
+            None,
+            "engines refuse a ledger without AOF by default"
+        );
         sp.redis.allow_ephemeral_ledger = true;
         assert_eq!(has(&env(&sp)), Some(Some("true".into())));
         assert_eq!(
