@@ -269,6 +269,14 @@ async fn a_reset_sequence_makes_every_money_script_change_nothing() {
         for r in l.settle_bets(&f, &[win("w1"), win("w2")]).await {
             corrupt(&r.unwrap_err(), "settle_bets");
         }
+        // A loss writes no entry, yet is not settled ahead of the refused win either.
+        let loss = SettleItem {
+            payout: 0,
+            ..win("w2")
+        };
+        for r in l.settle_bets(&f, &[loss, win("w1")]).await {
+            corrupt(&r.unwrap_err(), "settle_bets with a loss first");
+        }
     }
     assert_eq!(
         ledger_suite::snapshot(l.as_ref(), &bets).await,

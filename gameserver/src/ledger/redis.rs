@@ -163,8 +163,22 @@ return settle(KEYS[6], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARG
 "#;
 
 /// KEYS[6..]: each bet's record. ARGV[4..6]: now, max, house, then per bet its payout key,
-/// account, payout and roll. Answers 'ok' followed by one reply per bet.
+/// account, payout and roll. Answers 'ok' followed by one reply per bet. A losing bet's
+/// settlement writes no entry, so the audit stream is checked once up front: with `seq` behind
+/// the log, no bet of the batch is settled (not the losses before the first payout either).
 const SETTLE_MANY: &str = r#"
+local info = redis.pcall('XINFO', 'STREAM', KEYS[3])
+if type(info) == 'table' and not info.err then
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      local top = tonumber(string.match(info[i + 1], '^(%d+)-'))
+      local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+      if top and top > seq then
+        return {'log', 'the audit stream is at ' .. info[i + 1] .. ', ledger:seq at ' .. fmt(seq)}
+      end
+    end
+  end
+end
 local out = {'ok'}
 for i = 0, #KEYS - 6 do
   local a = 7 + 4 * i
