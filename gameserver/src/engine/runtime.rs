@@ -96,21 +96,19 @@ impl Shared {
         if !rx.is_empty() {
             return false;
         }
-        if rooms
-            .get(game_id)
-            .is_some_and(|t| t.generation == generation)
-        {
-            rooms.remove(game_id);
-        }
+        self.remove_task(&mut rooms, game_id, generation);
         rx.close();
-        self.metrics.rooms.set(rooms.len() as i64);
         true
     }
 
     /// Forget a room task that stopped on its own (another engine owns the room in the
     /// ledger), so the room can be started afresh if this engine still holds its lease.
     pub fn forget(&self, game_id: &str, generation: u64) {
-        let mut rooms = lock(&self.rooms);
+        self.remove_task(&mut lock(&self.rooms), game_id, generation);
+    }
+
+    /// Drops the room's task entry if it is still this generation's (not a newer task's).
+    fn remove_task(&self, rooms: &mut HashMap<String, RoomTask>, game_id: &str, generation: u64) {
         if rooms
             .get(game_id)
             .is_some_and(|t| t.generation == generation)
@@ -118,6 +116,14 @@ impl Shared {
             rooms.remove(game_id);
         }
         self.metrics.rooms.set(rooms.len() as i64);
+    }
+
+    /// No longer counts the room as run here (its bets are not routed to a task).
+    fn deactivate(&self, game_id: &str) {
+        self.active
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(game_id);
     }
 
     /// Stop a room's task at once (its lease is lost): it writes nothing more, and the bets
@@ -127,19 +133,13 @@ impl Shared {
             task.revoked.cancel();
             tracing::warn!(game_id, "room lease lost: its rounds stop here at once");
         }
-        self.active
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(game_id);
+        self.deactivate(game_id);
         self.metrics.rooms.set(lock(&self.rooms).len() as i64);
     }
 
     /// Another engine owns the room in the ledger: let its lease go too.
     pub async fn give_up(&self, game_id: &str) {
-        self.active
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(game_id);
+        self.deactivate(game_id);
         if let Err(e) = self.bus.give_up(game_id).await {
             tracing::warn!(game_id, error = %e, "cannot release the room; its lease expires");
         }
@@ -204,12 +204,11 @@ impl Shared {
     /// `only_if_unsent` copies (a retried settlement, or an engine finishing a dead one's work)
     /// never repeat one. Retried until sent; false if the engine stopped first (the round is
     /// then left unfinished, so its next settler sends what was not sent).
-    pub async fn publish_outcomes(&self, notices: Vec<MarkedNotice>) -> bool {
+    pub async fn publish_outcomes(&self, mut notices: Vec<MarkedNotice>) -> bool {
         if notices.is_empty() {
             return true;
         }
         let n = notices.len();
-        let mut notices = notices;
         let mut delay = Duration::from_millis(50);
         loop {
             match self.bus.publish_outcomes(notices.clone()).await {

@@ -198,12 +198,20 @@ impl RedisBus {
     /// Drop a room whose lease this engine no longer holds (it did not give it up): its bets
     /// read here are handed off, and its room task is told to stop.
     fn lose(&self, room: &str) {
+        if self.stop_owning(room) {
+            lock(&self.engine.lost).push(room.to_owned());
+        }
+    }
+
+    /// No longer own `room` here; its bets read by this engine are handed off on the next
+    /// refreshes. True if it was owned.
+    fn stop_owning(&self, room: &str) -> bool {
         let was_owned = lock(&self.engine.owned).remove(room).is_some();
         lock(&self.engine.valid_until).remove(room);
         if was_owned {
             lock(&self.engine.released).insert(room.to_owned(), RELEASE_HAND_OFF_PASSES);
-            lock(&self.engine.lost).push(room.to_owned());
         }
+        was_owned
     }
 
     /// Renew these rooms' leases; a lease found lost is dropped from the owned rooms.
@@ -426,9 +434,7 @@ impl EngineBus for RedisBus {
     }
 
     async fn give_up(&self, game_id: &str) -> Result<(), BusError> {
-        lock(&self.engine.owned).remove(game_id);
-        lock(&self.engine.valid_until).remove(game_id);
-        lock(&self.engine.released).insert(game_id.to_owned(), RELEASE_HAND_OFF_PASSES);
+        self.stop_owning(game_id);
         self.hand_off_pending(game_id).await?;
         let _: i64 = self
             .engine
@@ -565,9 +571,7 @@ impl EngineBus for RedisBus {
         let plan = lease::plan(&self.engine.owner, &owned, &rooms, engines);
         let mut conn = self.conn.clone();
         for room in &plan.release {
-            lock(&self.engine.owned).remove(room);
-            lock(&self.engine.valid_until).remove(room);
-            lock(&self.engine.released).insert(room.clone(), RELEASE_HAND_OFF_PASSES);
+            self.stop_owning(room);
             let _: i64 = self
                 .engine
                 .release
