@@ -359,7 +359,9 @@ async fn a_round_left_open_by_a_dead_engine_is_settled_with_its_committed_seed()
     // What a crashed owner leaves behind: an open round with a debited, unsettled bet.
     let ledger = Arc::new(MemoryLedger::new());
     let seed = "ab".repeat(32);
-    let nonce = ledger.next_nonce("g1").await.unwrap();
+    // The dead owner's claim on the room; the next owner claims it anew.
+    let dead = ledger.claim_room("g1").await.unwrap();
+    let nonce = ledger.next_nonce(&dead).await.unwrap();
     let round = RoundState {
         game_id: "g1".into(),
         round_id: format!("g1-{nonce}"),
@@ -369,8 +371,6 @@ async fn a_round_left_open_by_a_dead_engine_is_settled_with_its_committed_seed()
         betting_opens_at: 1,
         betting_closes_at: 2,
     };
-    // The dead owner's claim on the room; the next owner claims it anew.
-    let dead = ledger.claim_room("g1").await.unwrap();
     ledger.open_round(&dead, &round).await.unwrap();
     ledger
         .transfer(&Transfer {

@@ -460,8 +460,8 @@ impl Ledger for StopAfterFirstSettlement {
     async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
         self.inner.accounts().await
     }
-    async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError> {
-        self.inner.next_nonce(game_id).await
+    async fn next_nonce(&self, fence: &Fence) -> Result<u64, LedgerError> {
+        self.inner.next_nonce(fence).await
     }
     async fn open_round(&self, fence: &Fence, round: &RoundState) -> Result<(), LedgerError> {
         self.inner.open_round(fence, round).await

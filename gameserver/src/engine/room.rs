@@ -112,11 +112,7 @@ macro_rules! retry {
 /// Open a new round: next nonce, fresh seed, saved before its commitment is published.
 async fn open(shared: &Shared, fence: &Fence, window: Duration) -> Result<OpenRound, Stop> {
     let game_id = fence.game_id.as_str();
-    let nonce = retry!(
-        shared,
-        "next_nonce",
-        shared.ledger.next_nonce(game_id).await
-    )?;
+    let nonce = retry!(shared, "next_nonce", shared.ledger.next_nonce(fence).await)?;
     let server_seed = loop {
         match fairness::new_server_seed() {
             Ok(s) => break s,

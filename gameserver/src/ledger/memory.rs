@@ -309,9 +309,10 @@ impl Ledger for MemoryLedger {
         Ok(all)
     }
 
-    async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError> {
+    async fn next_nonce(&self, fence: &Fence) -> Result<u64, LedgerError> {
         let mut s = self.lock();
-        let n = s.nonces.entry(game_id.to_owned()).or_insert(0);
+        s.check(fence)?;
+        let n = s.nonces.entry(fence.game_id.clone()).or_insert(0);
         *n += 1;
         Ok(*n)
     }

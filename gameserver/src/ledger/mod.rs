@@ -363,8 +363,8 @@ pub trait Ledger: Send + Sync + 'static {
     /// Every account with its balance (audits and conservation checks).
     async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError>;
 
-    /// The next round nonce of a room (1, 2, 3, … across engines and restarts).
-    async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError>;
+    /// The next round nonce of the fenced room (1, 2, 3, … across engines and restarts).
+    async fn next_nonce(&self, fence: &Fence) -> Result<u64, LedgerError>;
 
     /// Record that a round is open. Refused with [`LedgerError::RoundOpen`] while the room has
     /// another round not yet finished (an unfinished round's stakes are never forgotten).

@@ -206,6 +206,12 @@ return {'ok', tostring(redis.call('INCR', KEYS[5]))}
 
 /// KEYS[6]: the room's open round. ARGV[4..]: the round JSON, its id. A round that is not
 /// finished is never replaced by another.
+/// KEYS[6]: the room's nonce counter. Fenced like every room write: on a forgotten ledger a
+/// counter starting again at 1 would repeat round ids and fairness nonces.
+const NEXT_NONCE: &str = r#"
+return {'ok', tostring(redis.call('INCR', KEYS[6]))}
+"#;
+
 const OPEN_ROUND: &str = r#"
 local cur = redis.call('GET', KEYS[6])
 if cur then
@@ -262,6 +268,7 @@ pub struct RedisLedger {
     settle_many: Script,
     reject: Script,
     claim: Script,
+    nonce: Script,
     open: Script,
     close: Script,
     finish: Script,
@@ -410,6 +417,7 @@ impl RedisLedger {
             settle_many: script(SETTLE_MANY),
             reject: script(REJECT_BET),
             claim: script(CLAIM_ROOM),
+            nonce: script(NEXT_NONCE),
             open: script(OPEN_ROUND),
             close: script(CLOSE_ROUND),
             finish: script(FINISH_ROUND),
@@ -441,17 +449,32 @@ impl RedisLedger {
 
     /// A script call with the fixed keys and arguments of [`PRELUDE`] filled in.
     fn invocation<'a>(&self, script: &'a Script, fence: Option<&Fence>) -> ScriptInvocation<'a> {
+        self.prelude(
+            script,
+            fence.map(|f| f.game_id.as_str()),
+            fence.map(|f| f.epoch),
+        )
+    }
+
+    /// [`PRELUDE`]'s keys and arguments: `room` names the epoch key, `epoch` (if any) is
+    /// checked against it.
+    fn prelude<'a>(
+        &self,
+        script: &'a Script,
+        room: Option<&str>,
+        epoch: Option<u64>,
+    ) -> ScriptInvocation<'a> {
         let mut inv = script.prepare_invoke();
         let [balances, seq, log] = self.money_keys();
         inv.key(balances).key(seq).key(log).key(self.identity_key());
-        match fence {
-            Some(f) => inv.key(self.room_key(&f.game_id, "epoch")),
+        match room {
+            Some(game_id) => inv.key(self.room_key(game_id, "epoch")),
             // Never read: ARGV[3] is empty.
-            None => inv.key(self.key("ledger:identity")),
+            None => inv.key(self.identity_key()),
         };
         inv.arg(self.retention_ms)
             .arg(self.identity())
-            .arg(fence.map(|f| f.epoch.to_string()).unwrap_or_default());
+            .arg(epoch.map(|e| e.to_string()).unwrap_or_default());
         inv
     }
 
@@ -648,15 +671,8 @@ impl Ledger for RedisLedger {
             game_id: game_id.to_owned(),
             epoch: 0,
         };
-        // The epoch key is the fence's; an empty epoch argument skips the staleness check.
-        let mut inv = self.claim.prepare_invoke();
-        let [balances, seq, log] = self.money_keys();
-        inv.key(balances)
-            .key(seq)
-            .key(log)
-            .key(self.identity_key())
-            .key(self.room_key(game_id, "epoch"));
-        inv.arg(self.retention_ms).arg(self.identity()).arg("");
+        // The room's epoch key, without a staleness check: this raises it.
+        let inv = self.prelude(&self.claim, Some(game_id), None);
         let r = self.call(&inv, Some(&fence)).await?;
         match (r.first().map(String::as_str), r.get(1)) {
             (Some("ok"), Some(epoch)) => Ok(Fence {
@@ -862,13 +878,17 @@ impl Ledger for RedisLedger {
         Ok(all)
     }
 
-    async fn next_nonce(&self, game_id: &str) -> Result<u64, LedgerError> {
-        // Unfenced: a stale owner taking a nonce only leaves a gap in the room's rounds.
-        redis::cmd("INCR")
-            .arg(self.room_key(game_id, "nonce"))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)
+    async fn next_nonce(&self, fence: &Fence) -> Result<u64, LedgerError> {
+        let mut inv = self.invocation(&self.nonce, Some(fence));
+        inv.key(self.room_key(&fence.game_id, "nonce"));
+        let r = self.call(&inv, Some(fence)).await?;
+        match (
+            r.first().map(String::as_str),
+            r.get(1).map(|n| n.parse::<u64>()),
+        ) {
+            (Some("ok"), Some(Ok(n))) => Ok(n),
+            _ => Err(corrupt(format!("next_nonce script answered {r:?}"))),
+        }
     }
 
     async fn open_round(&self, fence: &Fence, round: &RoundState) -> Result<(), LedgerError> {

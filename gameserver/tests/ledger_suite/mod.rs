@@ -311,9 +311,17 @@ pub async fn money_is_conserved_under_concurrency(ledger: Arc<dyn Ledger>) {
 pub async fn rounds_are_fenced(ledger: Arc<dyn Ledger>) {
     let l = ledger.as_ref();
     let f = l.claim_room("g1").await.unwrap();
-    assert_eq!(l.next_nonce("g1").await.unwrap(), 1);
-    assert_eq!(l.next_nonce("g1").await.unwrap(), 2);
-    assert_eq!(l.next_nonce("g2").await.unwrap(), 1);
+    let f2 = l.claim_room("g2").await.unwrap();
+    assert_eq!(l.next_nonce(&f).await.unwrap(), 1);
+    assert_eq!(l.next_nonce(&f).await.unwrap(), 2);
+    assert_eq!(l.next_nonce(&f2).await.unwrap(), 1);
+    // A stale owner takes no nonce: a successor continues the room's count.
+    let successor = l.claim_room("g2").await.unwrap();
+    assert!(matches!(
+        l.next_nonce(&f2).await,
+        Err(LedgerError::StaleOwner { .. })
+    ));
+    assert_eq!(l.next_nonce(&successor).await.unwrap(), 2);
     assert_eq!(l.current_round("g1").await.unwrap(), None);
     let round = RoundState {
         game_id: "g1".into(),
