@@ -41,7 +41,12 @@ kubectl get crd gamefleets.gamefleet.dev
 
 echo "== fleet"
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
-kubectl -n "$ns" apply -f examples/secrets.yaml -f examples/redis-dev.yaml
+# Fresh secrets (gateways refuse the placeholders in examples/secrets.yaml).
+kubectl -n "$ns" create secret generic dice-secrets \
+  --from-literal=jwt-secret="$(openssl rand -hex 32)" \
+  --from-literal=admin-token="$(openssl rand -hex 32)" \
+  --from-literal=redis-url=redis://redis:6379 --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n "$ns" apply -f examples/redis-dev.yaml
 kubectl -n "$ns" rollout status deployment/redis --timeout=120s
 sed -e "s#image: ghcr.io/gamefleet/gameserver:0.1.0#image: gameserver:$tag#" \
     -e "s#imagePullPolicy: IfNotPresent#imagePullPolicy: Never#" examples/dice-fleet.yaml \

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::install::{bench_report, count, credit, repo, workspace_binary, Tools};
 
-const JWT: &str = "install-test-jwt-secret";
+const JWT: &str = "install-test-jwt-secret-of-at-least-32-bytes";
 const ADMIN_TOKEN: &str = "install-test-admin-token";
 const PLAYERS: usize = 60;
 

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 const NS: &str = "games";
-const JWT: &str = "rollout-test-jwt-secret";
+const JWT: &str = "rollout-test-jwt-secret-of-at-least-32-bytes";
 const ADMIN_TOKEN: &str = "rollout-test-admin-token";
 const PLAYERS: usize = 2000;
 const ROOMS: usize = 40;

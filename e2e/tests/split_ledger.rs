@@ -16,7 +16,7 @@ use common::install::{bench_report, count, credit, workspace_binary, Tools};
 use common::resp::{assert_money_conserved, redis_array, redis_hgetall};
 
 const NS: &str = "games";
-const JWT: &str = "split-ledger-test-jwt-secret";
+const JWT: &str = "split-ledger-test-jwt-secret-of-at-least-32-bytes";
 const ADMIN_TOKEN: &str = "split-ledger-test-admin-token";
 const PLAYERS: usize = 30;
 const CREDIT: i64 = 100_000;

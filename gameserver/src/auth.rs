@@ -1,6 +1,14 @@
 //! Player authentication: HS256 JWTs carrying a `userId` claim, at most five minutes old.
 //! Every other algorithm (including `none`) is refused by the algorithm allow-list.
+//!
+//! Keys: the primary secret verifies tokens without a `kid` header; named keys (`kid` →
+//! secret) verify the tokens that name them, so a new key can be added, issued with, and the
+//! old one retired without a moment when valid tokens are refused. When an audience or an
+//! issuer is configured, tokens must carry it.
 
+use std::collections::HashMap;
+
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +20,13 @@ pub const MAX_TOKEN_AGE_SECS: u64 = 300;
 pub const MAX_CLOCK_SKEW_SECS: u64 = 30;
 /// Longest accepted `userId` (characters).
 pub const MAX_USER_ID_LEN: usize = 128;
+/// Shortest secret a gateway starts with (HS256 wants at least its 256-bit output).
+pub const MIN_SECRET_BYTES: usize = 32;
+/// The placeholders shipped in `examples/secrets.yaml`: known to everyone, so never a secret.
+pub const EXAMPLE_SECRETS: [&str; 2] = [
+    "change-me-to-a-long-random-string",
+    "change-me-to-another-long-random-string",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -25,8 +40,71 @@ pub enum AuthError {
     IssuedInFuture,
     #[error("token has no usable userId claim")]
     BadUserId,
+    #[error("token names a key (kid) this server does not have")]
+    UnknownKey,
+    #[error("token is not for this audience (aud)")]
+    WrongAudience,
+    #[error("token is not from the configured issuer (iss)")]
+    WrongIssuer,
     #[error("JWT secret must not be empty")]
     EmptySecret,
+    #[error("{0}")]
+    WeakSecret(String),
+}
+
+/// Refuses a secret under [`MIN_SECRET_BYTES`] or equal to a shipped placeholder; `name` says
+/// which setting it came from.
+pub fn check_secret(name: &str, secret: &[u8]) -> Result<(), AuthError> {
+    if EXAMPLE_SECRETS.iter().any(|e| e.as_bytes() == secret) {
+        return Err(AuthError::WeakSecret(format!(
+            "{name} is the example placeholder from examples/secrets.yaml: generate one \
+             (e.g. `openssl rand -hex 32`), or pass --allow-insecure-secret for development"
+        )));
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(AuthError::WeakSecret(format!(
+            "{name} is {} bytes; at least {MIN_SECRET_BYTES} are required (e.g. `openssl rand \
+             -hex 32`), or pass --allow-insecure-secret for development",
+            secret.len()
+        )));
+    }
+    Ok(())
+}
+
+/// What a gateway verifies tokens with.
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// Verifies tokens without a `kid`; resume tokens are signed with a key derived from it.
+    pub secret: Vec<u8>,
+    /// Named keys: a token with `kid` is verified with that key only.
+    pub keys: Vec<(String, Vec<u8>)>,
+    /// Required `aud` claim (any of the token's audiences), if set.
+    pub audience: Option<String>,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+}
+
+/// Key ids and claims only: secrets never reach a log.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("AuthConfig")
+            .field("kids", &kids)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthConfig {
+    /// Every configured secret with the setting it came from, for [`check_secret`].
+    pub fn secrets(&self) -> impl Iterator<Item = (String, &[u8])> {
+        std::iter::once(("the JWT secret".to_owned(), self.secret.as_slice())).chain(
+            self.keys
+                .iter()
+                .map(|(kid, k)| (format!("JWT key {kid:?}"), k.as_slice())),
+        )
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,12 +114,17 @@ pub struct Claims {
     pub iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
-/// Verifies player tokens. The secret is kept only inside the keys and is never printed.
+/// Verifies player tokens. The secrets are kept only inside the keys and are never printed.
 #[derive(Clone)]
 pub struct Authenticator {
-    key: DecodingKey,
+    primary: DecodingKey,
+    keys: HashMap<String, DecodingKey>,
     validation: Validation,
     resume: ResumeTokens,
 }
@@ -53,8 +136,16 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// One secret, no `kid`, no audience or issuer.
     pub fn new(secret: &[u8]) -> Result<Self, AuthError> {
-        if secret.is_empty() {
+        Self::with_config(&AuthConfig {
+            secret: secret.to_vec(),
+            ..AuthConfig::default()
+        })
+    }
+
+    pub fn with_config(cfg: &AuthConfig) -> Result<Self, AuthError> {
+        if cfg.secret.is_empty() || cfg.keys.iter().any(|(_, k)| k.is_empty()) {
             return Err(AuthError::EmptySecret);
         }
         let mut validation = Validation::new(Algorithm::HS256);
@@ -63,14 +154,28 @@ impl Authenticator {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.leeway = 0;
+        if let Some(aud) = &cfg.audience {
+            validation.set_audience(&[aud]);
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".into());
+        }
+        if let Some(iss) = &cfg.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
         Ok(Self {
-            key: DecodingKey::from_secret(secret),
+            primary: DecodingKey::from_secret(&cfg.secret),
+            keys: cfg
+                .keys
+                .iter()
+                .map(|(kid, k)| (kid.clone(), DecodingKey::from_secret(k)))
+                .collect(),
             validation,
-            resume: ResumeTokens::new(secret),
+            resume: ResumeTokens::new(&cfg.secret),
         })
     }
 
-    /// Resume tokens signed with the same secret (see [`ResumeTokens`]).
+    /// Resume tokens, signed with a key derived from the primary secret (see [`ResumeTokens`]).
     pub fn resume_tokens(&self) -> &ResumeTokens {
         &self.resume
     }
@@ -80,8 +185,21 @@ impl Authenticator {
         if token.is_empty() {
             return Err(AuthError::Invalid);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|_| AuthError::Invalid)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        let key = match &header.kid {
+            Some(kid) => self.keys.get(kid).ok_or(AuthError::UnknownKey)?,
+            None => &self.primary,
+        };
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                    ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                    ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+                    ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
+                    _ => AuthError::Invalid,
+                }
+            })?;
         let claims = data.claims;
         check_times(claims.iat, claims.exp, now_secs)?;
         check_user_id(&claims.user_id)?;
@@ -120,6 +238,26 @@ pub fn mint_token(
     now_secs: u64,
     ttl_secs: u64,
 ) -> Result<String, AuthError> {
+    mint_token_with(secret, &Mint::default(), user_id, now_secs, ttl_secs)
+}
+
+/// The optional parts of a minted token.
+#[derive(Clone, Debug, Default)]
+pub struct Mint {
+    /// `kid` header: which named key signed it.
+    pub kid: Option<String>,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+}
+
+/// [`mint_token`] with a `kid`, an audience and an issuer.
+pub fn mint_token_with(
+    secret: &[u8],
+    mint: &Mint,
+    user_id: &str,
+    now_secs: u64,
+    ttl_secs: u64,
+) -> Result<String, AuthError> {
     if secret.is_empty() {
         return Err(AuthError::EmptySecret);
     }
@@ -128,13 +266,13 @@ pub fn mint_token(
         user_id: user_id.to_owned(),
         iat: now_secs,
         exp: Some(now_secs.saturating_add(ttl_secs)),
+        aud: mint.audience.clone(),
+        iss: mint.issuer.clone(),
     };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .map_err(|_| AuthError::Invalid)
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = mint.kid.clone();
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
+        .map_err(|_| AuthError::Invalid)
 }
 
 /// Seconds since the Unix epoch.
@@ -280,6 +418,103 @@ mod tests {
         ];
         for (name, token, want) in cases {
             assert_eq!(auth.verify(&token, NOW), Err(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn named_keys_rotate_without_refusing_valid_tokens() {
+        let cfg = AuthConfig {
+            secret: SECRET.to_vec(),
+            keys: vec![
+                ("k1".into(), b"old-key".to_vec()),
+                ("k2".into(), b"new-key".to_vec()),
+            ],
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::with_config(&cfg).unwrap();
+        let with = |kid: &str, key: &[u8]| {
+            let m = Mint {
+                kid: Some(kid.into()),
+                ..Mint::default()
+            };
+            mint_token_with(key, &m, "alice", NOW, 60).unwrap()
+        };
+        assert_eq!(auth.verify(&with("k1", b"old-key"), NOW).unwrap(), "alice");
+        assert_eq!(auth.verify(&with("k2", b"new-key"), NOW).unwrap(), "alice");
+        // A kid selects its key only: another configured key does not verify it.
+        assert_eq!(
+            auth.verify(&with("k1", b"new-key"), NOW),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            auth.verify(&with("k3", b"new-key"), NOW),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            auth.verify(&mint_token(SECRET, "bob", NOW, 60).unwrap(), NOW)
+                .unwrap(),
+            "bob"
+        );
+    }
+
+    #[test]
+    fn audience_and_issuer_are_required_when_configured() {
+        let cfg = AuthConfig {
+            secret: SECRET.to_vec(),
+            audience: Some("dice".into()),
+            issuer: Some("https://login.example".into()),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::with_config(&cfg).unwrap();
+        let mint = |aud: Option<&str>, iss: Option<&str>| {
+            let m = Mint {
+                audience: aud.map(Into::into),
+                issuer: iss.map(Into::into),
+                ..Mint::default()
+            };
+            mint_token_with(SECRET, &m, "alice", NOW, 60).unwrap()
+        };
+        let iss = Some("https://login.example");
+        assert_eq!(auth.verify(&mint(Some("dice"), iss), NOW).unwrap(), "alice");
+        assert_eq!(
+            auth.verify(&mint(Some("poker"), iss), NOW),
+            Err(AuthError::WrongAudience)
+        );
+        assert_eq!(
+            auth.verify(&mint(None, iss), NOW),
+            Err(AuthError::WrongAudience)
+        );
+        assert_eq!(
+            auth.verify(&mint(Some("dice"), Some("evil")), NOW),
+            Err(AuthError::WrongIssuer)
+        );
+        assert_eq!(
+            auth.verify(&mint(Some("dice"), None), NOW),
+            Err(AuthError::WrongIssuer)
+        );
+        // Unconfigured, both are ignored.
+        let plain = Authenticator::new(SECRET).unwrap();
+        assert_eq!(
+            plain.verify(&mint(Some("poker"), None), NOW).unwrap(),
+            "alice"
+        );
+    }
+
+    #[test]
+    fn weak_and_example_secrets_are_named() {
+        assert!(check_secret("s", &[7u8; 32]).is_ok());
+        let short = check_secret("JWT_SECRET", b"short")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("JWT_SECRET is 5 bytes; at least 32"),
+            "{short}"
+        );
+        for e in EXAMPLE_SECRETS {
+            let msg = check_secret("JWT_SECRET", e.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("example placeholder"), "{msg}");
         }
     }
 

@@ -228,19 +228,6 @@ fn watch_redis(health: &Health, bus: &Arc<RedisBus>, pubsub: bool, stop: &Cancel
     });
 }
 
-fn spawn_server(
-    name: &'static str,
-    l: tokio::net::TcpListener,
-    r: Router,
-    stop: CancellationToken,
-) {
-    tokio::spawn(async move {
-        if let Err(e) = server::serve(l, r, stop).await {
-            tracing::error!(error = %e, server = name, "server stopped");
-        }
-    });
-}
-
 async fn upgrade(
     State(gw): State<Arc<Gateway>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -260,7 +247,8 @@ pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
         Some(s) if !s.is_empty() => s.expose().as_bytes().to_vec(),
         _ => return Err("--jwt-secret (or JWT_SECRET) is required".into()),
     };
-    let auth = Authenticator::new(&secret).map_err(|e| e.to_string())?;
+    let auth_cfg = args.server.auth_config(secret, std::env::vars(), false)?;
+    let auth = Authenticator::with_config(&auth_cfg).map_err(|e| e.to_string())?;
     let url = redis_url(args.server.redis_url.as_ref())?;
     let bus_cfg = args.redis.bus_config(url, cfg.gateway_id.clone())?;
     let bus = RedisBus::connect(bus_cfg).map_err(|e| e.to_string())?;
@@ -290,8 +278,15 @@ pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
         Arc::clone(&health),
         args.admin_token.expose(),
     ));
-    spawn_server("player", player, router, stop.clone());
-    spawn_server("admin", admin_l, admin_router, stop.clone());
+    let opts = gateway.serve_options();
+    server::spawn("player", player, router, stop.clone(), opts);
+    server::spawn(
+        "admin",
+        admin_l,
+        admin_router,
+        stop.clone(),
+        server::ServeOptions::limited(server::ADMIN_LIMITS),
+    );
     health.set_ready(true);
     tracing::info!(listen = %args.server.listen, "gateway running");
     // SIGTERM/Ctrl-C or POST /drain: drain, then exit.
@@ -405,7 +400,13 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         Arc::clone(&ledger),
         args.admin_token.expose(),
     ));
-    spawn_server("admin", admin_l, admin_router, stop.clone());
+    server::spawn(
+        "admin",
+        admin_l,
+        admin_router,
+        stop.clone(),
+        server::ServeOptions::limited(server::ADMIN_LIMITS),
+    );
     // The admin port answers (alive, not ready) while the ledger's Redis is checked.
     tokio::select! {
         g = guard_ledger(&redis_ledger, args.allow_ephemeral_ledger) => g?,

@@ -34,6 +34,8 @@ pub struct GatewayMetrics {
     pub refused_upgrades: IntCounter,
     /// Streams (rooms, inboxes) a `resume` asked for, by whether the gap was filled.
     pub resumed_streams: IntCounterVec,
+    /// TCP connections refused at a cap, by which (`connection_cap`, `ip_cap`).
+    pub refused_connections: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -125,6 +127,14 @@ impl GatewayMetrics {
             &["result"],
         )?;
         registry.register(Box::new(resumed_streams.clone()))?;
+        let refused_connections = IntCounterVec::new(
+            Opts::new(
+                "ws_refused_connections_total",
+                "Connections refused at the player port's caps, by reason (connection_cap: the gateway is full; ip_cap: too many from one address)",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(refused_connections.clone()))?;
         // Resolve the per-type counters once: sending is the hot path.
         let sent = FrameKind::ALL
             .iter()
@@ -146,6 +156,7 @@ impl GatewayMetrics {
             drain_duration_seconds,
             refused_upgrades,
             resumed_streams,
+            refused_connections,
         })
     }
 

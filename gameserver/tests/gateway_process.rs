@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use support::RedisServer;
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "process-test-secret";
+const SECRET: &str = "process-test-secret-of-at-least-32-bytes";
 
 /// Kills the process if the test ends early (a failed assertion must not leave it running).
 struct Proc(Child);
@@ -146,7 +146,7 @@ async fn sigterm_drains_every_client_and_exits() {
             }
         };
         let notice = notice.expect("server_draining before the close");
-        assert!(notice["resumeToken"].as_str().unwrap().starts_with("v1."));
+        assert!(notice["resumeToken"].as_str().unwrap().starts_with("v2."));
         assert!(notice["reconnectAfterMs"].as_u64().unwrap() < 1_000);
         assert_eq!(u16::from(close.unwrap().code), 1012);
     }

@@ -50,7 +50,12 @@ async fn gateway_with(url: &str, cfg: GatewayConfig, stop: &CancellationToken) -
     gw.start(stop.clone()).unwrap();
     let l = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(server::serve(l, gw.router(), stop.clone()));
+    tokio::spawn(server::serve(
+        l,
+        gw.router(),
+        stop.clone(),
+        gw.serve_options(),
+    ));
     addr
 }
 

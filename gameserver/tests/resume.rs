@@ -62,7 +62,12 @@ async fn gateway_with(
     gw.start(stop.clone()).unwrap();
     let l = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(server::serve(l, gw.router(), stop.clone()));
+    tokio::spawn(server::serve(
+        l,
+        gw.router(),
+        stop.clone(),
+        gw.serve_options(),
+    ));
     (addr, gw)
 }
 
@@ -211,7 +216,7 @@ async fn resume_on_another_gateway_replays_missed_events_and_the_settlement_once
     let frames = back.recv_until(|v| v["type"] == "resumed").await;
     let resumed = frames.last().unwrap().clone();
     assert_eq!(resumed["userId"], "alice");
-    assert!(resumed["resumeToken"].as_str().unwrap().starts_with("v1."));
+    assert!(resumed["resumeToken"].as_str().unwrap().starts_with("v2."));
     let room = &resumed["rooms"]["g"];
     assert_eq!(room["recovered"], true, "{resumed}");
     assert_eq!(room["players"], 2, "{resumed}");
@@ -311,7 +316,7 @@ async fn a_lost_history_is_reported_as_not_recovered() {
     // A resume with nothing usable is refused like a bad token.
     let mut intruder = Client::connect(a).await;
     intruder
-        .send(json!({"type":"resume","resumeToken":"v1.626f62.99999999999.00"}))
+        .send(json!({"type":"resume","resumeToken":"v2.626f62.99999999999.00000000000000000000000000000000.00"}))
         .await;
     assert_eq!(
         intruder.recv().await,
@@ -399,5 +404,55 @@ async fn a_bet_acknowledged_before_a_drain_is_settled_after_the_resume() {
         later.iter().all(|v| v["type"] != "bet_settled"),
         "{later:?}"
     );
+    stop.cancel();
+}
+
+/// A resume token is good for one resume on any gateway: a copy replayed after its owner
+/// resumed (or a second resume with it) is refused with 4001, and the token the resume
+/// handed out is the one that works next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_resume_token_is_refused_on_every_gateway() {
+    let redis = RedisServer::start();
+    let stop = CancellationToken::new();
+    let a = gateway(&redis, "gw-a", &stop).await;
+    let b = gateway(&redis, "gw-b", &stop).await;
+
+    let mut alice = Client::connect(a).await;
+    let t = mint_token(SECRET, "alice", now_secs(), 300).unwrap();
+    alice.send(json!({"type":"authenticate","token":t})).await;
+    let authed = alice.recv().await;
+    let first = authed["resumeToken"].as_str().unwrap().to_owned();
+    drop(alice);
+
+    let resume = |token: &str| json!({"type":"resume","resumeToken":token,"rooms":{}});
+    let mut back = Client::connect(b).await;
+    back.send(resume(&first)).await;
+    let resumed = back.recv().await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["userId"], "alice");
+    let second = resumed["resumeToken"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+
+    // The stolen copy of the first token, on either gateway.
+    for addr in [a, b] {
+        let mut thief = Client::connect(addr).await;
+        thief.send(resume(&first)).await;
+        assert_eq!(
+            thief.recv().await,
+            json!({"type":"auth_failed","reason":"INVALID_TOKEN"})
+        );
+        let close = loop {
+            match tokio::time::timeout(WAIT, thief.ws.next()).await {
+                Ok(Some(Ok(Message::Close(Some(c))))) => break c,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), 4001);
+    }
+    // The token the resume gave works, once.
+    let mut again = Client::connect(a).await;
+    again.send(resume(&second)).await;
+    assert_eq!(again.recv().await["type"], "resumed");
     stop.cancel();
 }

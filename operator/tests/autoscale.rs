@@ -23,7 +23,7 @@ use tokio::process::Command;
 const NS: &str = "scale";
 const OPERATOR: &str = "autoscale-operator";
 const TEST: &str = "autoscale-test";
-const SECRET: &str = "autoscale-test-secret";
+const SECRET: &str = "autoscale-test-secret-of-at-least-32-bytes";
 const ADMIN: &str = "autoscale-admin";
 const COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 

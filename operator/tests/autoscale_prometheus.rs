@@ -28,7 +28,7 @@ use tokio::process::{Child, Command};
 const NS: &str = "promscale";
 const OPERATOR: &str = "prom-operator";
 const TEST: &str = "prom-test";
-const SECRET: &str = "prom-test-secret";
+const SECRET: &str = "prom-test-secret-of-at-least-32-bytes";
 const ADMIN: &str = "prom-admin";
 
 /// `$PROMETHEUS`, the repo's tool cache, or `prometheus` on PATH; `None` (skip) outside CI.

@@ -8,12 +8,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{prepare, start_operator, wait_for};
+use common::{prepare, start_operator, start_operator_in, wait_for};
 use gamefleet_operator::crd::GameFleet;
 use gamefleet_operator::rbac;
 use gamefleet_operator::status::{self, DEGRADED, READY};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -97,7 +97,7 @@ async fn fleet_lifecycle_with_the_real_reconciler() {
         &client,
         NS,
         "dice-secrets",
-        &[("jwt-secret", "controller-test-secret")],
+        &[("jwt-secret", "controller-test-secret-of-at-least-32-bytes")],
     )
     .await;
     let operator = start_operator(
@@ -559,4 +559,164 @@ async fn fleet_lifecycle_with_the_real_reconciler() {
         "controller lifecycle: first Ready after {ready_at:?}, total {:?}",
         started.elapsed()
     );
+}
+
+/// With a watch namespace (the chart's `watchNamespace`, which then grants the rules with a Role
+/// in that namespace only) every request the operator makes stays in that namespace, apart from
+/// the leader-election Lease in its own namespace: no cluster-wide list, watch, get or patch. It
+/// reads Secrets only with `get`, by the names its fleets reference, and ignores fleets elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespace_keeps_every_request_in_it() {
+    const OTHER: &str = "elsewhere";
+    const LEASE_NS: &str = "default";
+    let cluster = common::cluster().await;
+    let client = cluster.client_as(TEST).await.unwrap();
+    prepare(&client, &[NS, OTHER]).await;
+    common::install_redis_and_secret(
+        &client,
+        NS,
+        "dice-secrets",
+        &[("jwt-secret", "controller-test-secret-of-at-least-32-bytes")],
+    )
+    .await;
+    // Secrets no fleet names, in the watched namespace and in another: never read.
+    for ns in [NS, OTHER] {
+        let unrelated: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "unrelated"},
+            "stringData": {"jwt-secret": "x", "redis-url": "redis://127.0.0.1:1"},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &unrelated)
+            .await
+            .unwrap();
+    }
+    let operator = start_operator_in(
+        &cluster,
+        OPERATOR,
+        Some((Duration::from_secs(4), Duration::from_secs(1))),
+        NS,
+    )
+    .await;
+    let fleets: Api<GameFleet> = Api::namespaced(client.clone(), NS);
+    let other_fleets: Api<GameFleet> = Api::namespaced(client.clone(), OTHER);
+    let long = Duration::from_secs(60);
+    let short = Duration::from_secs(15);
+
+    // A fleet in the watched namespace is reconciled to Ready; one naming a missing Secret is
+    // Degraded (a `get` of that name, answered 404).
+    apply_fleet(&fleets, &fleet("dice", 1, json!({}))).await;
+    let mut missing = fleet("nosecret", 1, json!({}));
+    missing["spec"]["auth"]["jwtSecretRef"]["name"] = json!("missing-secrets");
+    apply_fleet(&fleets, &missing).await;
+    // A fleet in another namespace (with its own valid-looking Secret) is not the operator's.
+    let mut elsewhere = fleet("elsewhere", 1, json!({}));
+    elsewhere["metadata"]["namespace"] = json!(OTHER);
+    elsewhere["spec"]["auth"]["jwtSecretRef"]["name"] = json!("unrelated");
+    elsewhere["spec"]["redis"]["urlSecretRef"]["name"] = json!("unrelated");
+    apply_fleet(&other_fleets, &elsewhere).await;
+
+    wait_for(&cluster, NS, long, "fleet dice Ready=True", || async {
+        let f = fleets.get("dice").await.map_err(|e| e.to_string())?;
+        match cond(&f, READY) {
+            Some((s, _, _)) if s == "True" => Ok(()),
+            c => Err(format!("Ready {c:?}")),
+        }
+    })
+    .await;
+    wait_for(
+        &cluster,
+        NS,
+        short,
+        "fleet nosecret Degraded with SecretNotFound",
+        || async {
+            let f = fleets.get("nosecret").await.map_err(|e| e.to_string())?;
+            match cond(&f, DEGRADED) {
+                Some((s, r, m))
+                    if s == "True" && r == "SecretNotFound" && m.contains("missing-secrets") =>
+                {
+                    Ok(())
+                }
+                c => Err(format!("Degraded {c:?}")),
+            }
+        },
+    )
+    .await;
+    let f = other_fleets.get("elsewhere").await.unwrap();
+    assert!(
+        f.status.is_none(),
+        "a fleet outside the watch namespace got a status: {:?}",
+        f.status
+    );
+    let foreign = Api::<Deployment>::namespaced(client.clone(), OTHER)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        foreign.items.is_empty(),
+        "nothing is deployed outside the watch namespace"
+    );
+
+    operator.stop().await;
+
+    let audited = cluster.audit().of_user(OPERATOR);
+    assert!(!audited.is_empty(), "the operator's requests were audited");
+    // Every request is in the watched namespace, or the Lease in the operator's namespace.
+    let outside: Vec<_> = audited
+        .iter()
+        .filter(|k| {
+            let lease = k.group == "coordination.k8s.io" && k.resource == "leases";
+            if lease {
+                k.namespace != LEASE_NS
+            } else {
+                k.namespace != NS
+            }
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "requests outside {NS} (cluster-wide when the namespace is empty): {outside:#?}"
+    );
+    // The watches and lists the Role must grant in the namespace were made there.
+    for (group, resource) in [
+        ("gamefleet.dev", "gamefleets"),
+        ("apps", "deployments"),
+        ("", "services"),
+        ("policy", "poddisruptionbudgets"),
+    ] {
+        for verb in ["list", "watch"] {
+            assert!(
+                audited.iter().any(|k| k.group == group
+                    && k.resource == resource
+                    && k.verb == verb
+                    && k.namespace == NS),
+                "no {verb} of {resource} in {NS}: {audited:#?}"
+            );
+        }
+    }
+    // Secrets: only `get` by name, of the Secrets the watched fleets reference.
+    let secrets: BTreeSet<(String, String, String)> = audited
+        .iter()
+        .filter(|k| k.group.is_empty() && k.resource.starts_with("secrets"))
+        .map(|k| (k.verb.clone(), k.namespace.clone(), k.name.clone()))
+        .collect();
+    let want: BTreeSet<(String, String, String)> = ["dice-secrets", "missing-secrets"]
+        .into_iter()
+        .map(|name| ("get".to_string(), NS.to_string(), name.to_string()))
+        .collect();
+    assert_eq!(secrets, want, "secret requests (verb, namespace, name)");
+    // And nothing beyond the rules the chart grants (the Role has the same rules as the
+    // ClusterRole: rbac::CLUSTER + rbac::AUTOSCALER, the Lease Role rbac::LEADER_ELECTION).
+    let granted: BTreeSet<(&str, &str, &str)> = rbac::CLUSTER
+        .iter()
+        .chain(rbac::AUTOSCALER)
+        .chain(rbac::LEADER_ELECTION)
+        .map(|p| (p.group, p.resource, p.verb))
+        .collect();
+    let ungranted: Vec<_> = audited
+        .iter()
+        .filter(|k| !granted.contains(&(k.group.as_str(), k.resource.as_str(), k.verb.as_str())))
+        .collect();
+    assert!(ungranted.is_empty(), "used but not granted: {ungranted:#?}");
+    cluster.shutdown().await;
 }

@@ -25,6 +25,8 @@ pub struct MemoryBus {
     subscribed: Mutex<HashSet<String>>,
     members: Mutex<HashMap<String, HashSet<String>>>,
     next_id: AtomicU64,
+    /// Single-use ids with the Unix ms until which they are remembered.
+    used: Mutex<HashMap<String, u64>>,
     /// Room and user histories. Held across a publish's append and its send, so offsets
     /// reach the gateway in order.
     logs: tokio::sync::Mutex<Logs>,
@@ -39,6 +41,8 @@ struct Logs {
 
 /// Every this many appends, histories with nothing young enough to replay are dropped.
 const PRUNE_EVERY: u64 = 4_096;
+/// Expired single-use records are dropped once this many are kept.
+const USED_PRUNE_AT: usize = 4_096;
 
 impl Default for MemoryBus {
     fn default() -> Self {
@@ -58,6 +62,7 @@ impl MemoryBus {
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            used: Mutex::new(HashMap::new()),
             logs: tokio::sync::Mutex::new(Logs::default()),
             limits: HistoryLimits::default(),
         }
@@ -112,6 +117,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl GatewayBus for MemoryBus {
+    async fn use_once(&self, id: &str, expires_at_ms: u64) -> Result<bool, BusError> {
+        let now = now_ms();
+        let mut used = lock(&self.used);
+        if used.len() >= USED_PRUNE_AT {
+            used.retain(|_, until| *until > now);
+        }
+        match used.get(id) {
+            Some(until) if *until > now => Ok(false),
+            _ => {
+                used.insert(id.to_owned(), expires_at_ms);
+                Ok(true)
+            }
+        }
+    }
+
     async fn submit_bet(&self, bet: &BetRequest) -> Result<(), BusError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.bets_tx

@@ -122,6 +122,10 @@ pub trait GatewayBus: Send + Sync + 'static {
     async fn wait_subscribed(&self, _timeout: Duration) -> Result<(), BusError> {
         Ok(())
     }
+    /// Records the first use of a single-use id (a resume token's); `Ok(false)` when any
+    /// gateway recorded it before. The record is kept until `expires_at_ms` (Unix ms), when
+    /// whatever carries the id is refused anyway.
+    async fn use_once(&self, id: &str, expires_at_ms: u64) -> Result<bool, BusError>;
     /// The stream of deliveries for this gateway's subscribed rooms, its users and `All`.
     /// Yields `None` for every call after the first.
     fn take_deliveries(&self) -> Option<tokio::sync::mpsc::Receiver<Delivery>>;

@@ -21,8 +21,61 @@ pub struct ServerArgs {
     /// Redis URL for the distributed bus and ledger.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
+    /// Required `aud` claim of player tokens (unset: not checked).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` claim of player tokens (unset: not checked).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Start with a JWT secret under 32 bytes or equal to the examples' placeholder
+    /// (development only; local mode always allows it).
+    #[arg(long, env = "ALLOW_INSECURE_SECRET")]
+    pub allow_insecure_secret: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+}
+
+/// Named verification keys come from the environment: `JWT_KEY_<kid>=<secret>` for each key
+/// (what a Secret mounted with `envFrom` and this prefix gives).
+pub const JWT_KEY_ENV_PREFIX: &str = "JWT_KEY_";
+
+impl ServerArgs {
+    /// The keys and claims player tokens are verified with. `secret` is the primary secret;
+    /// named keys are read from `env` (`JWT_KEY_<kid>`). Weak secrets are refused unless
+    /// `--allow-insecure-secret` or `dev`.
+    pub fn auth_config(
+        &self,
+        secret: Vec<u8>,
+        env: impl IntoIterator<Item = (String, String)>,
+        dev: bool,
+    ) -> Result<crate::auth::AuthConfig, String> {
+        let mut keys: Vec<(String, Vec<u8>)> = env
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let kid = k.strip_prefix(JWT_KEY_ENV_PREFIX)?;
+                Some((kid.to_owned(), v.into_bytes()))
+            })
+            .collect();
+        keys.sort();
+        if let Some((kid, _)) = keys.iter().find(|(kid, v)| kid.is_empty() || v.is_empty()) {
+            return Err(format!(
+                "{JWT_KEY_ENV_PREFIX}{kid}: a named JWT key needs a non-empty key id and secret"
+            ));
+        }
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let cfg = crate::auth::AuthConfig {
+            secret,
+            keys,
+            audience: nonempty(&self.jwt_audience),
+            issuer: nonempty(&self.jwt_issuer),
+        };
+        if !(dev || self.allow_insecure_secret) {
+            for (name, s) in cfg.secrets() {
+                crate::auth::check_secret(&name, s).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(cfg)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -42,6 +95,12 @@ pub struct GatewayArgs {
     /// Authenticated connections per user on one gateway.
     #[arg(long, env = "CONNECTIONS_PER_USER", default_value_t = 5)]
     pub connections_per_user: usize,
+    /// Open sockets on the player port (0 = unlimited); the next is answered 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Open sockets from one client IP address (0 = unlimited); the next is answered 429.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     #[arg(long, env = "SEND_QUEUE", default_value_t = 256)]
     pub send_queue: usize,
@@ -52,7 +111,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "HEARTBEAT_TIMEOUT_MS", default_value_t = 45_000)]
     pub heartbeat_timeout_ms: u64,
     /// Close connections that do not authenticate within this, milliseconds.
-    #[arg(long, env = "AUTH_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "AUTH_TIMEOUT_MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
     #[command(flatten)]
     pub drain: DrainArgs,
@@ -132,6 +191,8 @@ impl GatewayArgs {
             rooms_per_connection: self.rooms_per_connection,
             messages_per_second: self.messages_per_second,
             connections_per_user: self.connections_per_user,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             send_queue: self.send_queue,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
@@ -182,6 +243,51 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         server: ServerArgs,
+    }
+
+    fn server(args: &[&str]) -> ServerArgs {
+        let mut all = vec!["x"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).server
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_unless_allowed_and_named_keys_come_from_the_env() {
+        let strong = vec![b'k'; 32];
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let err = server(&[])
+            .auth_config(b"short".to_vec(), [], false)
+            .unwrap_err();
+        assert!(err.contains("at least 32"), "{err}");
+        let example = crate::auth::EXAMPLE_SECRETS[0].as_bytes().to_vec();
+        let err = server(&[])
+            .auth_config(example.clone(), [], false)
+            .unwrap_err();
+        assert!(err.contains("example placeholder"), "{err}");
+        assert!(server(&["--allow-insecure-secret"])
+            .auth_config(example.clone(), [], false)
+            .is_ok());
+        assert!(server(&[]).auth_config(example, [], true).is_ok());
+        // A weak named key is refused too, and named as such.
+        let keys = env(&[("JWT_KEY_2026-12", "tiny"), ("PATH", "/bin")]);
+        let err = server(&[])
+            .auth_config(strong.clone(), keys, false)
+            .unwrap_err();
+        assert!(err.contains("JWT key \"2026-12\""), "{err}");
+        let long = "x".repeat(40);
+        let keys = env(&[("JWT_KEY_b", &long), ("JWT_KEY_a", &long), ("HOME", "/")]);
+        let cfg = server(&["--jwt-audience", "dice", "--jwt-issuer", "login"])
+            .auth_config(strong, keys, false)
+            .unwrap();
+        let kids: Vec<&str> = cfg.keys.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kids, ["a", "b"]);
+        assert_eq!(cfg.audience.as_deref(), Some("dice"));
+        assert_eq!(cfg.issuer.as_deref(), Some("login"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::handle::{CloseCause, ConnHandle, Outbound};
 use super::limits::{room_admits, Admission, RateLimiter};
 use super::membership::Key;
+use super::resume_token::ResumeTokenError;
 use super::Gateway;
 use crate::auth::now_secs;
 use crate::bus::history::position_of;
@@ -71,6 +72,8 @@ impl Conn {
             return cause;
         }
         let handle = Arc::clone(&self.handle);
+        let auth_deadline = tokio::time::sleep(self.gw.cfg.auth_timeout);
+        tokio::pin!(auth_deadline);
         loop {
             tokio::select! {
                 biased;
@@ -99,6 +102,7 @@ impl Conn {
                         return cause;
                     }
                 }
+                _ = &mut auth_deadline, if self.user.is_none() => return CloseCause::AuthTimeout,
             }
         }
     }
@@ -239,7 +243,6 @@ impl Conn {
             }
         }
         drop(membership);
-        self.handle.set_authenticated();
         gw.metrics.authenticated_connections.inc();
         self.user = Some(Arc::clone(user));
         Ok(())
@@ -257,7 +260,7 @@ impl Conn {
                 .await;
         }
         let now = now_secs();
-        let by_resume = match self.gw.auth.resume_tokens().verify(&r.resume_token, now) {
+        let by_resume = match use_resume_token(&self.gw, &r.resume_token, now).await {
             Ok(u) => Some(u),
             Err(e) => {
                 if !r.resume_token.is_empty() {
@@ -861,6 +864,26 @@ fn is_duplicate(recovering: &mut Vec<(bool, String, u64)>, text: &str) -> bool {
     // Live frames have caught up with the replay: no more checks for this stream.
     recovering.swap_remove(i);
     false
+}
+
+/// The user of a genuine, unexpired resume token that no gateway has seen used; using it
+/// here spends it. When the record of uses cannot be reached the token is refused (a JWT in
+/// the same `resume` still works).
+async fn use_resume_token(gw: &Gateway, token: &str, now: u64) -> Result<String, ResumeTokenError> {
+    let claim = gw.auth.resume_tokens().verify(token, now)?;
+    let until_ms = claim.expiry.saturating_mul(1000);
+    match gw
+        .bus
+        .use_once(&format!("resume:{}", claim.id), until_ms)
+        .await
+    {
+        Ok(true) => Ok(claim.user),
+        Ok(false) => Err(ResumeTokenError::Used),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record a resume token's use; refusing it");
+            Err(ResumeTokenError::Used)
+        }
+    }
 }
 
 fn resume_token(gw: &Gateway, user: Option<&str>) -> Option<String> {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use axum::extract::ws::Utf8Bytes;
@@ -118,8 +118,6 @@ pub struct ConnHandle {
     kill_waker: AtomicWaker,
     kill_cause: AtomicU8,
     last_seen_ms: AtomicU64,
-    pub connected_at_ms: u64,
-    authenticated: AtomicBool,
 }
 
 /// What happened to a frame offered to a connection.
@@ -140,8 +138,6 @@ impl ConnHandle {
             kill_waker: AtomicWaker::new(),
             kill_cause: AtomicU8::new(0),
             last_seen_ms: AtomicU64::new(now_mono_ms),
-            connected_at_ms: now_mono_ms,
-            authenticated: AtomicBool::new(false),
         }
     }
 
@@ -185,14 +181,6 @@ impl ConnHandle {
 
     pub fn last_seen_ms(&self) -> u64 {
         self.last_seen_ms.load(Ordering::Relaxed)
-    }
-
-    pub fn set_authenticated(&self) {
-        self.authenticated.store(true, Ordering::Release);
-    }
-
-    pub fn is_authenticated(&self) -> bool {
-        self.authenticated.load(Ordering::Acquire)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Heartbeat and authentication deadline: one sweeper task for all connections (no timer per
-//! connection), pinging live ones and closing the silent and the anonymous.
+//! Heartbeat: one sweeper task for all connections (no timer per connection), pinging live
+//! ones and closing the silent. The authentication deadline is each connection's own timer
+//! (see `connection`), so an anonymous socket lives exactly `auth_timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,19 +18,9 @@ pub enum Verdict {
 }
 
 /// What to do with a connection at `now` (monotonic ms).
-pub fn liveness(
-    now: u64,
-    last_seen: u64,
-    connected_at: u64,
-    authenticated: bool,
-    timeout: Duration,
-    auth_timeout: Duration,
-) -> Verdict {
+pub fn liveness(now: u64, last_seen: u64, timeout: Duration) -> Verdict {
     if now.saturating_sub(last_seen) > timeout.as_millis() as u64 {
         return Verdict::Close(CloseCause::HeartbeatTimeout);
-    }
-    if !authenticated && now.saturating_sub(connected_at) > auth_timeout.as_millis() as u64 {
-        return Verdict::Close(CloseCause::AuthTimeout);
     }
     Verdict::Ping
 }
@@ -45,14 +36,7 @@ pub(super) async fn sweep(gw: Arc<Gateway>, shutdown: CancellationToken) {
         }
         let now = mono_ms();
         for conn in gw.registry.snapshot() {
-            match liveness(
-                now,
-                conn.last_seen_ms(),
-                conn.connected_at_ms,
-                conn.is_authenticated(),
-                gw.cfg.heartbeat_timeout,
-                gw.cfg.auth_timeout,
-            ) {
+            match liveness(now, conn.last_seen_ms(), gw.cfg.heartbeat_timeout) {
                 Verdict::Ping => {
                     conn.offer(Outbound::Ping);
                 }
@@ -69,40 +53,14 @@ mod tests {
     #[test]
     fn liveness_rules() {
         let t = Duration::from_millis(45_000);
-        let a = Duration::from_millis(10_000);
         let cases = [
-            (1_000, 0, 0, true, Verdict::Ping),
-            (45_000, 0, 0, true, Verdict::Ping),
-            (
-                45_001,
-                0,
-                0,
-                true,
-                Verdict::Close(CloseCause::HeartbeatTimeout),
-            ),
-            (100_000, 99_000, 0, true, Verdict::Ping),
-            (10_000, 9_000, 0, false, Verdict::Ping),
-            (
-                10_001,
-                9_000,
-                0,
-                false,
-                Verdict::Close(CloseCause::AuthTimeout),
-            ),
-            (
-                60_000,
-                0,
-                0,
-                false,
-                Verdict::Close(CloseCause::HeartbeatTimeout),
-            ),
+            (1_000, 0, Verdict::Ping),
+            (45_000, 0, Verdict::Ping),
+            (45_001, 0, Verdict::Close(CloseCause::HeartbeatTimeout)),
+            (100_000, 99_000, Verdict::Ping),
         ];
-        for (now, seen, at, authed, want) in cases {
-            assert_eq!(
-                liveness(now, seen, at, authed, t, a),
-                want,
-                "now={now} seen={seen}"
-            );
+        for (now, seen, want) in cases {
+            assert_eq!(liveness(now, seen, t), want, "now={now} seen={seen}");
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::admin::Health;
 use crate::auth::Authenticator;
 use crate::bus::GatewayBus;
 use crate::metrics::GatewayMetrics;
+use crate::server::{ConnLimits, Refusal, ServeOptions};
 use registry::Registry;
 
 /// Gateway tuning. Defaults suit production; tests shorten the timers.
@@ -43,6 +44,10 @@ pub struct GatewayConfig {
     pub messages_per_second: u32,
     /// Authenticated connections per user on this gateway.
     pub connections_per_user: usize,
+    /// Open sockets on the player port (0 = unlimited); the next gets 503.
+    pub max_connections: usize,
+    /// Open sockets from one client address (0 = unlimited); the next gets 429.
+    pub max_connections_per_ip: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue: usize,
     /// Largest accepted client frame/message in bytes; larger ones close with 1009.
@@ -73,13 +78,15 @@ impl Default for GatewayConfig {
             rooms_per_connection: 10,
             messages_per_second: 20,
             connections_per_user: 5,
+            max_connections: 20_000,
+            max_connections_per_ip: 1_000,
             send_queue: 256,
             max_message_bytes: 16 * 1024,
             read_buffer_bytes: 2 * 1024,
             write_buffer_bytes: 4 * 1024,
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(45),
-            auth_timeout: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             reconnect_spread: Duration::from_secs(5),
@@ -178,6 +185,20 @@ impl Gateway {
 
     pub fn connection_count(&self) -> usize {
         self.registry.connection_count()
+    }
+
+    /// How the player port serves: this gateway's connection caps, refusals counted.
+    pub fn serve_options(&self) -> ServeOptions {
+        let refused = self.metrics.refused_connections.clone();
+        ServeOptions {
+            limits: ConnLimits {
+                max_total: self.cfg.max_connections,
+                max_per_ip: self.cfg.max_connections_per_ip,
+            },
+            on_refused: Some(Arc::new(move |why: Refusal| {
+                refused.with_label_values(&[why.as_str()]).inc();
+            })),
+        }
     }
 
     /// Completes a WebSocket upgrade with this gateway's limits and buffers.

@@ -116,7 +116,11 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
             .as_bytes(),
         ),
     };
-    let auth = Authenticator::new(&secret).map_err(|e| e.to_string())?;
+    // A development mode: any secret will do.
+    let auth_cfg = args
+        .server
+        .auth_config(secret.to_vec(), std::env::vars(), true)?;
+    let auth = Authenticator::with_config(&auth_cfg).map_err(|e| e.to_string())?;
     let registry = prometheus::Registry::new();
     let health = Arc::new(Health::default());
     let (gateway_bus, engine_bus, ledger) = buses(args, &cfg.gateway_id, &registry)?;
@@ -179,8 +183,15 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
         Arc::clone(&health),
         args.admin_token.expose(),
     ));
-    spawn_server("player", player, player_router, shutdown.clone());
-    spawn_server("admin", admin_listener, admin_router, shutdown);
+    let opts = gateway.serve_options();
+    server::spawn("player", player, player_router, shutdown.clone(), opts);
+    server::spawn(
+        "admin",
+        admin_listener,
+        admin_router,
+        shutdown,
+        server::ServeOptions::limited(server::ADMIN_LIMITS),
+    );
     health.set_ready(true);
     Ok(LocalServer {
         player_addr,
@@ -213,19 +224,6 @@ fn buses(
     let ledger = RedisLedger::connect(&url, prefix).map_err(|e| e.to_string())?;
     tracing::info!(prefix = %args.redis.redis_prefix, "local mode over Redis");
     Ok((bus.clone(), bus, Arc::new(ledger)))
-}
-
-fn spawn_server(
-    name: &'static str,
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) {
-    tokio::spawn(async move {
-        if let Err(e) = server::serve(listener, router, shutdown).await {
-            tracing::error!(error = %e, server = name, "server stopped");
-        }
-    });
 }
 
 /// `/` upgrades WebSocket requests (reference clients use the root path) and serves the page

@@ -72,13 +72,23 @@ pub async fn start_with_bus(
     let admin_l = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = player.local_addr().unwrap();
     let admin_addr = admin_l.local_addr().unwrap();
-    tokio::spawn(server::serve(player, gateway.router(), shutdown.clone()));
+    tokio::spawn(server::serve(
+        player,
+        gateway.router(),
+        shutdown.clone(),
+        gateway.serve_options(),
+    ));
     let admin_router = admin::router(AdminState {
         registry,
         health: health.clone(),
     })
     .merge(admin::drain_routes(health.clone(), ADMIN_TOKEN));
-    tokio::spawn(server::serve(admin_l, admin_router, shutdown.clone()));
+    tokio::spawn(server::serve(
+        admin_l,
+        admin_router,
+        shutdown.clone(),
+        server::ServeOptions::default(),
+    ));
     health.set_ready(true);
     TestGateway {
         addr,
@@ -131,7 +141,7 @@ impl Client {
         assert_eq!(reply["userId"], user);
         assert!(reply["resumeToken"]
             .as_str()
-            .is_some_and(|t| t.starts_with("v1.")));
+            .is_some_and(|t| t.starts_with("v2.")));
         c.resume_token = reply["resumeToken"].as_str().unwrap().to_owned();
         c
     }

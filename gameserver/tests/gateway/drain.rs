@@ -49,7 +49,7 @@ async fn drain_spreads_closes_over_the_window_and_refuses_new_players() {
         tasks.push(tokio::spawn(async move {
             let notice = c.recv_type("server_draining").await;
             let token = notice["resumeToken"].as_str().unwrap().to_owned();
-            assert!(token.starts_with("v1."), "{notice}");
+            assert!(token.starts_with("v2."), "{notice}");
             let after = notice["reconnectAfterMs"].as_u64().unwrap();
             let close = c.closed().await.expect("a close frame");
             assert_eq!(u16::from(close.code), 1012, "client {i}");
@@ -109,6 +109,7 @@ async fn drain_route_is_refused_without_a_configured_token() {
         l,
         drain_routes(health.clone(), ""),
         stop.clone(),
+        gameserver::server::ServeOptions::default(),
     ));
     let (status, body) = http_post(addr, "/drain", Some("")).await;
     assert_eq!(status, 403);

@@ -287,6 +287,10 @@ impl GatewayBus for OutageBus {
         self.check()?;
         self.inner.history(stream, since).await
     }
+    async fn use_once(&self, id: &str, expires_at_ms: u64) -> Result<bool, BusError> {
+        self.check()?;
+        self.inner.use_once(id, expires_at_ms).await
+    }
     fn take_deliveries(&self) -> Option<tokio::sync::mpsc::Receiver<Delivery>> {
         self.inner.take_deliveries()
     }

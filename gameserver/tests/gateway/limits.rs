@@ -115,13 +115,25 @@ async fn heartbeat_timeout_removes_the_member_from_its_rooms() {
 
 #[tokio::test]
 async fn unauthenticated_connections_time_out_with_4001() {
-    let mut cfg = fast_heartbeat();
+    // The heartbeat sweeper runs every 30 s here: the deadline is the connection's own.
+    let mut cfg = config();
     cfg.auth_timeout = Duration::from_millis(200);
     let gw = start(cfg).await;
+    let started = std::time::Instant::now();
     let mut c = Client::connect(gw.addr).await;
     let close = c.closed().await.expect("close frame");
     assert_eq!(u16::from(close.code), 4001);
     assert_eq!(close.reason.as_str(), "authentication timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1500),
+        "closed after {took:?}"
+    );
+    // An authenticated connection outlives the deadline.
+    let mut alice = Client::user(gw.addr, "alice").await;
+    alice.expect_silence(Duration::from_millis(400)).await;
+    alice.send(json!({"type":"ping"})).await;
+    assert_eq!(alice.recv().await["type"], "pong");
 }
 
 #[tokio::test]

@@ -6,4 +6,5 @@ mod common;
 mod drain;
 mod errors;
 mod flow;
+mod hardening;
 mod limits;

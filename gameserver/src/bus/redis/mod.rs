@@ -208,6 +208,19 @@ impl RedisBus {
 
 #[async_trait]
 impl GatewayBus for RedisBus {
+    async fn use_once(&self, id: &str, expires_at_ms: u64) -> Result<bool, BusError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(&format!("once:{id}")))
+            .arg(1)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expires_at_ms.max(1))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
     async fn submit_bet(&self, bet: &BetRequest) -> Result<(), BusError> {
         let json = serde_json::to_string(bet).map_err(|e| BusError::Protocol(e.to_string()))?;
         redis::cmd("XADD")
