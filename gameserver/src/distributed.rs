@@ -33,6 +33,18 @@ pub struct RedisArgs {
     /// their members every third of it.
     #[arg(long, env = "PRESENCE_TTL_SECONDS", default_value_t = 30.0)]
     pub presence_ttl_seconds: f64,
+    /// Rooms with members at once across the fleet (0 = unlimited); a join that would open
+    /// one more gets ROOM_LIMIT.
+    #[arg(long, env = "MAX_LIVE_ROOMS", default_value_t = crate::bus::redis::DEFAULT_MAX_LIVE_ROOMS)]
+    pub max_live_rooms: u64,
+    /// Bets one player may place per second across all gateways (0 = unlimited); more get
+    /// bet_rejected RATE_LIMITED.
+    #[arg(long, env = "BETS_PER_SECOND_PER_USER", default_value_t = crate::bus::redis::DEFAULT_BETS_PER_USER_PER_SECOND)]
+    pub bets_per_second_per_user: u32,
+    /// Bets waiting for an engine per room (0 = unlimited); beyond it bets are refused with
+    /// ENGINE_UNAVAILABLE, never dropped after acknowledgement.
+    #[arg(long, env = "MAX_BET_BACKLOG", default_value_t = crate::bus::redis::DEFAULT_MAX_BET_BACKLOG)]
+    pub max_bet_backlog: u64,
     #[command(flatten)]
     pub history: HistoryArgs,
 }
@@ -44,6 +56,9 @@ impl RedisArgs {
         let mut cfg = RedisBusConfig::new(url, node_id);
         cfg.prefix = self.redis_prefix.clone();
         cfg.presence_ttl = presence_ttl;
+        cfg.max_live_rooms = self.max_live_rooms;
+        cfg.bets_per_user_per_second = self.bets_per_second_per_user;
+        cfg.max_bet_backlog = self.max_bet_backlog;
         cfg.history = self.history.limits()?;
         Ok(cfg)
     }

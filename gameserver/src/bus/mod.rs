@@ -86,6 +86,23 @@ pub enum BusError {
     Unavailable(String),
     #[error("bus protocol error: {0}")]
     Protocol(String),
+    /// A fleet-wide bound refused the request; nothing was written.
+    #[error("refused: {0}")]
+    Refused(Bound),
+}
+
+/// The fleet-wide bounds that keep one player from filling the bus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Bound {
+    /// The fleet runs its maximum number of live rooms; this join would open another.
+    #[error("the fleet's live-room limit is reached")]
+    LiveRooms,
+    /// The player's bets per second, counted across every gateway.
+    #[error("too many bets per second for this player")]
+    BetRate,
+    /// The room's queue of bets waiting for an engine is full (engines down or far behind).
+    #[error("the room's bet queue is full")]
+    Backlog,
 }
 
 /// What a gateway needs from the bus.

@@ -89,6 +89,10 @@ pub struct GatewayArgs {
     /// Rooms one connection may be in at once.
     #[arg(long, env = "ROOMS_PER_CONNECTION", default_value_t = 10)]
     pub rooms_per_connection: usize,
+    /// Room names players may join: a regular expression matched against the whole
+    /// `gameId` (e.g. `dice-[0-9]{1,3}` or `lobby|vip`).
+    #[arg(long, env = "ROOM_PATTERN", default_value = crate::gateway::DEFAULT_ROOM_PATTERN)]
+    pub room_pattern: String,
     /// Client messages per second per connection (0 = unlimited).
     #[arg(long, env = "MESSAGES_PER_SECOND", default_value_t = 20)]
     pub messages_per_second: u32,
@@ -181,6 +185,8 @@ impl GatewayArgs {
         if self.connections_per_user == 0 {
             return Err("--connections-per-user must be > 0, got 0".into());
         }
+        let room_pattern = crate::gateway::room_pattern(&self.room_pattern)
+            .map_err(|e| format!("--room-pattern {:?}: {e}", self.room_pattern))?;
         let drain_timeout = self.drain.timeout(GATEWAY_DRAIN_TIMEOUT)?;
         let reconnect_spread =
             seconds("--reconnect-spread-seconds", self.reconnect_spread_seconds)?;
@@ -189,6 +195,7 @@ impl GatewayArgs {
             reconnect_spread,
             room_capacity: self.room_capacity,
             rooms_per_connection: self.rooms_per_connection,
+            room_pattern,
             messages_per_second: self.messages_per_second,
             connections_per_user: self.connections_per_user,
             max_connections: self.max_connections,

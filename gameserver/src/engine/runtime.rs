@@ -522,7 +522,7 @@ async fn intake(shared: Arc<Shared>) {
                 }
                 let pause = match e {
                     BusError::Unavailable(_) => Duration::from_millis(200),
-                    BusError::Protocol(_) => Duration::from_millis(50),
+                    BusError::Protocol(_) | BusError::Refused(_) => Duration::from_millis(50),
                 };
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => break,

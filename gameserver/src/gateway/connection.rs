@@ -15,7 +15,7 @@ use super::resume_token::ResumeTokenError;
 use super::Gateway;
 use crate::auth::now_secs;
 use crate::bus::history::position_of;
-use crate::bus::{BetRequest, Delivery, Position, Target};
+use crate::bus::{BetRequest, Bound, BusError, Delivery, Position, Target};
 use crate::clock::{mono_ms, now_ms};
 use crate::protocol::{
     decode, BetRejectReason, ClientFrame, ErrorCode, FrameKind, PlaceBet, Rejection, Resume,
@@ -315,6 +315,9 @@ impl Conn {
             players: None,
             error: Some(code),
         };
+        if !self.gw.cfg.room_pattern.is_match(game_id) {
+            return Ok(failed(ErrorCode::InvalidGameId));
+        }
         let already = self.rooms.iter().any(|r| &**r == game_id);
         if !already && self.rooms.len() >= self.gw.cfg.rooms_per_connection {
             return Ok(failed(ErrorCode::TooManyRooms));
@@ -448,6 +451,14 @@ impl Conn {
     }
 
     async fn join(&mut self, game_id: &str) -> Result<(), CloseCause> {
+        if !self.gw.cfg.room_pattern.is_match(game_id) {
+            return self
+                .error(
+                    ErrorCode::InvalidGameId,
+                    "gameId is not a room of this fleet",
+                )
+                .await;
+        }
         let already = self.rooms.iter().any(|r| &**r == game_id);
         if !already && self.rooms.len() >= self.gw.cfg.rooms_per_connection {
             return self
@@ -473,6 +484,9 @@ impl Conn {
             Err(code) => {
                 let message = match code {
                     ErrorCode::RoomFull => "the room is full",
+                    ErrorCode::RoomLimit => {
+                        "this fleet runs as many rooms as it may: join a room with players"
+                    }
                     _ => "rooms cannot be joined right now; retry later",
                 };
                 return self.error(code, message).await;
@@ -505,10 +519,16 @@ impl Conn {
 
     async fn join_on_bus(&mut self, game_id: &str, already: bool) -> Result<u64, ErrorCode> {
         let bus = &self.gw.bus;
-        let players = bus.join_room(game_id, &self.id).await.map_err(|e| {
-            tracing::warn!(error = %e, game_id, "join_room failed");
-            ErrorCode::EngineUnavailable
-        })?;
+        let players = bus
+            .join_room(game_id, &self.id)
+            .await
+            .map_err(|e| match e {
+                BusError::Refused(Bound::LiveRooms) => ErrorCode::RoomLimit,
+                e => {
+                    tracing::warn!(error = %e, game_id, "join_room failed");
+                    ErrorCode::EngineUnavailable
+                }
+            })?;
         if already {
             return Ok(players);
         }
@@ -661,6 +681,23 @@ impl Conn {
                     idempotency_key: &request.idempotency_key,
                     status: "processing",
                 })
+                .await
+            }
+            Err(BusError::Refused(Bound::BetRate)) => {
+                self.bet_rejected(
+                    &request.idempotency_key,
+                    BetRejectReason::RateLimited,
+                    "too many bets per second; the bet was not placed",
+                )
+                .await
+            }
+            Err(BusError::Refused(bound)) => {
+                tracing::warn!(%bound, game_id = %request.game_id, "bet refused");
+                self.bet_rejected(
+                    &request.idempotency_key,
+                    BetRejectReason::EngineUnavailable,
+                    "the room's engines are behind; the bet was not placed: retry later",
+                )
                 .await
             }
             Err(e) => {

@@ -40,6 +40,8 @@ pub struct GatewayConfig {
     pub room_capacity: u64,
     /// Rooms one connection may be in at once.
     pub rooms_per_connection: usize,
+    /// The room names players may join (matched whole); others get `INVALID_GAME_ID`.
+    pub room_pattern: regex::Regex,
     /// Client messages per second per connection (0 = unlimited).
     pub messages_per_second: u32,
     /// Authenticated connections per user on this gateway.
@@ -76,6 +78,7 @@ impl Default for GatewayConfig {
             gateway_id: format!("gateway-{}", uuid::Uuid::new_v4().simple()),
             room_capacity: 1000,
             rooms_per_connection: 10,
+            room_pattern: default_room_pattern(),
             messages_per_second: 20,
             connections_per_user: 5,
             max_connections: 20_000,
@@ -93,6 +96,21 @@ impl Default for GatewayConfig {
             subscribe_wait: Duration::from_secs(5),
         }
     }
+}
+
+/// Room names unless configured: a letter or digit, then up to 63 of letters, digits and
+/// `_ . : -` (what fits the protocol's 64-character `gameId`).
+pub const DEFAULT_ROOM_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}";
+
+/// `pattern` matched against a whole room name.
+pub fn room_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+}
+
+fn default_room_pattern() -> regex::Regex {
+    room_pattern(DEFAULT_ROOM_PATTERN).expect("DEFAULT_ROOM_PATTERN compiles (tested below)")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,5 +255,25 @@ impl Gateway {
         Router::new()
             .route("/ws", any(handler.clone()))
             .route("/", any(handler))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_patterns_match_whole_names() {
+        let d = default_room_pattern();
+        for ok in ["dice-1", "g", "lobby:eu.7", &"a".repeat(64)] {
+            assert!(d.is_match(ok), "{ok}");
+        }
+        for bad in ["", "-x", "a b", "ü", &"a".repeat(65), "x\n"] {
+            assert!(!d.is_match(bad), "{bad:?}");
+        }
+        let listed = room_pattern("dice-[1-4]|lobby").unwrap();
+        assert!(listed.is_match("dice-3") && listed.is_match("lobby"));
+        assert!(!listed.is_match("dice-30") && !listed.is_match("xlobby"));
+        assert!(room_pattern("(").is_err());
     }
 }

@@ -52,6 +52,11 @@ pub const MAX_BALANCE: i64 = super::MAX_AMOUNT;
 /// Redis unchanged (Redis keeps the writes a script made before it fails).
 const PRELUDE: &str = r#"
 local RETENTION = ARGV[1]
+-- A rejected bet moved no money: its record only answers retries, so it is kept briefly.
+local REJECTED_RETENTION = math.min(tonumber(RETENTION), 600000)
+-- A room's epoch and nonce outlive its last round by a week, then go (so names a player made
+-- up do not stay forever); a room that comes back starts a new epoch.
+local ROOM_IDLE_MS = 604800000
 local function fmt(n) return string.format('%.0f', n) end
 
 -- The ledger is the one this process started on, and the caller owns the room now.
@@ -192,7 +197,7 @@ return out
 const REJECT_BET: &str = r#"
 if redis.call('EXISTS', KEYS[6]) == 0 then
   redis.call('HSET', KEYS[6], 'wager', ARGV[4], 'state', 'rejected', 'reason', ARGV[5], 'round', '')
-  redis.call('PEXPIRE', KEYS[6], RETENTION)
+  redis.call('PEXPIRE', KEYS[6], REJECTED_RETENTION)
 end
 local r = redis.call('HGETALL', KEYS[6])
 table.insert(r, 1, 'ok')
@@ -201,17 +206,28 @@ return r
 
 /// Raises the room's owner epoch (KEYS[5]).
 const CLAIM_ROOM: &str = r#"
-return {'ok', tostring(redis.call('INCR', KEYS[5]))}
+local epoch = redis.call('INCR', KEYS[5])
+redis.call('PEXPIRE', KEYS[5], ROOM_IDLE_MS)
+return {'ok', tostring(epoch)}
 "#;
+
+/// KEYS[6]: the room's nonce counter. Fenced like every room write: on a forgotten ledger a
+/// counter starting again at 1 would repeat round ids and fairness nonces. Each round keeps
+/// the room's keys for another [`ROOM_IDLE`].
+const NEXT_NONCE: &str = r#"
+local n = redis.call('INCR', KEYS[6])
+redis.call('PEXPIRE', KEYS[6], ROOM_IDLE_MS)
+redis.call('PEXPIRE', KEYS[5], ROOM_IDLE_MS)
+return {'ok', tostring(n)}
+"#;
+
+/// How long a room's epoch and nonce outlive its last round (`ROOM_IDLE_MS` in the scripts).
+pub const ROOM_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a rejected bet's record answers retries (at most; `REJECTED_RETENTION`).
+pub const REJECTED_RETENTION: Duration = Duration::from_secs(600);
 
 /// KEYS[6]: the room's open round. ARGV[4..]: the round JSON, its id. A round that is not
 /// finished is never replaced by another.
-/// KEYS[6]: the room's nonce counter. Fenced like every room write: on a forgotten ledger a
-/// counter starting again at 1 would repeat round ids and fairness nonces.
-const NEXT_NONCE: &str = r#"
-return {'ok', tostring(redis.call('INCR', KEYS[6]))}
-"#;
-
 const OPEN_ROUND: &str = r#"
 local cur = redis.call('GET', KEYS[6])
 if cur then

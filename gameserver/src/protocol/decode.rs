@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::{BetRejectReason, ErrorCode};
-use super::{MAX_CLIENT_SEED_LEN, MAX_GAME_ID_LEN, MAX_IDEMPOTENCY_KEY_LEN};
+use super::{MAX_CLIENT_SEED_LEN, MAX_GAME_ID_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_SELECTION_BYTES};
 use crate::bus::Position;
 
 /// A well-formed client frame.
@@ -116,6 +116,11 @@ pub fn decode(text: &str, authenticated: bool) -> Result<ClientFrame, Rejection>
     }
 }
 
+/// Bytes of `v` as compact JSON.
+fn json_len(v: &Value) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
 fn game_id(body: &Map<String, Value>) -> Result<String, &'static str> {
     match body.get("gameId") {
         Some(Value::String(id)) if id.is_empty() => Err("gameId must not be empty"),
@@ -168,6 +173,12 @@ fn place_bet(body: &Map<String, Value>) -> Result<PlaceBet, Rejection> {
     let amount =
         amount(body.get("amount")).map_err(|m| reject(BetRejectReason::InvalidAmount, m))?;
     let selection = match body.get("selection") {
+        Some(s @ Value::Object(_)) if json_len(s) > MAX_SELECTION_BYTES => {
+            return Err(reject(
+                BetRejectReason::InvalidSelection,
+                "selection must be at most 256 bytes of JSON",
+            ))
+        }
         Some(s @ Value::Object(_)) => s.clone(),
         Some(_) => {
             return Err(reject(
@@ -527,6 +538,18 @@ mod tests {
 
     #[test]
     fn other_bet_fields() {
+        let big = format!(
+            r#""gameId":"g","amount":1,"selection":{{"x":"{}"}}"#,
+            "a".repeat(250)
+        );
+        let fits = format!(
+            r#""gameId":"g","amount":1,"selection":{{"x":"{}"}}"#,
+            "a".repeat(240)
+        );
+        assert!(matches!(
+            decode(&bet(&fits), true),
+            Ok(ClientFrame::PlaceBet(_))
+        ));
         let cases = [
             (
                 r#""amount":1,"selection":{}"#,
@@ -548,6 +571,7 @@ mod tests {
                 r#""gameId":"g","amount":1,"selection":[1]"#,
                 BetRejectReason::InvalidSelection,
             ),
+            (big.as_str(), BetRejectReason::InvalidSelection),
             (
                 r#""gameId":"g","amount":1,"selection":{},"clientSeed":5"#,
                 BetRejectReason::InvalidClientSeed,

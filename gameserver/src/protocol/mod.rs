@@ -15,3 +15,6 @@ pub const MAX_GAME_ID_LEN: usize = 64;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Longest accepted `clientSeed` (characters).
 pub const MAX_CLIENT_SEED_LEN: usize = 128;
+/// Largest accepted `selection`, as compact JSON (bytes). A dice selection is ~35 bytes; the
+/// bound keeps what a bet stores (its record, the bet queue, the audit memo) small.
+pub const MAX_SELECTION_BYTES: usize = 256;

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     NotInRoom,
     /// The room is at capacity.
     RoomFull,
+    /// The fleet runs as many rooms as it may; joining a room without members is refused.
+    RoomLimit,
     /// This connection is already in the maximum number of rooms.
     TooManyRooms,
     /// More messages per second than allowed; the message was dropped.
@@ -62,6 +64,7 @@ impl ErrorCode {
             Self::AlreadyAuthenticated => "ALREADY_AUTHENTICATED",
             Self::NotInRoom => "NOT_IN_ROOM",
             Self::RoomFull => "ROOM_FULL",
+            Self::RoomLimit => "ROOM_LIMIT",
             Self::TooManyRooms => "TOO_MANY_ROOMS",
             Self::RateLimited => "RATE_LIMITED",
             Self::InvalidGameId => "INVALID_GAME_ID",
@@ -78,7 +81,7 @@ impl ErrorCode {
 pub enum BetRejectReason {
     /// `amount` is not a positive integer (minor units) that fits in 64 bits.
     InvalidAmount,
-    /// `selection` is not a JSON object.
+    /// `selection` is not a JSON object, or is over `MAX_SELECTION_BYTES` of JSON.
     InvalidSelection,
     /// `clientSeed` is present but not a string of at most 128 characters.
     InvalidClientSeed,
@@ -88,6 +91,8 @@ pub enum BetRejectReason {
     NotInRoom,
     /// The bet could not be queued for an engine; it was not accepted.
     EngineUnavailable,
+    /// More bets per second than the player may place (counted across gateways).
+    RateLimited,
 }
 
 impl BetRejectReason {
@@ -99,6 +104,7 @@ impl BetRejectReason {
             Self::InvalidGameId => "INVALID_GAME_ID",
             Self::NotInRoom => "NOT_IN_ROOM",
             Self::EngineUnavailable => "ENGINE_UNAVAILABLE",
+            Self::RateLimited => "RATE_LIMITED",
         }
     }
 }

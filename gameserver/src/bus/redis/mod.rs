@@ -34,7 +34,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use super::history::HistoryLimits;
-use super::{BetRequest, BusError, Delivery, GatewayBus, Position, Recovery, Target};
+use super::{BetRequest, Bound, BusError, Delivery, GatewayBus, Position, Recovery, Target};
 
 /// How a process joins the Redis bus.
 #[derive(Clone, Debug)]
@@ -53,6 +53,14 @@ pub struct RedisBusConfig {
     /// How long a connection's room membership counts without a refresh from its gateway
     /// (a dead gateway's members drop out of the rooms after this).
     pub presence_ttl: Duration,
+    /// Rooms with members at once, fleet-wide (0 = unlimited): a join that would open one
+    /// more is refused.
+    pub max_live_rooms: u64,
+    /// Bets one player may queue per second across all gateways (0 = unlimited).
+    pub bets_per_user_per_second: u32,
+    /// Bets waiting for an engine per room (0 = unlimited): beyond it bets are refused, never
+    /// trimmed (a queued bet has been acknowledged to its player).
+    pub max_bet_backlog: u64,
 }
 
 impl RedisBusConfig {
@@ -65,9 +73,36 @@ impl RedisBusConfig {
             claim_idle: Duration::from_secs(2),
             history: HistoryLimits::default(),
             presence_ttl: presence::DEFAULT_TTL,
+            max_live_rooms: DEFAULT_MAX_LIVE_ROOMS,
+            bets_per_user_per_second: DEFAULT_BETS_PER_USER_PER_SECOND,
+            max_bet_backlog: DEFAULT_MAX_BET_BACKLOG,
         }
     }
 }
+
+/// Live rooms per fleet unless configured.
+pub const DEFAULT_MAX_LIVE_ROOMS: u64 = 1_000;
+/// Bets per player per second unless configured (a dice round takes seconds; a human places a
+/// few bets per round).
+pub const DEFAULT_BETS_PER_USER_PER_SECOND: u32 = 10;
+/// Queued bets per room unless configured.
+pub const DEFAULT_MAX_BET_BACKLOG: u64 = 100_000;
+
+/// KEYS: the player's counter for this second, the room's bet stream. ARGV: bets per second
+/// (0 = unlimited), backlog cap (0 = unlimited), the bet JSON. The checks come before the
+/// only write that matters, so a refused bet leaves nothing but the counter (which expires).
+const SUBMIT_BET: &str = r#"
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[1])
+  if n == 1 then redis.call('PEXPIRE', KEYS[1], 2000) end
+  if n > limit then return 'rate' end
+end
+local cap = tonumber(ARGV[2])
+if cap > 0 and redis.call('XLEN', KEYS[2]) >= cap then return 'backlog' end
+redis.call('XADD', KEYS[2], '*', 'bet', ARGV[3])
+return 'ok'
+"#;
 
 /// How long a bet may stay pending before another engine (or this one, after a restart) takes
 /// it over: two thirds of the lease, so a dead engine's bets move about when its rooms do, but
@@ -98,6 +133,7 @@ pub struct RedisBus {
     /// Only for blocking stream reads.
     blocking: ConnectionManager,
     presence_scripts: presence::Scripts,
+    submit: redis::Script,
     /// Stops the presence refresher when the bus is dropped.
     _presence: tokio_util::sync::DropGuard,
     /// This gateway's memberships (room → connections), refreshed in Redis several times per
@@ -146,6 +182,7 @@ impl RedisBus {
             conn,
             blocking,
             presence_scripts: presence::Scripts::new(),
+            submit: redis::Script::new(SUBMIT_BET),
             _presence: presence_stop.drop_guard(),
             members,
             subscriber,
@@ -223,15 +260,27 @@ impl GatewayBus for RedisBus {
 
     async fn submit_bet(&self, bet: &BetRequest) -> Result<(), BusError> {
         let json = serde_json::to_string(bet).map_err(|e| BusError::Protocol(e.to_string()))?;
-        redis::cmd("XADD")
-            .arg(Self::bets_key(&self.cfg.prefix, &bet.game_id))
-            .arg("*")
-            .arg("bet")
+        let second = crate::clock::now_ms() / 1000;
+        let answer: String = self
+            .submit
+            .key(self.key(&format!(
+                "rate:{}:{}:{second}",
+                bet.user_id.len(),
+                bet.user_id
+            )))
+            .key(Self::bets_key(&self.cfg.prefix, &bet.game_id))
+            .arg(self.cfg.bets_per_user_per_second)
+            .arg(self.cfg.max_bet_backlog)
             .arg(json)
-            .query_async::<String>(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "rate" => Err(BusError::Refused(Bound::BetRate)),
+            "backlog" => Err(BusError::Refused(Bound::Backlog)),
+            other => Err(BusError::Protocol(format!("submit_bet answered {other:?}"))),
+        }
     }
 
     async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
@@ -263,16 +312,31 @@ impl GatewayBus for RedisBus {
             .entry(game_id.to_owned())
             .or_default()
             .insert(connection_id.to_owned());
-        self.presence_scripts
+        let joined: i64 = self
+            .presence_scripts
             .join
             .key(presence::key(&self.cfg.prefix, game_id))
             .key(self.key("rooms"))
             .arg(connection_id)
             .arg(game_id)
             .arg(presence::ttl_ms(self.cfg.presence_ttl))
+            .arg(self.cfg.max_live_rooms)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        match u64::try_from(joined) {
+            Ok(n) => Ok(n),
+            Err(_) => {
+                let mut m = lock(&self.members);
+                if let Some(set) = m.get_mut(game_id) {
+                    set.remove(connection_id);
+                    if set.is_empty() {
+                        m.remove(game_id);
+                    }
+                }
+                Err(BusError::Refused(Bound::LiveRooms))
+            }
+        }
     }
 
     async fn leave_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError> {

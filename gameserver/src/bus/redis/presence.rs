@@ -26,8 +26,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 "#;
 
-/// KEYS: presence, rooms. ARGV: connection, game, ttl ms. Returns the live member count.
+/// KEYS: presence, rooms. ARGV: connection, game, ttl ms, live-room cap (0 = none). Returns
+/// the live member count, or -1 (nothing written) when the room is not live and the fleet
+/// already has `cap` rooms.
 const JOIN: &str = r#"
+local cap = tonumber(ARGV[4])
+if cap > 0 and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0
+    and redis.call('SCARD', KEYS[2]) >= cap then
+  return -1
+end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('SADD', KEYS[2], ARGV[2])
