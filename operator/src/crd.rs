@@ -102,6 +102,17 @@ pub struct GatewaySpec {
     #[serde(default = "default_connections_per_pod")]
     #[schemars(range(min = 1, max = 1000000))]
     pub connections_per_pod: i32,
+    /// Open player sockets one gateway accepts before answering 503 (0 = unlimited).
+    /// Defaults to 1.5 × `connectionsPerPod`: headroom for the autoscaler to catch up, a
+    /// hard stop before a flood takes the pod's memory and file descriptors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000000))]
+    pub max_connections: Option<i32>,
+    /// Open player sockets from one client address per gateway before answering 429
+    /// (0 = unlimited). Players behind one NAT share an address: keep it generous.
+    #[serde(default = "default_max_connections_per_ip")]
+    #[schemars(range(min = 0, max = 10000000))]
+    pub max_connections_per_ip: i32,
     /// Seconds a new pod must be ready before it counts as available during a rollout.
     #[serde(default = "default_min_ready_seconds")]
     #[schemars(range(min = 0, max = 3600))]
@@ -264,6 +275,23 @@ pub struct RoomsSpec {
     #[serde(default = "default_round_pause_ms")]
     #[schemars(range(min = 0, max = 3600000))]
     pub round_pause_ms: i32,
+    /// Room names players may join: a regular expression matched against the whole `gameId`
+    /// (e.g. `dice-[0-9]{1,3}` or `lobby|vip`). Unset: any name of letters, digits and
+    /// `_ . : -` up to 64 characters. A fleet that knows its rooms should list them: every
+    /// name ever used keeps a few keys in Redis for a week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub name_pattern: Option<String>,
+    /// Rooms with players at once across the fleet (0 = unlimited); a join that would open
+    /// another gets `ROOM_LIMIT`.
+    #[serde(default = "default_max_live_rooms")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub max_live_rooms: i32,
+    /// Bets one player may place per second across all gateways (0 = unlimited); more get
+    /// `RATE_LIMITED`.
+    #[serde(default = "default_bets_per_second_per_user")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub bets_per_second_per_user: i32,
 }
 
 impl Default for RoomsSpec {
@@ -272,6 +300,9 @@ impl Default for RoomsSpec {
             max_players_per_room: default_max_players_per_room(),
             betting_window_ms: default_betting_window_ms(),
             round_pause_ms: default_round_pause_ms(),
+            name_pattern: None,
+            max_live_rooms: default_max_live_rooms(),
+            bets_per_second_per_user: default_bets_per_second_per_user(),
         }
     }
 }
@@ -348,6 +379,28 @@ pub struct AuthSpec {
     /// balances; passed to engines as `ADMIN_TOKEN`). Unset leaves that API disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token_secret_ref: Option<SecretKeyRef>,
+    /// A Secret whose every key is a named verification key: key = `kid`, value = its HS256
+    /// secret (each at least 32 bytes). Tokens with a `kid` header are verified with that key
+    /// only; see docs/operations.md for the rotation procedure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_keys_secret_ref: Option<SecretRef>,
+    /// Required `aud` claim of player tokens (unset: not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub audience: Option<String>,
+    /// Required `iss` claim of player tokens (unset: not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub issuer: Option<String>,
+}
+
+/// A Secret in the fleet's namespace, all of its keys.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// A key in a Secret in the fleet's namespace.
@@ -619,6 +672,15 @@ fn default_service_port() -> i32 {
 }
 fn default_connections_per_pod() -> i32 {
     5000
+}
+fn default_max_connections_per_ip() -> i32 {
+    1000
+}
+fn default_max_live_rooms() -> i32 {
+    1000
+}
+fn default_bets_per_second_per_user() -> i32 {
+    10
 }
 fn default_min_ready_seconds() -> i32 {
     5

@@ -145,6 +145,17 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
             format!("must be > 0, got {}", g.connections_per_pod),
         );
     }
+    if let Some(pattern) = &spec.rooms.name_pattern {
+        if let Err(e) = regex::Regex::new(&format!("^(?:{pattern})$")) {
+            p.add(
+                "rooms.namePattern",
+                format!(
+                    "is not a regular expression: {}",
+                    e.to_string().lines().last().unwrap_or("invalid")
+                ),
+            );
+        }
+    }
     p.range("gateway.playerPort", g.player_port, 1, 65535);
     p.range("gateway.adminPort", g.admin_port, 1, 65535);
     if g.player_port == g.admin_port {
@@ -487,6 +498,19 @@ mod tests {
             edit(&mut s);
             assert_eq!(fields(&s), vec![field.to_string()], "case {name}");
         }
+    }
+
+    #[test]
+    fn a_room_pattern_must_be_a_regular_expression() {
+        let mut s = spec();
+        s.rooms.name_pattern = Some("dice-[0-9]{1,3}|lobby".into());
+        assert!(validate(&s).is_ok());
+        s.rooms.name_pattern = Some("dice-[0-9".into());
+        let text = validate(&s).unwrap_err().to_string();
+        assert!(
+            text.contains("spec.rooms.namePattern: is not a regular expression:"),
+            "{text}"
+        );
     }
 
     #[test]

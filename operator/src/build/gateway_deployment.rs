@@ -3,7 +3,9 @@
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, PodSpec, PodTemplateSpec, SecretEnvSource,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -26,11 +28,54 @@ pub fn args(spec: &GameFleetSpec) -> Vec<String> {
     ]
 }
 
-/// The common environment plus `GATEWAY_ID` (the pod name: the gateway's stable name on the bus).
+/// How far past `connectionsPerPod` a gateway accepts sockets unless `maxConnections` says.
+pub const CONNECTION_HEADROOM: f64 = 1.5;
+
+/// The common environment plus `GATEWAY_ID` (the pod name: the gateway's stable name on the
+/// bus), the connection caps, the room names and the token claims the gateway checks.
 pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     let mut env = pod::env(spec);
     env.push(pod::field("GATEWAY_ID", "metadata.name"));
+    let g = &spec.gateway;
+    env.push(pod::value(
+        "MAX_CONNECTIONS",
+        max_connections(g.connections_per_pod, g.max_connections).to_string(),
+    ));
+    env.push(pod::value(
+        "MAX_CONNECTIONS_PER_IP",
+        g.max_connections_per_ip.to_string(),
+    ));
+    if let Some(p) = &spec.rooms.name_pattern {
+        env.push(pod::value("ROOM_PATTERN", p.clone()));
+    }
+    if let Some(a) = &spec.auth.audience {
+        env.push(pod::value("JWT_AUDIENCE", a.clone()));
+    }
+    if let Some(i) = &spec.auth.issuer {
+        env.push(pod::value("JWT_ISSUER", i.clone()));
+    }
     env
+}
+
+/// The per-gateway socket cap: as configured, else `connectionsPerPod` × [`CONNECTION_HEADROOM`].
+pub fn max_connections(connections_per_pod: i32, configured: Option<i32>) -> i64 {
+    configured.map_or_else(
+        || (f64::from(connections_per_pod) * CONNECTION_HEADROOM).ceil() as i64,
+        i64::from,
+    )
+}
+
+/// The named JWT keys: every key of the Secret as `JWT_KEY_<kid>`.
+pub fn env_from(spec: &GameFleetSpec) -> Option<Vec<EnvFromSource>> {
+    let r = spec.auth.jwt_keys_secret_ref.as_ref()?;
+    Some(vec![EnvFromSource {
+        prefix: Some("JWT_KEY_".into()),
+        secret_ref: Some(SecretEnvSource {
+            name: r.name.clone(),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }])
 }
 
 pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
@@ -45,6 +90,7 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
             pod::port(ADMIN_PORT_NAME, g.admin_port),
         ]),
         env: Some(env(spec)),
+        env_from: env_from(spec),
         resources: Some(pod::resources(g.resources.as_ref())),
         readiness_probe: Some(pod::readiness_probe()),
         liveness_probe: Some(pod::liveness_probe()),
@@ -208,7 +254,7 @@ mod tests {
         let env = c.env.unwrap();
         let common = pod::env(&spec());
         assert_eq!(env[..common.len()], common[..]);
-        let id = env.last().unwrap();
+        let id = &env[common.len()];
         assert_eq!(id.name, "GATEWAY_ID");
         assert_eq!(
             id.value_from
@@ -260,6 +306,45 @@ mod tests {
         assert_eq!(p.node_selector, Some(sp.gateway.node_selector.clone()));
         assert_eq!(p.tolerations, Some(sp.gateway.tolerations.clone()));
         assert_eq!(p.affinity, sp.gateway.affinity);
+    }
+
+    #[test]
+    fn connection_caps_room_names_claims_and_named_keys_reach_the_gateway() {
+        let mut s = spec();
+        let env_of = |s: &GameFleetSpec, name: &str| {
+            env(s)
+                .into_iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value)
+        };
+        assert_eq!(env_of(&s, "MAX_CONNECTIONS").as_deref(), Some("7500"));
+        assert_eq!(
+            env_of(&s, "MAX_CONNECTIONS_PER_IP").as_deref(),
+            Some("1000")
+        );
+        assert_eq!(env_of(&s, "ROOM_PATTERN"), None);
+        assert!(env_from(&s).is_none());
+        s.gateway.max_connections = Some(0);
+        s.rooms.name_pattern = Some("dice-[0-9]{1,3}".into());
+        s.auth.audience = Some("dice".into());
+        s.auth.issuer = Some("https://login.example".into());
+        s.auth.jwt_keys_secret_ref = Some(crate::crd::SecretRef {
+            name: "dice-jwt-keys".into(),
+        });
+        assert_eq!(env_of(&s, "MAX_CONNECTIONS").as_deref(), Some("0"));
+        assert_eq!(
+            env_of(&s, "ROOM_PATTERN").as_deref(),
+            Some("dice-[0-9]{1,3}")
+        );
+        assert_eq!(env_of(&s, "JWT_AUDIENCE").as_deref(), Some("dice"));
+        assert_eq!(
+            env_of(&s, "JWT_ISSUER").as_deref(),
+            Some("https://login.example")
+        );
+        let from = env_from(&s).unwrap();
+        assert_eq!(from[0].prefix.as_deref(), Some("JWT_KEY_"));
+        assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "dice-jwt-keys");
+        assert_eq!(max_connections(333, None), 500);
     }
 
     #[test]

@@ -161,6 +161,12 @@ pub fn env(spec: &GameFleetSpec) -> Vec<EnvVar> {
     env.push(value("ROOM_CAPACITY", r.max_players_per_room.to_string()));
     env.push(value("BETTING_WINDOW_MS", r.betting_window_ms.to_string()));
     env.push(value("RESULT_PAUSE_MS", r.round_pause_ms.to_string()));
+    // Both tiers: gateways refuse what is over these, engines only read them.
+    env.push(value("MAX_LIVE_ROOMS", r.max_live_rooms.to_string()));
+    env.push(value(
+        "BETS_PER_SECOND_PER_USER",
+        r.bets_per_second_per_user.to_string(),
+    ));
     for (k, v) in drain::env(&spec.drain) {
         env.push(value(k, v));
     }
