@@ -1,5 +1,5 @@
 //! A request log in the spirit of the API server's audit log: which user made which
-//! (verb, API group, resource[/subresource]) request, as RBAC sees it. Tests use it to check that a
+//! (verb, API group, resource[/subresource], namespace, name) request, as RBAC sees it. Tests use it to check that a
 //! client's Role grants exactly what the client uses.
 //!
 //! The user is the bearer token of the request (kubesim has no authentication; a token names a
@@ -22,6 +22,9 @@ pub struct RequestKey {
     pub resource: String,
     /// Namespace ("" for cluster-scoped requests and requests across all namespaces).
     pub namespace: String,
+    /// Object name, as RBAC's `resourceNames` match it ("" for list, watch, create by POST and
+    /// collection requests).
+    pub name: String,
 }
 
 /// Distinct requests seen, with how often each was made (bounded by the number of distinct keys,
@@ -114,6 +117,7 @@ pub fn request_key(user: String, method: &Method, path: &str, watch: bool) -> Op
         group: group.into(),
         resource,
         namespace,
+        name: name.map(|n| n.to_string()).unwrap_or_default(),
     })
 }
 
@@ -121,74 +125,77 @@ pub fn request_key(user: String, method: &Method, path: &str, watch: bool) -> Op
 mod tests {
     use super::*;
 
-    fn key(method: Method, path: &str, watch: bool) -> Option<(String, String, String, String)> {
+    type Attrs = (String, String, String, String, String);
+
+    fn key(method: Method, path: &str, watch: bool) -> Option<Attrs> {
         request_key("u".into(), &method, path, watch)
-            .map(|k| (k.verb, k.group, k.resource, k.namespace))
+            .map(|k| (k.verb, k.group, k.resource, k.namespace, k.name))
     }
 
-    fn t(v: &str, g: &str, r: &str, ns: &str) -> Option<(String, String, String, String)> {
-        Some((v.into(), g.into(), r.into(), ns.into()))
+    /// Attributes (verb, group, resource, namespace, name).
+    fn t(v: &str, g: &str, r: &str, ns: &str, name: &str) -> Option<Attrs> {
+        Some((v.into(), g.into(), r.into(), ns.into(), name.into()))
     }
 
     #[test]
     fn request_attributes_table() {
         use Method as M;
         let cases = [
-            (M::GET, "/api/v1/pods", false, t("list", "", "pods", "")),
-            (M::GET, "/api/v1/pods", true, t("watch", "", "pods", "")),
+            (M::GET, "/api/v1/pods", false, t("list", "", "pods", "", "")),
+            (M::GET, "/api/v1/pods", true, t("watch", "", "pods", "", "")),
             (
                 M::GET,
                 "/api/v1/namespaces/a/pods/p",
                 false,
-                t("get", "", "pods", "a"),
+                t("get", "", "pods", "a", "p"),
             ),
             (
                 M::GET,
                 "/api/v1/namespaces/a/pods/p/log",
                 false,
-                t("get", "", "pods/log", "a"),
+                t("get", "", "pods/log", "a", "p"),
             ),
             (
                 M::POST,
                 "/apis/apps/v1/namespaces/a/deployments",
                 false,
-                t("create", "apps", "deployments", "a"),
+                t("create", "apps", "deployments", "a", ""),
             ),
             (
                 M::PATCH,
                 "/apis/gamefleet.dev/v1alpha1/namespaces/a/gamefleets/f/status",
                 false,
-                t("patch", "gamefleet.dev", "gamefleets/status", "a"),
+                t("patch", "gamefleet.dev", "gamefleets/status", "a", "f"),
             ),
             (
                 M::PUT,
                 "/apis/coordination.k8s.io/v1/namespaces/a/leases/l",
                 false,
-                t("update", "coordination.k8s.io", "leases", "a"),
+                t("update", "coordination.k8s.io", "leases", "a", "l"),
             ),
             (
                 M::DELETE,
                 "/api/v1/namespaces/a/services/s",
                 false,
-                t("delete", "", "services", "a"),
+                t("delete", "", "services", "a", "s"),
             ),
             (
                 M::DELETE,
                 "/api/v1/namespaces/a/services",
                 false,
-                t("deletecollection", "", "services", "a"),
+                t("deletecollection", "", "services", "a", ""),
             ),
             (
                 M::GET,
                 "/api/v1/namespaces/a",
                 false,
-                t("get", "", "namespaces", ""),
+                t("get", "", "namespaces", "", "a"),
             ),
             (
                 M::PUT,
                 "/api/v1/namespaces/a/finalize",
                 false,
-                t("update", "", "namespaces/finalize", ""),
+                t("update", "", "namespaces/finalize", "", "a"),
             ),
             (M::GET, "/apis/apps/v1", false, None),
             (M::GET, "/api", false, None),
@@ -219,6 +226,7 @@ mod tests {
             group: "".into(),
             resource: "pods".into(),
             namespace: "a".into(),
+            name: String::new(),
         };
         log.record(k("a", "get"));
         log.record(k("a", "get"));

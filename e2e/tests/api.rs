@@ -562,28 +562,31 @@ async fn audit_log_attributes_requests_to_their_token() {
     )
     .await
     .ok();
-    let seen: Vec<(String, String, String, String)> = c
+    let seen: Vec<(String, String, String, String, String)> = c
         .audit()
         .of_user("reader")
         .into_iter()
-        .map(|k| (k.verb, k.group, k.resource, k.namespace))
+        .map(|k| (k.verb, k.group, k.resource, k.namespace, k.name))
         .collect();
-    let s = |v: &str, r: &str| {
+    let s = |v: &str, r: &str, name: &str| {
         (
             v.to_string(),
             String::new(),
             r.to_string(),
             "default".to_string(),
+            name.to_string(),
         )
     };
+    // The name is the one in the path (none for a create by POST or a list).
     assert_eq!(
         seen,
         vec![
-            s("create", "configmaps"),
-            s("get", "configmaps"),
-            s("list", "configmaps"),
-            s("patch", "configmaps"),
-            s("patch", "configmaps/status"),
+            s("create", "configmaps", ""),
+            s("create", "configmaps", "applied"),
+            s("get", "configmaps", "audited"),
+            s("list", "configmaps", ""),
+            s("patch", "configmaps", "applied"),
+            s("patch", "configmaps/status", "audited"),
         ]
     );
     // Requests without a token are anonymous, and discovery is not a resource request.
@@ -594,7 +597,7 @@ async fn audit_log_attributes_requests_to_their_token() {
         .await
         .unwrap();
     assert_eq!(c.audit().of_user("system:anonymous").len(), 1);
-    assert_eq!(c.audit().of_user("reader").len(), 5);
+    assert_eq!(c.audit().of_user("reader").len(), 6);
     c.shutdown().await;
 }
 

@@ -1,8 +1,11 @@
 //! Every API call the operator makes, as RBAC rules.
 //!
-//! The chart's ClusterRole and Role are kept identical to these lists by a test, and the
-//! controller tests record the requests the operator really sends and check them against these
-//! lists, both ways (nothing missing, nothing granted that is never used).
+//! The chart's fleet rules (`templates/rbac.yaml`: a ClusterRole, or a Role in `watchNamespace`
+//! when that is set) and its leader-election Role are kept identical to these lists by tests (the
+//! template's text here; the `helm template` output in `tests/chart_rbac.rs`), and the controller
+//! tests record the requests the operator really sends and check them against these lists, both
+//! ways (nothing missing, nothing granted that is never used), and that with a watch namespace
+//! every request stays in it.
 
 /// One permission: `verb` on `resource` in API group `group` ("" is the core group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -20,7 +23,8 @@ const fn p(group: &'static str, resource: &'static str, verb: &'static str) -> P
     }
 }
 
-/// Cluster-wide: fleets may live in any namespace.
+/// In every namespace (fleets may live in any), or only in the watched namespace when the
+/// operator runs with `--namespace` (the chart then grants them with a Role there).
 pub const CLUSTER: &[Permission] = &[
     // The controller's watch of GameFleets.
     p("gamefleet.dev", "gamefleets", "list"),
@@ -44,7 +48,8 @@ pub const CLUSTER: &[Permission] = &[
     p("policy", "poddisruptionbudgets", "list"),
     p("policy", "poddisruptionbudgets", "patch"),
     p("policy", "poddisruptionbudgets", "watch"),
-    // Dereference: the Secrets a fleet names must exist and hold the key.
+    // Dereference: the Secrets a fleet names must exist and hold the key. Read by name only:
+    // never list or watch, which would hand the operator every Secret of the namespace.
     p("", "secrets", "get"),
     // Status: gateway pods shutting down (draining), whose metrics are then read directly.
     p("", "pods", "list"),
@@ -53,7 +58,7 @@ pub const CLUSTER: &[Permission] = &[
     p("events.k8s.io", "events", "patch"),
 ];
 
-/// Cluster-wide, used only for fleets with autoscaling on: read the Deployments' current
+/// Granted like [`CLUSTER`], used only for fleets with autoscaling on: read the Deployments' current
 /// replicas and set `controller.kubernetes.io/pod-deletion-cost` before a gateway scale-down
 /// (the pods to scrape are found with the `pods` list above).
 pub const AUTOSCALER: &[Permission] = &[p("apps", "deployments", "get"), p("", "pods", "patch")];
@@ -109,15 +114,27 @@ mod tests {
     }
 
     #[test]
-    fn cluster_role_grants_exactly_the_cluster_calls() {
+    fn fleet_role_grants_exactly_the_cluster_calls() {
         let mut want = set(CLUSTER);
         want.extend(set(AUTOSCALER));
-        assert_eq!(rules_in("clusterrole.yaml"), want);
+        assert_eq!(rules_in("rbac.yaml"), want);
     }
 
     #[test]
     fn role_grants_exactly_the_leader_election_calls() {
         assert_eq!(rules_in("role.yaml"), set(LEADER_ELECTION));
+    }
+
+    #[test]
+    fn secrets_are_only_read_by_name() {
+        let secrets: Vec<&str> = CLUSTER
+            .iter()
+            .chain(AUTOSCALER)
+            .chain(LEADER_ELECTION)
+            .filter(|p| p.group.is_empty() && p.resource.starts_with("secrets"))
+            .map(|p| p.verb)
+            .collect();
+        assert_eq!(secrets, ["get"]);
     }
 
     #[test]

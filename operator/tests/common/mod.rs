@@ -100,6 +100,33 @@ pub async fn start_operator_with(
     lease: Option<(Duration, Duration)>,
     advisor: Arc<dyn ScaleAdvisor>,
 ) -> RunningOperator {
+    start(cluster, identity, lease, None, advisor).await
+}
+
+/// [`start_operator`] watching only `namespace` (`--namespace`, as the chart's `watchNamespace`).
+pub async fn start_operator_in(
+    cluster: &kubesim::Cluster,
+    identity: &str,
+    lease: Option<(Duration, Duration)>,
+    namespace: &str,
+) -> RunningOperator {
+    start(
+        cluster,
+        identity,
+        lease,
+        Some(namespace.into()),
+        Arc::new(NoAdvisor),
+    )
+    .await
+}
+
+async fn start(
+    cluster: &kubesim::Cluster,
+    identity: &str,
+    lease: Option<(Duration, Duration)>,
+    namespace: Option<String>,
+    advisor: Arc<dyn ScaleAdvisor>,
+) -> RunningOperator {
     let client = cluster.client_as(identity).await.expect("operator client");
     let cfg = RunConfig {
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
@@ -110,7 +137,7 @@ pub async fn start_operator_with(
             lease_duration,
             renew_interval,
         }),
-        namespace: None,
+        namespace,
         identity: identity.into(),
     };
     let (tx, rx) = oneshot::channel();
