@@ -295,13 +295,7 @@ pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
     ));
     let opts = gateway.serve_options();
     server::spawn("player", player, router, stop.clone(), opts);
-    server::spawn(
-        "admin",
-        admin_l,
-        admin_router,
-        stop.clone(),
-        server::ServeOptions::limited(server::ADMIN_LIMITS),
-    );
+    server::spawn_admin(admin_l, admin_router, stop.clone());
     health.set_ready(true);
     tracing::info!(listen = %args.server.listen, "gateway running");
     // SIGTERM/Ctrl-C or POST /drain: drain, then exit.
@@ -415,13 +409,7 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         Arc::clone(&ledger),
         args.admin_token.expose(),
     ));
-    server::spawn(
-        "admin",
-        admin_l,
-        admin_router,
-        stop.clone(),
-        server::ServeOptions::limited(server::ADMIN_LIMITS),
-    );
+    server::spawn_admin(admin_l, admin_router, stop.clone());
     // The admin port answers (alive, not ready) while the ledger's Redis is checked.
     tokio::select! {
         g = guard_ledger(&redis_ledger, args.allow_ephemeral_ledger) => g?,

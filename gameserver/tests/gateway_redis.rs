@@ -16,7 +16,7 @@ use gameserver::auth::{mint_token, now_secs, Authenticator};
 use gameserver::bus::redis::{RedisBus, RedisBusConfig};
 use gameserver::bus::{Delivery, GatewayBus, Target};
 use gameserver::gateway::{Gateway, GatewayConfig};
-use gameserver::server;
+
 use serde_json::{json, Value};
 use support::RedisServer;
 use tokio::net::TcpStream;
@@ -47,15 +47,7 @@ async fn gateway_with(url: &str, cfg: GatewayConfig, stop: &CancellationToken) -
         Arc::new(Health::default()),
     )
     .unwrap();
-    gw.start(stop.clone()).unwrap();
-    let l = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(server::serve(
-        l,
-        gw.router(),
-        stop.clone(),
-        gw.serve_options(),
-    ));
+    let addr = support::serve_gateway(&gw, stop).await;
     addr
 }
 

@@ -18,7 +18,7 @@ use gameserver::bus::redis::{RedisBus, RedisBusConfig};
 use gameserver::engine::{self, EngineConfig};
 use gameserver::gateway::{Gateway, GatewayConfig};
 use gameserver::ledger::{user_account, EntryKind, Ledger, RedisLedger, Transfer};
-use gameserver::server;
+
 use serde_json::{json, Value};
 use support::RedisServer;
 use tokio::net::TcpStream;
@@ -227,15 +227,7 @@ async fn a_hostile_player_cannot_fill_redis_or_stop_honest_bets() {
         Arc::new(Health::default()),
     )
     .unwrap();
-    gw.start(stop.clone()).unwrap();
-    let l = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(server::serve(
-        l,
-        gw.router(),
-        stop.clone(),
-        gw.serve_options(),
-    ));
+    let addr = support::serve_gateway(&gw, &stop).await;
 
     let honest_stop = CancellationToken::new();
     let players = [
@@ -365,7 +357,7 @@ async fn a_hostile_player_cannot_fill_redis_or_stop_honest_bets() {
         room_replies.get("error:ROOM_LIMIT").copied().unwrap_or(0) > 0,
         "{room_replies:?}"
     );
-    // The money: every account sums to zero, nothing left pending.
+    // The money: every account sums to zero.
     let sum: i64 = ledger
         .accounts()
         .await

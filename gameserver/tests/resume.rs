@@ -15,7 +15,7 @@ use gameserver::bus::redis::{RedisBus, RedisBusConfig};
 use gameserver::engine::{self, EngineConfig};
 use gameserver::gateway::{Gateway, GatewayConfig};
 use gameserver::ledger::{Ledger, RedisLedger};
-use gameserver::server;
+
 use serde_json::{json, Value};
 use support::RedisServer;
 use tokio::net::TcpStream;
@@ -59,15 +59,7 @@ async fn gateway_with(
         Arc::new(Health::default()),
     )
     .unwrap();
-    gw.start(stop.clone()).unwrap();
-    let l = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(server::serve(
-        l,
-        gw.router(),
-        stop.clone(),
-        gw.serve_options(),
-    ));
+    let addr = support::serve_gateway(&gw, stop).await;
     (addr, gw)
 }
 

@@ -185,13 +185,7 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
     ));
     let opts = gateway.serve_options();
     server::spawn("player", player, player_router, shutdown.clone(), opts);
-    server::spawn(
-        "admin",
-        admin_listener,
-        admin_router,
-        shutdown,
-        server::ServeOptions::limited(server::ADMIN_LIMITS),
-    );
+    server::spawn_admin(admin_listener, admin_router, shutdown);
     health.set_ready(true);
     Ok(LocalServer {
         player_addr,

@@ -63,15 +63,6 @@ pub struct ServeOptions {
     pub on_refused: Option<Arc<dyn Fn(Refusal) + Send + Sync>>,
 }
 
-impl ServeOptions {
-    pub fn limited(limits: ConnLimits) -> Self {
-        Self {
-            limits,
-            on_refused: None,
-        }
-    }
-}
-
 /// Serves `router` until `shutdown`. Every accepted socket gets TCP_NODELAY (small frames
 /// must not wait for Nagle) and the header-read deadline; one over a cap is answered 503
 /// (port full) or 429 (too many from its address) and closed.
@@ -159,6 +150,15 @@ pub fn spawn(
             tracing::error!(error = %e, server = name, "server stopped");
         }
     });
+}
+
+/// [`spawn`] for an admin port, with [`ADMIN_LIMITS`].
+pub fn spawn_admin(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let opts = ServeOptions {
+        limits: ADMIN_LIMITS,
+        on_refused: None,
+    };
+    spawn("admin", listener, router, shutdown, opts);
 }
 
 /// One HTTP/1 connection (upgrades allowed) until it ends, or gracefully on `stop`.

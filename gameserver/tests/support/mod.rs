@@ -140,3 +140,22 @@ pub fn send_signal(pid: u32, sig: &str) {
         .expect("kill(1)");
     assert!(status.success(), "kill -{sig} {pid}");
 }
+
+/// Starts `gw` and serves its player routes on a free loopback port (with its connection
+/// caps) until `stop`; returns the address.
+pub async fn serve_gateway(
+    gw: &std::sync::Arc<gameserver::gateway::Gateway>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> std::net::SocketAddr {
+    use gameserver::server;
+    gw.start(stop.clone()).unwrap();
+    let l = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(server::serve(
+        l,
+        gw.router(),
+        stop.clone(),
+        gw.serve_options(),
+    ));
+    addr
+}
