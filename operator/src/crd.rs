@@ -103,13 +103,16 @@ pub struct GatewaySpec {
     #[schemars(range(min = 1, max = 1000000))]
     pub connections_per_pod: i32,
     /// Open player sockets one gateway accepts before answering 503 (0 = unlimited).
-    /// Defaults to 1.5 × `connectionsPerPod`: headroom for the autoscaler to catch up, a
-    /// hard stop before a flood takes the pod's memory and file descriptors.
+    /// Defaults to 4 × `connectionsPerPod`: far enough above the autoscaler's target that a
+    /// surge is seen (and scaled for) rather than refused, a hard stop before a flood takes
+    /// the pod's memory and file descriptors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000000))]
     pub max_connections: Option<i32>,
     /// Open player sockets from one client address per gateway before answering 429
-    /// (0 = unlimited). Players behind one NAT share an address: keep it generous.
+    /// (0 = unlimited, the default). Only useful when players' own addresses reach the pods
+    /// (e.g. `externalTrafficPolicy: Local`): behind a proxy or a node's SNAT every player
+    /// shares one address. Players behind one NAT share one too: keep it generous.
     #[serde(default = "default_max_connections_per_ip")]
     #[schemars(range(min = 0, max = 10000000))]
     pub max_connections_per_ip: i32,
@@ -674,7 +677,7 @@ fn default_connections_per_pod() -> i32 {
     5000
 }
 fn default_max_connections_per_ip() -> i32 {
-    1000
+    0
 }
 fn default_max_live_rooms() -> i32 {
     1000

@@ -20,7 +20,7 @@ pub fn spec() -> GameFleetSpec {
             service: PlayerServiceSpec::default(),
             connections_per_pod: 5000,
             max_connections: None,
-            max_connections_per_ip: 1000,
+            max_connections_per_ip: 0,
             min_ready_seconds: 5,
             pod_disruption_budget: PdbSpec::default(),
             node_selector: Default::default(),

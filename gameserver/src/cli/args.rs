@@ -103,7 +103,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
     /// Open sockets from one client IP address (0 = unlimited); the next is answered 429.
-    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    /// Only for gateways that see players' own addresses (not behind a proxy or SNAT).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     #[arg(long, env = "SEND_QUEUE", default_value_t = 256)]

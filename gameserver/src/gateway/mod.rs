@@ -48,7 +48,8 @@ pub struct GatewayConfig {
     pub connections_per_user: usize,
     /// Open sockets on the player port (0 = unlimited); the next gets 503.
     pub max_connections: usize,
-    /// Open sockets from one client address (0 = unlimited); the next gets 429.
+    /// Open sockets from one client address (0 = unlimited, the default: behind a proxy or
+    /// a node's SNAT every player has the same address); the next gets 429.
     pub max_connections_per_ip: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue: usize,
@@ -82,7 +83,7 @@ impl Default for GatewayConfig {
             messages_per_second: 20,
             connections_per_user: 5,
             max_connections: 20_000,
-            max_connections_per_ip: 1_000,
+            max_connections_per_ip: 0,
             send_queue: 256,
             max_message_bytes: 16 * 1024,
             read_buffer_bytes: 2 * 1024,

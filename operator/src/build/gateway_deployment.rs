@@ -29,7 +29,7 @@ pub fn args(spec: &GameFleetSpec) -> Vec<String> {
 }
 
 /// How far past `connectionsPerPod` a gateway accepts sockets unless `maxConnections` says.
-pub const CONNECTION_HEADROOM: f64 = 1.5;
+pub const CONNECTION_HEADROOM: f64 = 4.0;
 
 /// The common environment plus `GATEWAY_ID` (the pod name: the gateway's stable name on the
 /// bus), the connection caps, the room names and the token claims the gateway checks.
@@ -317,11 +317,8 @@ mod tests {
                 .find(|e| e.name == name)
                 .and_then(|e| e.value)
         };
-        assert_eq!(env_of(&s, "MAX_CONNECTIONS").as_deref(), Some("7500"));
-        assert_eq!(
-            env_of(&s, "MAX_CONNECTIONS_PER_IP").as_deref(),
-            Some("1000")
-        );
+        assert_eq!(env_of(&s, "MAX_CONNECTIONS").as_deref(), Some("20000"));
+        assert_eq!(env_of(&s, "MAX_CONNECTIONS_PER_IP").as_deref(), Some("0"));
         assert_eq!(env_of(&s, "ROOM_PATTERN"), None);
         assert!(env_from(&s).is_none());
         s.gateway.max_connections = Some(0);
@@ -344,7 +341,7 @@ mod tests {
         let from = env_from(&s).unwrap();
         assert_eq!(from[0].prefix.as_deref(), Some("JWT_KEY_"));
         assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "dice-jwt-keys");
-        assert_eq!(max_connections(333, None), 500);
+        assert_eq!(max_connections(333, None), 1332);
     }
 
     #[test]
