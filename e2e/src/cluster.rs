@@ -226,6 +226,12 @@ impl Cluster {
         Ok(cfg)
     }
 
+    /// Whether pods resolve Service names (`<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`,
+    /// `<svc>.<ns>.svc.cluster.local`); false where mount namespaces are unavailable (not root).
+    pub fn resolves_service_names(&self) -> bool {
+        self.kubelet.dns.is_some()
+    }
+
     /// The distinct API requests made so far, by user (bearer token), verb, group and resource.
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit

@@ -35,6 +35,8 @@ impl LogStore {
     }
 }
 
+mod dns;
+pub mod hosts;
 mod probe;
 mod runtime;
 
@@ -70,6 +72,8 @@ pub struct Kubelet {
     pub(crate) pods_dir: PathBuf,
     /// Process groups of every running container, killed on shutdown.
     pub(crate) pgids: Mutex<HashSet<i32>>,
+    /// Service names in pods (`None` where mount namespaces are unavailable).
+    pub(crate) dns: Option<dns::Dns>,
     pods: Mutex<HashMap<String, watch::Sender<Signal>>>,
 }
 
@@ -81,6 +85,7 @@ impl Kubelet {
         kubeconfig: PathBuf,
         pods_dir: PathBuf,
     ) -> Self {
+        let dns = dns::Dns::detect(&pods_dir);
         Self {
             api,
             logs,
@@ -88,6 +93,7 @@ impl Kubelet {
             kubeconfig,
             pods_dir,
             pgids: Mutex::new(HashSet::new()),
+            dns,
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -144,6 +150,10 @@ pub fn spawn(kubelet: Arc<Kubelet>, ctx: Arc<Ctx>, cancel: CancellationToken) ->
                         ));
                     }
                 }
+            }
+            if let Some(dns) = &kubelet.dns {
+                // Any change may be a Service created, deleted or given its IP.
+                dns.refresh(&kubelet.api.list(&ctx.services, None).0);
             }
             {
                 let mut map = kubelet.pods.lock().unwrap_or_else(|p| p.into_inner());

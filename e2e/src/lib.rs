@@ -3,7 +3,8 @@
 //! An API server double (real `kubectl`, `helm` and `kube::Client` talk to it
 //! through a generated kubeconfig), the Deployment/ReplicaSet/GC/endpoints
 //! controllers, a kubelet that runs pods as local processes on loopback IPs,
-//! and Services as loopback TCP proxies. Not a Kubernetes distribution.
+//! Services as loopback TCP proxies, and Service names for pods through a
+//! per-pod `/etc/hosts` (as root). Not a Kubernetes distribution.
 
 pub mod apiserver;
 pub mod audit;

@@ -71,6 +71,7 @@ async fn a_fleet_with_its_own_ledger_redis_keeps_the_money_there() {
     let bus_ip = t.install_redis_and_secret(NS, JWT, ADMIN_TOKEN).await;
     let ledger_ip = t.install_redis("ledger").await;
     assert_ne!(bus_ip, ledger_ip);
+    // The ledger's Redis is in another namespace: pods name it `redis.ledger`.
     t.kubectl(&[
         "-n",
         NS,
@@ -78,7 +79,7 @@ async fn a_fleet_with_its_own_ledger_redis_keeps_the_money_there() {
         "secret",
         "generic",
         "ledger-redis",
-        &format!("--from-literal=url=redis://{ledger_ip}:6379"),
+        "--from-literal=url=redis://redis.ledger:6379",
     ])
     .await;
 

@@ -1,6 +1,7 @@
 //! One pod: its containers as process groups, probes, restarts, status and
 //! graceful termination.
 
+use super::dns::MountHosts;
 use super::probe::{self, Timing};
 use super::{Kubelet, Signal};
 use crate::apiserver::{meta_str, now, DeleteOpts, WriteOpts};
@@ -272,6 +273,8 @@ struct PodRt {
     name: String,
     ip: String,
     workdir: PathBuf,
+    /// The pod's hosts file, mounted over `/etc/hosts` for its containers.
+    hosts: Option<PathBuf>,
     probe_tx: mpsc::Sender<(usize, ProbeKind, bool)>,
 }
 
@@ -337,13 +340,23 @@ impl PodRt {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        let mount = match self.hosts.as_deref().map(MountHosts::new).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%e, pod = %self.name, "pod hosts file path; Service names will not resolve");
+                None
+            }
+        };
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // Own process group (so signals reach the whole container), and
                 // die with the simulator even if it is SIGKILLed.
                 libc::setpgid(0, 0);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(m) = &mount {
+                    m.enter()?;
+                }
                 Ok(())
             });
         }
@@ -545,6 +558,18 @@ pub async fn run_pod(
     if let Err(e) = std::fs::create_dir_all(&workdir) {
         tracing::warn!(%e, "creating pod working directory");
     }
+    let uid = meta_str(&pod, "uid").to_string();
+    let hosts = k.dns.as_ref().and_then(|dns| {
+        let path = k.pods_dir.join(format!("{uid}.hosts"));
+        let (services, _) = ctx.api.list(&ctx.services, None);
+        match dns.register(&uid, &ns, path.clone(), &services) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                tracing::warn!(%e, pod = %name, "writing the pod's hosts file; Service names will not resolve");
+                None
+            }
+        }
+    });
     let (probe_tx, mut probe_rx) = mpsc::channel(64);
     let rt = PodRt {
         k: k.clone(),
@@ -554,6 +579,7 @@ pub async fn run_pod(
         name: name.clone(),
         ip,
         workdir: workdir.clone(),
+        hosts,
         probe_tx,
     };
     let policy = pod
@@ -727,6 +753,9 @@ pub async fn run_pod(
         }
     }
     let _ = std::fs::remove_dir_all(&workdir);
+    if let Some(dns) = &k.dns {
+        dns.forget(&uid);
+    }
     if *signal.borrow() != Signal::Gone && !cancel.is_cancelled() {
         let opts = DeleteOpts {
             grace_seconds: Some(0),

@@ -63,8 +63,14 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Both clients, or `None` (skip) when they are not installed outside CI.
+    /// Both clients, or `None` (skip) when they are not installed outside CI. The install path
+    /// names Services as pods do (`redis://redis:6379`), so it needs the simulated Service DNS.
     pub fn for_cluster(cluster: &kubesim::Cluster) -> Option<Tools> {
+        assert!(
+            cluster.resolves_service_names(),
+            "kubesim cannot give pods Service names here (it needs mount namespaces: run as root); \
+             the install path uses the examples' redis://redis:6379"
+        );
         Some(Tools {
             kubectl: client_tool("kubectl")?,
             helm: client_tool("helm")?,
@@ -132,8 +138,9 @@ impl Tools {
         assert!(out.contains("successfully rolled out"), "{out}");
     }
 
-    /// Creates `ns` with `examples/redis-dev.yaml` and waits for it. The simulated cluster has
-    /// no DNS, so clients name the Service's cluster IP, which this returns.
+    /// Creates `ns` with `examples/redis-dev.yaml` and waits for it. Pods reach it as
+    /// `redis` (or `redis.<ns>`); this returns the Service's cluster IP, for the test itself,
+    /// which runs outside the pods' hosts files.
     pub async fn install_redis(&self, ns: &str) -> String {
         self.kubectl(&["create", "namespace", ns]).await;
         self.kubectl(&["-n", ns, "apply", "-f", &repo("examples/redis-dev.yaml")])
@@ -164,11 +171,17 @@ impl Tools {
         redis_ip
     }
 
-    /// Creates `ns` with `examples/redis-dev.yaml` and the `dice-secrets` Secret, whose Redis
-    /// URL names the Service's cluster IP (the README's `kubectl create secret` form). Returns
-    /// that IP.
+    /// Creates `ns` with `examples/redis-dev.yaml` and the `dice-secrets` Secret exactly as
+    /// examples/README.md step 2 does (`redis-url=redis://redis:6379`, the Service's name).
+    /// Returns the Service's cluster IP, for the test's own Redis reads.
     pub async fn install_redis_and_secret(&self, ns: &str, jwt: &str, admin: &str) -> String {
         let redis_ip = self.install_redis(ns).await;
+        self.create_fleet_secret(ns, jwt, admin).await;
+        redis_ip
+    }
+
+    /// `kubectl create secret generic dice-secrets` as examples/README.md step 2 does.
+    pub async fn create_fleet_secret(&self, ns: &str, jwt: &str, admin: &str) {
         self.kubectl(&[
             "-n",
             ns,
@@ -178,10 +191,9 @@ impl Tools {
             "dice-secrets",
             &format!("--from-literal=jwt-secret={jwt}"),
             &format!("--from-literal=admin-token={admin}"),
-            &format!("--from-literal=redis-url=redis://{redis_ip}:6379"),
+            "--from-literal=redis-url=redis://redis:6379",
         ])
         .await;
-        redis_ip
     }
 
     /// The players' WebSocket URL: the `dice-players` Service's cluster IP, as a player inside
