@@ -156,10 +156,26 @@ async fn route(
                 .map(|v| json_response(StatusCode::OK, &v))
         }
         ["openapi", "v2"] => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            // kubectl's v2 client asks for protobuf only and parses whatever comes back as such.
+            if accept.contains("protobuf") && !accept.contains("json") {
+                return Ok((
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    )],
+                    crate::openapi::v2_protobuf(&api.registry),
+                )
+                    .into_response());
+            }
             return Ok(json_response(
                 StatusCode::OK,
                 &crate::openapi::v2(&api.registry),
-            ))
+            ));
         }
         ["openapi", "v3"] => {
             return Ok(json_response(

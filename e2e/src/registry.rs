@@ -236,6 +236,17 @@ fn builtins() -> Vec<ResourceDef> {
             false,
             false,
         ),
+        builtin("batch", "v1", "jobs", "Job", true, &[], true, false),
+        builtin(
+            "batch",
+            "v1",
+            "cronjobs",
+            "CronJob",
+            true,
+            &["cj"],
+            true,
+            false,
+        ),
         builtin(
             "discovery.k8s.io",
             "v1",
