@@ -316,3 +316,127 @@ async fn service_stops_routing_to_a_pod_that_turns_unready() {
     }
     c.shutdown().await;
 }
+
+/// `kubectl <args>` against `c`; its stdout, or a panic with its stderr.
+async fn kubectl(c: &kubesim::Cluster, kubectl: &std::path::Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(kubectl)
+        .args(args)
+        .env("KUBECONFIG", c.kubeconfig_path())
+        .env("HOME", c.kubeconfig_path().parent().unwrap())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The Deployment of `web` without `replicas` (left to `kubectl scale`), `FLAVOUR` in its pods.
+fn flavoured(name: &str, flavour: &str) -> String {
+    let extra = format!("        - {{name: FLAVOUR, value: \"{flavour}\"}}\n");
+    let all = common::manifests::web(name, 0, "v1", &extra);
+    let deploy = all.split("\n---\n").next().unwrap_or_default();
+    deploy
+        .lines()
+        .filter(|l| l.trim() != "replicas: 0")
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `kubectl scale`, then a server-side apply that changes only one env value of the pod
+/// template, then `kubectl rollout status`: once it reports the rollout done, every pod that
+/// is not being deleted runs the new template, and there are as many as the scale asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_after_scale_and_template_apply_waits_for_the_new_pods() {
+    let Some(kc) = common::install::client_tool("kubectl") else {
+        return;
+    };
+    let c = common::cluster().await;
+    let client = c.client().await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let dir = c.kubeconfig_path().parent().unwrap().to_path_buf();
+    let apply = |flavour: &str| {
+        let path = dir.join(format!("flavour-{flavour}.yaml"));
+        std::fs::write(&path, flavoured("flavour", flavour)).unwrap();
+        path.display().to_string()
+    };
+    let first = apply("f0");
+    kubectl(&c, &kc, &["apply", "--server-side", "-f", &first]).await;
+    kubectl(
+        &c,
+        &kc,
+        &["rollout", "status", "deployment/flavour", "--timeout=60s"],
+    )
+    .await;
+    for (round, replicas) in [3, 4, 2, 5].into_iter().enumerate() {
+        let flavour = format!("f{}", round + 1);
+        let file = apply(&flavour);
+        kubectl(
+            &c,
+            &kc,
+            &[
+                "scale",
+                "deployment/flavour",
+                &format!("--replicas={replicas}"),
+            ],
+        )
+        .await;
+        kubectl(&c, &kc, &["apply", "--server-side", "-f", &file]).await;
+        let out = kubectl(
+            &c,
+            &kc,
+            &["rollout", "status", "deployment/flavour", "--timeout=60s"],
+        )
+        .await;
+        assert!(out.contains("successfully rolled out"), "{out}");
+        let all = pods
+            .list(&ListParams::default().labels("app=flavour"))
+            .await
+            .unwrap()
+            .items;
+        let live: Vec<(String, String, bool)> = all
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let env = p.spec.as_ref().unwrap().containers[0]
+                    .env
+                    .clone()
+                    .unwrap_or_default();
+                let value = env
+                    .iter()
+                    .find(|e| e.name == "FLAVOUR")
+                    .and_then(|e| e.value.clone())
+                    .unwrap_or_default();
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                (p.metadata.name.clone().unwrap(), value, ready)
+            })
+            .collect();
+        // Pods being deleted may still run the old template, as in Kubernetes: the status
+        // counts no terminating pod, so rollout status does not wait for them.
+        let terminating = all.len() - live.len();
+        eprintln!(
+            "round {round}: {} pods run {flavour}, {terminating} terminating",
+            live.len()
+        );
+        assert!(
+            live.iter().all(|(_, v, _)| *v == flavour),
+            "round {round}: rollout status said done, but not every pod runs {flavour}: {live:?}"
+        );
+        assert_eq!(live.len(), replicas, "round {round}: {live:?}");
+        assert!(
+            live.iter().all(|(_, _, ready)| *ready),
+            "round {round}: rollout status said done before every new pod was ready: {live:?}"
+        );
+    }
+    c.shutdown().await;
+}
