@@ -63,14 +63,19 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Both clients, or `None` (skip) when they are not installed outside CI. The install path
-    /// names Services as pods do (`redis://redis:6379`), so it needs the simulated Service DNS.
+    /// Both clients, or `None` (skip) outside CI when they are not installed or when pods get
+    /// no Service names here: the install path names Services as the examples do
+    /// (`redis://redis:6379`), which needs kubesim's mount namespaces (root).
     pub fn for_cluster(cluster: &kubesim::Cluster) -> Option<Tools> {
-        assert!(
-            cluster.resolves_service_names(),
-            "kubesim cannot give pods Service names here (it needs mount namespaces: run as root); \
-             the install path uses the examples' redis://redis:6379"
-        );
+        if !cluster.resolves_service_names() {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(
+                !ci,
+                "CI=true: pods get no Service names (kubesim needs mount namespaces: run as root)"
+            );
+            eprintln!("SKIPPED: pods get no Service names here (kubesim needs root for them)");
+            return None;
+        }
         Some(Tools {
             kubectl: client_tool("kubectl")?,
             helm: client_tool("helm")?,
