@@ -21,6 +21,7 @@ use crate::cli::args::{DrainArgs, Secret, ServerArgs, ENGINE_DRAIN_TIMEOUT};
 use crate::engine::{self, EngineConfig};
 use crate::gateway::Gateway;
 use crate::ledger::{admin as ledger_admin, durability, Ledger, RedisLedger};
+use crate::play_page::{self, TokensFor};
 use crate::server;
 
 #[derive(Args, Debug, Clone)]
@@ -122,6 +123,10 @@ pub struct GatewayCmdArgs {
     /// Bearer token for `POST /drain` on the admin port; unset disables the route (403).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
     pub admin_token: Secret,
+    /// Serve the dice page at `/` and mint a token for any user at `/dev/token`, so a browser
+    /// can play: for demos and sandboxes only, since anyone can then log in as anyone.
+    #[arg(long, env = "DEMO_PAGE")]
+    pub demo_page: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -167,6 +172,10 @@ pub struct EngineCmdArgs {
     /// refuses to start on such a Redis.
     #[arg(long, env = "ALLOW_EPHEMERAL_LEDGER")]
     pub allow_ephemeral_ledger: bool,
+    /// Minor units credited (once, idempotently) to every player at their first bet, from the
+    /// house treasury: for demo fleets, whose players have no other way to get a balance.
+    #[arg(long, env = "STARTING_BALANCE")]
+    pub starting_balance: Option<i64>,
 }
 
 /// The ledger's Redis is checked before the engine takes any bet: it must persist (see
@@ -262,6 +271,7 @@ pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
         Some(s) if !s.is_empty() => s.expose().as_bytes().to_vec(),
         _ => return Err("--jwt-secret (or JWT_SECRET) is required".into()),
     };
+    let page_secret: Arc<[u8]> = Arc::from(secret.as_slice());
     let auth_cfg = args.server.auth_config(secret, std::env::vars(), false)?;
     let auth = Authenticator::with_config(&auth_cfg).map_err(|e| e.to_string())?;
     let url = redis_url(args.server.redis_url.as_ref())?;
@@ -281,10 +291,15 @@ pub async fn run_gateway(args: GatewayCmdArgs) -> Result<(), String> {
     let admin_l = server::bind(args.server.admin_listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.server.admin_listen))?;
-    let router = Router::new()
-        .route("/", any(upgrade))
-        .route("/ws", any(upgrade))
-        .with_state(Arc::clone(&gateway));
+    let router = if args.demo_page {
+        tracing::warn!("demo page on: /dev/token gives any visitor a token for any user");
+        play_page::router(Arc::clone(&gateway), page_secret, TokensFor::Anyone)
+    } else {
+        Router::new()
+            .route("/", any(upgrade))
+            .route("/ws", any(upgrade))
+            .with_state(Arc::clone(&gateway))
+    };
     let admin_router = admin::router(AdminState {
         registry,
         health: Arc::clone(&health),
@@ -391,6 +406,7 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         engine_id,
         betting_window: Duration::from_millis(args.betting_window_ms),
         result_pause: Duration::from_millis(args.result_pause_ms),
+        starting_balance: args.starting_balance,
         // Rooms are refreshed (and leases renewed) several times per lease lifetime, and at
         // least every 250 ms so a room another engine gives up is taken over promptly.
         rooms_poll: Duration::from_millis((args.lease_ttl_ms / 4).clamp(50, 250)),

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod ledger;
 pub mod local;
 pub mod metrics;
+pub mod play_page;
 pub mod protocol;
 pub mod redisx;
 pub mod server;

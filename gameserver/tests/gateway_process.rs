@@ -271,3 +271,100 @@ async fn readiness_follows_redis_and_liveness_does_not() {
     redis.restart();
     readiness_becomes(&admins, 200, Duration::from_secs(10)).await;
 }
+
+/// A demo fleet (`gateway --demo-page`, `engine --starting-balance`): the gateway serves the
+/// page and a token for any name, and a new player can bet at once from the starting balance,
+/// credited once. A gateway without the flag serves neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_gateway_serves_the_page_and_a_new_player_bets_from_the_starting_balance() {
+    let redis = RedisServer::start();
+    let mut engine = support::fleet::engine_command(&redis, "demo-engine", 1_000);
+    let _engine = Proc(engine.args(["--starting-balance", "1000"]).spawn().unwrap());
+    let gateway = |demo: bool| {
+        let (player, admin) = (free_addr(), free_addr());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gameserver"));
+        cmd.args(["gateway", "--listen", &player.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .env("REDIS_URL", redis.url())
+            .env("JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if demo {
+            cmd.arg("--demo-page");
+        }
+        (Proc(cmd.spawn().unwrap()), player, admin)
+    };
+    let (_demo, player, admin) = gateway(true);
+    let (_plain, plain_player, plain_admin) = gateway(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for a in [admin, plain_admin] {
+        while http_status(a, "/readyz").await != Some(200) {
+            assert!(Instant::now() < deadline, "gateway did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let (status, page) = http_get(player, "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<html") && page.contains("gamefleet-client.js"),
+        "{page}"
+    );
+    assert_eq!(http_status(player, "/gamefleet-client.js").await, Some(200));
+    assert_eq!(http_status(plain_player, "/dev/token").await, Some(404));
+    assert_ne!(http_status(plain_player, "/").await, Some(200));
+
+    let (status, body) = http_get(player, "/dev/token?user=alice").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["userId"], "alice");
+    let token = body["token"].as_str().unwrap();
+
+    // The token works on every gateway of the fleet (one secret), not only the demo one.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{plain_player}/ws"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut ws).await.unwrap()["type"], "connected");
+    let send = |v: Value| Message::text(v.to_string());
+    ws.send(send(json!({"type":"authenticate","token":token})))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut ws).await.unwrap()["type"], "authenticated");
+    ws.send(send(json!({"type":"join_game","gameId":"demo-1"})))
+        .await
+        .unwrap();
+    // Bet as soon as a round opens; then two more in later rounds, from what is left.
+    let (mut placed, mut balances) = (0, vec![]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while balances.len() < 3 {
+        assert!(Instant::now() < deadline, "bets not settled: {balances:?}");
+        let Some(f) = recv(&mut ws).await else {
+            continue;
+        };
+        match (f["type"].as_str(), f["event"].as_str()) {
+            (Some("game_event"), Some("round_started")) if placed == balances.len() => {
+                placed += 1;
+                ws.send(send(
+                    json!({"type":"place_bet","gameId":"demo-1","amount":100,
+                    "selection":{"direction":"over","target":50.5},
+                    "idempotencyKey":format!("demo-{placed}")}),
+                ))
+                .await
+                .unwrap();
+            }
+            (Some("bet_rejected"), _) => panic!("bet rejected: {f}"),
+            (Some("bet_settled"), _) => {
+                let payout = f["payout"].as_i64().unwrap();
+                balances.push((payout, f["balance"].as_i64().unwrap()));
+            }
+            _ => {}
+        }
+    }
+    // 1,000 credited once: each balance is the previous one less the stake plus the payout.
+    let mut expected = 1000;
+    for (payout, balance) in balances {
+        expected += payout - 100;
+        assert_eq!(balance, expected, "credited more than once?");
+    }
+}

@@ -68,6 +68,9 @@ pub struct GameFleetSpec {
     /// Connection draining on rollouts and scale-downs.
     #[serde(default)]
     pub drain: DrainSpec,
+    /// A fleet to try in a browser: never in production (anyone can log in as anyone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo: Option<DemoSpec>,
 }
 
 /// Gateway tier.
@@ -576,6 +579,35 @@ impl Default for DrainSpec {
         Self {
             timeout_seconds: default_drain_timeout(),
             reconnect_spread_seconds: default_reconnect_spread(),
+        }
+    }
+}
+
+/// Demo mode: the gateways serve the dice page at `/` with a token for any user name at
+/// `/dev/token`, and the engines credit every new player a starting balance from the house, so
+/// a browser on the player Service can play at once. Authentication is then meaningless: for
+/// sandboxes and demos only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DemoSpec {
+    /// Turns demo mode on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Minor units credited once to each player at their first bet.
+    #[serde(default = "default_starting_balance")]
+    #[schemars(range(min = 1, max = 1000000000000_i64))]
+    pub starting_balance: i64,
+}
+
+fn default_starting_balance() -> i64 {
+    100_000
+}
+
+impl Default for DemoSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            starting_balance: default_starting_balance(),
         }
     }
 }

@@ -48,6 +48,7 @@ pub fn spec() -> GameFleetSpec {
         },
         autoscaling: AutoscalingSpec::default(),
         drain: DrainSpec::default(),
+        demo: None,
     }
 }
 

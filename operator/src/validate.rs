@@ -156,6 +156,14 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
             );
         }
     }
+    if let Some(d) = spec.demo.as_ref().filter(|d| d.enabled) {
+        if d.starting_balance < 1 {
+            p.add(
+                "demo.startingBalance",
+                format!("must be > 0 minor units, got {}", d.starting_balance),
+            );
+        }
+    }
     p.range("gateway.playerPort", g.player_port, 1, 65535);
     p.range("gateway.adminPort", g.admin_port, 1, 65535);
     if g.player_port == g.admin_port {
@@ -293,6 +301,16 @@ mod tests {
                 "empty image",
                 |s| s.gateway.image = " ".into(),
                 "gateway.image",
+            ),
+            (
+                "demo without a balance",
+                |s| {
+                    s.demo = Some(crate::crd::DemoSpec {
+                        enabled: true,
+                        starting_balance: 0,
+                    })
+                },
+                "demo.startingBalance",
             ),
             (
                 "image with space",

@@ -7,18 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{any, get};
-use axum::{Json, Router};
 use clap::Args;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Health};
-use crate::auth::{mint_token, now_secs, Authenticator, MAX_TOKEN_AGE_SECS};
+use crate::auth::Authenticator;
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
 use crate::bus::{EngineBus, GatewayBus};
@@ -27,11 +20,10 @@ use crate::distributed::RedisArgs;
 use crate::engine::{self, EngineConfig};
 use crate::gateway::Gateway;
 use crate::ledger::{admin as ledger_admin, Ledger, MemoryLedger, RedisLedger};
+use crate::play_page::{self, TokensFor};
 use crate::server;
 
-const PAGE: &str = include_str!("page.html");
-/// The reference JavaScript client (reconnect, drain and resume), used by the page.
-pub const CLIENT_JS: &str = include_str!("../../static/gamefleet-client.js");
+pub use crate::play_page::CLIENT_JS;
 
 #[derive(Args, Debug, Clone)]
 pub struct LocalArgs {
@@ -61,12 +53,6 @@ pub struct LocalServer {
     pub health: Arc<Health>,
     /// The engine task; it ends after the shutdown token is cancelled and its rounds drained.
     pub engine: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Clone)]
-struct LocalState {
-    gateway: Arc<Gateway>,
-    secret: Arc<[u8]>,
 }
 
 pub async fn run(args: LocalArgs) -> Result<(), String> {
@@ -156,24 +142,7 @@ pub async fn start(args: &LocalArgs, shutdown: CancellationToken) -> Result<Loca
     let player_addr = player.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
-    let state = LocalState {
-        gateway: Arc::clone(&gateway),
-        secret,
-    };
-    let player_router = Router::new()
-        .route("/", any(root))
-        .route("/ws", any(ws_only))
-        .route("/dev/token", get(dev_token))
-        .route(
-            "/gamefleet-client.js",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-                    CLIENT_JS,
-                )
-            }),
-        )
-        .with_state(state);
+    let player_router = play_page::router(Arc::clone(&gateway), secret, TokensFor::Loopback);
     let admin_router = admin::router(AdminState {
         registry,
         health: Arc::clone(&health),
@@ -218,54 +187,4 @@ fn buses(
     let ledger = RedisLedger::connect(&url, prefix).map_err(|e| e.to_string())?;
     tracing::info!(prefix = %args.redis.redis_prefix, "local mode over Redis");
     Ok((bus.clone(), bus, Arc::new(ledger)))
-}
-
-/// `/` upgrades WebSocket requests (reference clients use the root path) and serves the page
-/// to browsers.
-async fn root(
-    State(state): State<LocalState>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    match upgrade {
-        Ok(upgrade) => state.gateway.accept(upgrade),
-        Err(_) => ([(header::CACHE_CONTROL, "no-store")], Html(PAGE)).into_response(),
-    }
-}
-
-async fn ws_only(
-    State(state): State<LocalState>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    match upgrade {
-        Ok(upgrade) => state.gateway.accept(upgrade),
-        Err(rejection) => rejection.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    user: Option<String>,
-}
-
-/// Dev tokens for the page. Local mode only, and only for clients on this machine.
-async fn dev_token(
-    State(state): State<LocalState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<TokenQuery>,
-) -> Response {
-    if !peer.ip().is_loopback() {
-        return (
-            StatusCode::FORBIDDEN,
-            "dev tokens are only issued to clients on this machine\n",
-        )
-            .into_response();
-    }
-    let user = query
-        .user
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| format!("player-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-    match mint_token(&state.secret, &user, now_secs(), MAX_TOKEN_AGE_SECS) {
-        Ok(token) => Json(serde_json::json!({ "userId": user, "token": token })).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    }
 }

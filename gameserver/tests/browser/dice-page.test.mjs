@@ -2,14 +2,15 @@
 // room, bet, and wait until the bet is settled and its round's server seed is revealed and
 // verified by the page. Then the connection drops right after a second bet is acknowledged: the
 // page's client (static/gamefleet-client.js) reconnects, resumes the room and receives that
-// bet's settlement. Usage: node dice-page.test.mjs <path to gameserver binary>
+// bet's settlement. Usage: node dice-page.test.mjs <path to gameserver binary>, or
+// node dice-page.test.mjs <URL of a page already served> (e.g. the sandbox's demo fleet).
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
 const bin = process.argv[2] || process.env.GAMESERVER_BIN;
 if (!bin) {
-  console.error("usage: node dice-page.test.mjs <path to gameserver binary>");
+  console.error("usage: node dice-page.test.mjs <path to gameserver binary | page URL>");
   process.exit(2);
 }
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -33,11 +34,11 @@ function startServer() {
 }
 
 async function main() {
-  const server = startServer();
+  const server = /^https?:\/\//.test(bin) ? { url: Promise.resolve(bin), child: null } : startServer();
   let browser;
   try {
     const url = await server.url;
-    console.log(`gameserver local at ${url}`);
+    console.log(`dice page at ${url}`);
     browser = await chromium.launch({
       executablePath: chromiumPath,
       headless: true,
@@ -117,7 +118,7 @@ async function main() {
     console.log("browser test passed");
   } finally {
     if (browser) await browser.close();
-    server.child.kill("SIGINT");
+    if (server.child) server.child.kill("SIGINT");
   }
 }
 

@@ -43,6 +43,12 @@ pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     if spec.redis.allow_ephemeral_ledger {
         env.push(pod::value("ALLOW_EPHEMERAL_LEDGER", "true"));
     }
+    if let Some(d) = spec.demo.as_ref().filter(|d| d.enabled) {
+        env.push(pod::value(
+            "STARTING_BALANCE",
+            d.starting_balance.to_string(),
+        ));
+    }
     env
 }
 
@@ -118,6 +124,28 @@ mod tests {
 
     fn deploy(spec: &GameFleetSpec, replicas: i32) -> Deployment {
         build(spec, &Owner::of(&fleet()).unwrap(), replicas)
+    }
+
+    #[test]
+    fn demo_mode_credits_a_starting_balance_only_when_enabled() {
+        let balance = |s: &GameFleetSpec| {
+            env(s)
+                .into_iter()
+                .find(|e| e.name == "STARTING_BALANCE")
+                .and_then(|e| e.value)
+        };
+        let mut s = spec();
+        assert_eq!(balance(&s), None);
+        s.demo = Some(crate::crd::DemoSpec {
+            enabled: false,
+            starting_balance: 250,
+        });
+        assert_eq!(balance(&s), None);
+        s.demo = Some(crate::crd::DemoSpec {
+            enabled: true,
+            starting_balance: 250,
+        });
+        assert_eq!(balance(&s).as_deref(), Some("250"));
     }
 
     #[test]

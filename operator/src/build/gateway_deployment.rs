@@ -54,6 +54,9 @@ pub fn env(spec: &GameFleetSpec) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     if let Some(i) = &spec.auth.issuer {
         env.push(pod::value("JWT_ISSUER", i.clone()));
     }
+    if spec.demo.as_ref().is_some_and(|d| d.enabled) {
+        env.push(pod::value("DEMO_PAGE", "true"));
+    }
     env
 }
 
@@ -342,6 +345,23 @@ mod tests {
         assert_eq!(from[0].prefix.as_deref(), Some("JWT_KEY_"));
         assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "dice-jwt-keys");
         assert_eq!(max_connections(333, None), 1332);
+    }
+
+    #[test]
+    fn demo_mode_turns_the_page_on_only_when_enabled() {
+        let demo = |s: &GameFleetSpec| env(s).into_iter().find(|e| e.name == "DEMO_PAGE");
+        let mut s = spec();
+        assert!(demo(&s).is_none());
+        s.demo = Some(crate::crd::DemoSpec::default());
+        assert!(
+            demo(&s).is_none(),
+            "a demo section alone must not open the page"
+        );
+        s.demo = Some(crate::crd::DemoSpec {
+            enabled: true,
+            ..Default::default()
+        });
+        assert_eq!(demo(&s).and_then(|e| e.value).as_deref(), Some("true"));
     }
 
     #[test]
