@@ -258,6 +258,21 @@ async fn bad_bets_are_rejected_with_specific_reasons() {
         .unwrap();
     let f = h.user_frame("c7").await;
     assert_eq!(f["reason"], "INSUFFICIENT_BALANCE");
+    // The gateway's seed rule is the engine's: a 100-character seed (over the 64 bytes the
+    // engine once allowed, within the documented 128 characters) is settled, not refused.
+    let long_seed = "s".repeat(100);
+    h.bus
+        .submit_bet(&bet(
+            "carol",
+            "c10",
+            10,
+            json!({"direction":"over","target":50}),
+            Some(&long_seed),
+        ))
+        .await
+        .unwrap();
+    let f = h.user_frame("c10").await;
+    assert_eq!(f["type"], "bet_settled", "{f}");
     h.stop().await;
 }
 

@@ -49,7 +49,9 @@ fuzz_target!(|data: &[u8]| {
                     "selection of {selection} bytes accepted"
                 );
                 if let Some(seed) = &bet.client_seed {
-                    assert!(seed.chars().count() <= MAX_CLIENT_SEED_LEN);
+                    let n = seed.chars().count();
+                    assert!(n > 0 && n <= MAX_CLIENT_SEED_LEN);
+                    assert!(!seed.chars().any(char::is_control));
                 }
             }
             ClientFrame::Resume(resume) => {

@@ -30,9 +30,6 @@ const RECOVERY_GRACE: Duration = Duration::from_secs(2);
 /// (the acknowledgement path) waits behind it.
 const SETTLE_BATCH: usize = 16;
 
-/// Longest client seed accepted (it is published with the round).
-const MAX_CLIENT_SEED: usize = 64;
-
 /// A round that is taking bets.
 struct OpenRound {
     info: RoundInfo,
@@ -337,7 +334,7 @@ async fn take_bet(
         return reject(shared, fence, &q, &raw, "INVALID_AMOUNT").await;
     }
     if let Some(seed) = &bet.client_seed {
-        if seed.is_empty() || seed.len() > MAX_CLIENT_SEED || seed.chars().any(char::is_control) {
+        if crate::protocol::check_client_seed(seed).is_err() {
             return reject(shared, fence, &q, &raw, "INVALID_CLIENT_SEED").await;
         }
     }

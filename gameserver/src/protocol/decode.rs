@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value};
 
+use super::{check_client_seed, MAX_GAME_ID_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_SELECTION_BYTES};
 use super::{BetRejectReason, ErrorCode};
-use super::{MAX_CLIENT_SEED_LEN, MAX_GAME_ID_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_SELECTION_BYTES};
 use crate::bus::Position;
 
 /// A well-formed client frame.
@@ -195,13 +195,10 @@ fn place_bet(body: &Map<String, Value>) -> Result<PlaceBet, Rejection> {
     };
     let client_seed = match body.get("clientSeed") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_CLIENT_SEED_LEN => Some(s.clone()),
-        Some(Value::String(_)) => {
-            return Err(reject(
-                BetRejectReason::InvalidClientSeed,
-                "clientSeed is longer than 128 characters",
-            ))
-        }
+        Some(Value::String(s)) => match check_client_seed(s) {
+            Ok(()) => Some(s.clone()),
+            Err(m) => return Err(reject(BetRejectReason::InvalidClientSeed, m)),
+        },
         Some(_) => {
             return Err(reject(
                 BetRejectReason::InvalidClientSeed,
@@ -587,6 +584,22 @@ mod tests {
         assert!(bet_rejected(BetRejectReason::InvalidClientSeed)(decode(
             &long_seed, true
         )));
+        for bad in ["", "bad\\nseed"] {
+            let seed = bet(&format!(
+                r#""gameId":"g","amount":1,"selection":{{}},"clientSeed":"{bad}""#
+            ));
+            assert!(
+                bet_rejected(BetRejectReason::InvalidClientSeed)(decode(&seed, true)),
+                "{seed}"
+            );
+        }
+        let seed_100 = "s".repeat(100);
+        let seed = bet(&format!(
+            r#""gameId":"g","amount":1,"selection":{{}},"clientSeed":"{seed_100}""#
+        ));
+        assert!(
+            matches!(decode(&seed, true), Ok(ClientFrame::PlaceBet(b)) if b.client_seed.as_deref() == Some(seed_100.as_str()))
+        );
         let null_seed = bet(r#""gameId":"g","amount":1,"selection":{},"clientSeed":null"#);
         assert!(
             matches!(decode(&null_seed, true), Ok(ClientFrame::PlaceBet(b)) if b.client_seed.is_none())
