@@ -16,6 +16,7 @@ use crate::ledger::{
     user_account, BetRecord, BetState, EntryKind, Fence, LedgerError, Placed, RoundState,
     SettleItem, Settlement, Transfer, Wager, MAX_AMOUNT, TREASURY,
 };
+use crate::protocol::BetRejectReason;
 
 use super::frames::{self, Reveal, RoundInfo, RoundTotals};
 use super::now_ms;
@@ -292,7 +293,7 @@ async fn rounds(
                         continue;
                     }
                     let wager = unplaced(&bet);
-                    reject(shared, &fence, &bet, &wager, "ROUND_CLOSED").await?;
+                    reject(shared, &fence, &bet, &wager, BetRejectReason::RoundClosed).await?;
                 }
                 if shared.try_retire(game_id, generation, rx) {
                     tracing::debug!(game_id, "room stopped");
@@ -331,15 +332,15 @@ async fn take_bet(
         .win_payout(bet.amount)
         .is_ok_and(|p| p <= MAX_AMOUNT)
     {
-        return reject(shared, fence, &q, &raw, "INVALID_AMOUNT").await;
+        return reject(shared, fence, &q, &raw, BetRejectReason::InvalidAmount).await;
     }
     if let Some(seed) = &bet.client_seed {
         if crate::protocol::check_client_seed(seed).is_err() {
-            return reject(shared, fence, &q, &raw, "INVALID_CLIENT_SEED").await;
+            return reject(shared, fence, &q, &raw, BetRejectReason::InvalidClientSeed).await;
         }
     }
     if round.accepted >= shared.cfg.max_bets_per_round {
-        return reject(shared, fence, &q, &raw, "ROUND_FULL").await;
+        return reject(shared, fence, &q, &raw, BetRejectReason::RoundFull).await;
     }
     if let Some(amount) = shared.cfg.starting_balance {
         credit_starting_balance(shared, &bet.user_id, amount).await;
@@ -359,7 +360,9 @@ async fn take_bet(
             shared.ack(&q.delivery_id).await;
             Ok(())
         }
-        Ok(Placed::RoundClosed) => reject(shared, fence, &q, &raw, "ROUND_CLOSED").await,
+        Ok(Placed::RoundClosed) => {
+            reject(shared, fence, &q, &raw, BetRejectReason::RoundClosed).await
+        }
         Ok(Placed::Existing(existing)) => {
             answer_existing(shared, round, &q, existing).await;
             Ok(())
@@ -368,14 +371,14 @@ async fn take_bet(
             shared
                 .metrics
                 .bets_rejected
-                .with_label_values(&["INSUFFICIENT_BALANCE"])
+                .with_label_values(&[BetRejectReason::InsufficientBalance.as_str()])
                 .inc();
             send_outcome(shared, &record).await;
             shared.ack(&q.delivery_id).await;
             Ok(())
         }
         Err(LedgerError::InvalidAmount(_) | LedgerError::Overflow(_)) => {
-            reject(shared, fence, &q, &raw, "INVALID_AMOUNT").await
+            reject(shared, fence, &q, &raw, BetRejectReason::InvalidAmount).await
         }
         Err(e) => ledger_unavailable(shared, &q, &e),
     }
@@ -441,8 +444,9 @@ async fn reject(
     fence: &Fence,
     q: &QueuedBet,
     wager: &Wager,
-    reason: &str,
+    reason: BetRejectReason,
 ) -> Result<(), Stop> {
+    let reason = reason.as_str();
     let r = shared.ledger.reject_bet(fence, wager, reason).await;
     shared.metrics.ledger("reject_bet", &r);
     match r {

@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::protocol::BetRejectReason;
+
 /// Number of equally likely rolls (0.00 ..= 99.99).
 pub const ROLL_OUTCOMES: u32 = 10_000;
 /// House edge in basis points: a bet returns 99% of its stake on average.
@@ -53,10 +55,10 @@ pub enum RuleError {
 
 impl RuleError {
     /// The protocol reason code for `bet_rejected`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> BetRejectReason {
         match self {
-            RuleError::Amount(_) | RuleError::PayoutOverflow(_) => "INVALID_AMOUNT",
-            _ => "INVALID_SELECTION",
+            RuleError::Amount(_) | RuleError::PayoutOverflow(_) => BetRejectReason::InvalidAmount,
+            _ => BetRejectReason::InvalidSelection,
         }
     }
 }
@@ -247,7 +249,7 @@ mod tests {
         assert_eq!(Selection::from_json(&parsed).unwrap().target, 5729);
         let bad = |v: serde_json::Value, code: &str| {
             let err = Selection::from_json(&v).unwrap_err();
-            assert_eq!(err.code(), code, "{v}: {err}");
+            assert_eq!(err.code().as_str(), code, "{v}: {err}");
         };
         bad(json!(null), "INVALID_SELECTION");
         bad(
@@ -340,7 +342,7 @@ mod tests {
         assert_eq!(over50.payout(-5, 1), Err(RuleError::Amount(-5)));
         assert_eq!(
             over50.win_payout(i64::MAX).unwrap_err().code(),
-            "INVALID_AMOUNT"
+            BetRejectReason::InvalidAmount
         );
     }
 

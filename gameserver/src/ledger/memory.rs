@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::protocol::BetRejectReason;
+
 use super::{
     check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Fence, Ledger,
     LedgerError, Outcome, Placed, Posted, RoundState, Settlement, Transfer, Wager, HOUSE,
@@ -183,7 +185,7 @@ impl Ledger for MemoryLedger {
                 let record = BetRecord {
                     wager: w.clone(),
                     state: BetState::Rejected {
-                        reason: "INSUFFICIENT_BALANCE".into(),
+                        reason: BetRejectReason::InsufficientBalance.as_str().into(),
                         balance: Some(balance),
                     },
                 };

@@ -74,16 +74,18 @@ impl ErrorCode {
     }
 }
 
-/// `bet_rejected` reasons decided by the gateway (engines add their own, e.g.
-/// `INSUFFICIENT_BALANCE`, `ROUND_CLOSED`).
+/// Every `bet_rejected` reason, whether the gateway decides it (at once) or the engine (after
+/// the acknowledgement); the engine stores it with the bet record as [`Self::as_str`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BetRejectReason {
-    /// `amount` is not a positive integer (minor units) that fits in 64 bits.
+    /// `amount` is not a positive integer (minor units) that fits in 64 bits, or its win would
+    /// not fit.
     InvalidAmount,
-    /// `selection` is not a JSON object, or is over `MAX_SELECTION_BYTES` of JSON.
+    /// `selection` is not a JSON object, is over `MAX_SELECTION_BYTES` of JSON, or (engine)
+    /// breaks the game's rules.
     InvalidSelection,
-    /// `clientSeed` is present but not a string of at most 128 characters.
+    /// `clientSeed` breaks [`super::check_client_seed`].
     InvalidClientSeed,
     /// `gameId` missing, empty, too long or not a string.
     InvalidGameId,
@@ -93,9 +95,28 @@ pub enum BetRejectReason {
     EngineUnavailable,
     /// More bets per second than the player may place (counted across gateways).
     RateLimited,
+    /// Engine: the player's balance does not cover the amount.
+    InsufficientBalance,
+    /// Engine: the round stopped taking bets before this one reached it.
+    RoundClosed,
+    /// Engine: the round holds as many bets as it may.
+    RoundFull,
 }
 
 impl BetRejectReason {
+    pub const ALL: [Self; 10] = [
+        Self::InvalidAmount,
+        Self::InvalidSelection,
+        Self::InvalidClientSeed,
+        Self::InvalidGameId,
+        Self::NotInRoom,
+        Self::EngineUnavailable,
+        Self::RateLimited,
+        Self::InsufficientBalance,
+        Self::RoundClosed,
+        Self::RoundFull,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidAmount => "INVALID_AMOUNT",
@@ -105,6 +126,9 @@ impl BetRejectReason {
             Self::NotInRoom => "NOT_IN_ROOM",
             Self::EngineUnavailable => "ENGINE_UNAVAILABLE",
             Self::RateLimited => "RATE_LIMITED",
+            Self::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            Self::RoundClosed => "ROUND_CLOSED",
+            Self::RoundFull => "ROUND_FULL",
         }
     }
 }
@@ -307,6 +331,19 @@ mod tests {
 
     fn parsed(f: ServerFrame) -> Value {
         serde_json::from_str(&f.to_text()).unwrap()
+    }
+
+    #[test]
+    fn every_bet_reject_reason_is_documented_and_serialises_as_its_name() {
+        let doc = include_str!("../../../docs/protocol.md");
+        for r in BetRejectReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
+            assert!(
+                doc.contains(&format!("`{}`", r.as_str())),
+                "docs/protocol.md does not name {}",
+                r.as_str()
+            );
+        }
     }
 
     #[test]
