@@ -50,176 +50,36 @@ pub const MAX_BALANCE: i64 = super::MAX_AMOUNT;
 ///
 /// Every script does all its checks before its first write, so a refusal or an error leaves
 /// Redis unchanged (Redis keeps the writes a script made before it fails).
-const PRELUDE: &str = r#"
-local RETENTION = ARGV[1]
--- A rejected bet moved no money: its record only answers retries, so it is kept briefly.
-local REJECTED_RETENTION = math.min(tonumber(RETENTION), 600000)
--- A room's epoch and nonce outlive its last round by a week, then go (so names a player made
--- up do not stay forever); a room that comes back starts a new epoch.
-local ROOM_IDLE_MS = 604800000
-local function fmt(n) return string.format('%.0f', n) end
-
--- The ledger is the one this process started on, and the caller owns the room now.
-local function guard()
-  if ARGV[2] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[2] then return {'identity'} end
-  if ARGV[3] ~= '' then
-    local cur = redis.call('GET', KEYS[5]) or '0'
-    if cur ~= ARGV[3] then return {'stale', cur} end
-  end
-  return false
-end
-
--- Moves `amount` and appends the entry to the audit stream. The balances are read and their
--- bounds checked (a user payer may not go below zero, a system account not below -max, no
--- payee above max); the entry is appended next, which Redis refuses without writing anything
--- when the stream's last id is not below the next sequence number (`seq` reset or lost while
--- the log remained); only then are the sequence and the balances written.
-local function move(key, kind, from, to, amount, memo, now, from_system, max)
-  local b = redis.call('HMGET', KEYS[1], from, to)
-  local fb = tonumber(b[1] or '0') - amount
-  local tb = tonumber(b[2] or '0') + amount
-  if not from_system and fb < 0 then return {'insufficient', fmt(fb + amount)} end
-  if fb < -max then return {'overflow', from} end
-  if tb > max then return {'overflow', to} end
-  local seq = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
-  local entry = cjson.encode({fmt(seq), key, kind, from, to, fmt(amount), fmt(fb), fmt(tb), now, memo})
-  local added = redis.pcall('XADD', KEYS[3], fmt(seq) .. '-1', 'entry', entry)
-  if type(added) == 'table' and added.err then return {'log', added.err} end
-  redis.call('SET', KEYS[2], fmt(seq))
-  redis.call('HSET', KEYS[1], from, fmt(fb), to, fmt(tb))
-  return {'ok', entry, fmt(fb), fmt(tb)}
-end
-
--- Settles the pending bet record `bk`; returns its previous state ('now' if this call settled
--- it) followed by the record's fields. The record's state is the payout's idempotency: it turns
--- 'settled' in the same step as the payout moves.
-local function settle(bk, payout_key, account, payout_arg, roll, now, max, house)
-  local rec = redis.call('HMGET', bk, 'state', 'round', 'wager')
-  local st = rec[1]
-  if not st then return {'unknown'} end
-  if st ~= 'pending' then
-    local r = redis.call('HGETALL', bk)
-    table.insert(r, 1, st)
-    return r
-  end
-  local payout = tonumber(payout_arg)
-  local bal
-  local outcome = 'lose'
-  if payout > 0 then
-    local t = move(payout_key, 'payout', house, account, payout, rec[2] or '', now, true,
-      tonumber(max))
-    if t[1] ~= 'ok' then return t end
-    bal = t[4]
-    outcome = 'win'
-  else
-    bal = redis.call('HGET', KEYS[1], account) or '0'
-  end
-  redis.call('HSET', bk, 'state', 'settled', 'roll', roll, 'payout', payout_arg,
-    'outcome', outcome, 'balance', bal)
-  redis.call('PEXPIRE', bk, RETENTION)
-  return {'now', 'wager', rec[3], 'state', 'settled', 'roll', roll, 'payout', payout_arg,
-    'outcome', outcome, 'balance', bal}
-end
-
-local refused = guard()
-if refused then return refused end
-"#;
+const PRELUDE: &str = include_str!("lua/prelude.lua");
 
 /// KEYS[6]: the key's applied record. ARGV[4..]: key, kind, from, to, amount, memo, now,
 /// from_system ('1'/'0'), max.
-const TRANSFER: &str = r#"
-local prev = redis.call('GET', KEYS[6])
-if prev then return {'dup', prev} end
-local t = move(ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10],
-  ARGV[11] == '1', tonumber(ARGV[12]))
-if t[1] == 'ok' then redis.call('SET', KEYS[6], t[2], 'PX', RETENTION) end
-return t
-"#;
+const TRANSFER: &str = include_str!("lua/transfer.lua");
 
 /// KEYS[6..8]: the bet record, the round's bet list, the round's closed marker. ARGV[4..]:
 /// stake key, account, amount, wager JSON, round id, now, max, house. The bet record is the
 /// stake's idempotency record: it is written in the same step as the debit.
-const PLACE_BET: &str = r#"
-if redis.call('EXISTS', KEYS[6]) == 1 then
-  local r = redis.call('HGETALL', KEYS[6])
-  table.insert(r, 1, 'existing')
-  return r
-end
-if redis.call('EXISTS', KEYS[8]) == 1 then return {'closed'} end
-local t = move(ARGV[4], 'bet', ARGV[5], ARGV[11], tonumber(ARGV[6]), ARGV[8], ARGV[9],
-  false, tonumber(ARGV[10]))
-if t[1] == 'ok' then
-  redis.call('HSET', KEYS[6], 'wager', ARGV[7], 'state', 'pending', 'balance', t[3], 'round', ARGV[8])
-  redis.call('RPUSH', KEYS[7], KEYS[6])
-  return {'accepted', t[3]}
-elseif t[1] == 'insufficient' then
-  redis.call('HSET', KEYS[6], 'wager', ARGV[7], 'state', 'rejected',
-    'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[8])
-  redis.call('PEXPIRE', KEYS[6], RETENTION)
-  return {'insufficient', 'wager', ARGV[7], 'state', 'rejected',
-    'reason', 'INSUFFICIENT_BALANCE', 'balance', t[2], 'round', ARGV[8]}
-end
-return t
-"#;
+const PLACE_BET: &str = include_str!("lua/place_bet.lua");
 
 /// KEYS[6]: the bet record. ARGV[4..]: payout key, account, payout, roll, now, max, house.
-const SETTLE_BET: &str = r#"
-return settle(KEYS[6], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
-"#;
+const SETTLE_BET: &str = include_str!("lua/settle_bet.lua");
 
 /// KEYS[6..]: each bet's record. ARGV[4..6]: now, max, house, then per bet its payout key,
 /// account, payout and roll. Answers 'ok' followed by one reply per bet. A losing bet's
 /// settlement writes no entry, so the audit stream is checked once up front: with `seq` behind
 /// the log, no bet of the batch is settled (not the losses before the first payout either).
-const SETTLE_MANY: &str = r#"
-local info = redis.pcall('XINFO', 'STREAM', KEYS[3])
-if type(info) == 'table' and not info.err then
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then
-      local top = tonumber(string.match(info[i + 1], '^(%d+)-'))
-      local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-      if top and top > seq then
-        return {'log', 'the audit stream is at ' .. info[i + 1] .. ', ledger:seq at ' .. fmt(seq)}
-      end
-    end
-  end
-end
-local out = {'ok'}
-for i = 0, #KEYS - 6 do
-  local a = 7 + 4 * i
-  out[i + 2] = settle(KEYS[6 + i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[4],
-    ARGV[5], ARGV[6])
-end
-return out
-"#;
+const SETTLE_MANY: &str = include_str!("lua/settle_many.lua");
 
 /// KEYS[6]: the bet record. ARGV[4..]: wager JSON, reason.
-const REJECT_BET: &str = r#"
-if redis.call('EXISTS', KEYS[6]) == 0 then
-  redis.call('HSET', KEYS[6], 'wager', ARGV[4], 'state', 'rejected', 'reason', ARGV[5], 'round', '')
-  redis.call('PEXPIRE', KEYS[6], REJECTED_RETENTION)
-end
-local r = redis.call('HGETALL', KEYS[6])
-table.insert(r, 1, 'ok')
-return r
-"#;
+const REJECT_BET: &str = include_str!("lua/reject_bet.lua");
 
 /// Raises the room's owner epoch (KEYS[5]).
-const CLAIM_ROOM: &str = r#"
-local epoch = redis.call('INCR', KEYS[5])
-redis.call('PEXPIRE', KEYS[5], ROOM_IDLE_MS)
-return {'ok', tostring(epoch)}
-"#;
+const CLAIM_ROOM: &str = include_str!("lua/claim_room.lua");
 
 /// KEYS[6]: the room's nonce counter. Fenced like every room write: on a forgotten ledger a
 /// counter starting again at 1 would repeat round ids and fairness nonces. Each round keeps
 /// the room's keys for another [`ROOM_IDLE`].
-const NEXT_NONCE: &str = r#"
-local n = redis.call('INCR', KEYS[6])
-redis.call('PEXPIRE', KEYS[6], ROOM_IDLE_MS)
-redis.call('PEXPIRE', KEYS[5], ROOM_IDLE_MS)
-return {'ok', tostring(n)}
-"#;
+const NEXT_NONCE: &str = include_str!("lua/next_nonce.lua");
 
 /// How long a room's epoch and nonce outlive its last round (`ROOM_IDLE_MS` in the scripts).
 pub const ROOM_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -228,44 +88,20 @@ pub const REJECTED_RETENTION: Duration = Duration::from_secs(600);
 
 /// KEYS[6]: the room's open round. ARGV[4..]: the round JSON, its id. A round that is not
 /// finished is never replaced by another.
-const OPEN_ROUND: &str = r#"
-local cur = redis.call('GET', KEYS[6])
-if cur then
-  local id = cjson.decode(cur).roundId
-  if id ~= ARGV[5] then return {'open', id} end
-end
-redis.call('SET', KEYS[6], ARGV[4])
-return {'ok'}
-"#;
+const OPEN_ROUND: &str = include_str!("lua/open_round.lua");
 
 /// KEYS[6]: the round's closed marker, kept a day: long enough that no stalled engine can
 /// still be placing into the round.
-const CLOSE_ROUND: &str = r#"
-redis.call('SET', KEYS[6], '1', 'EX', 86400)
-return {'ok'}
-"#;
+const CLOSE_ROUND: &str = include_str!("lua/close_round.lua");
 
 /// KEYS[6..7]: the room's open round, the round's bet list (only needed while it settles).
 /// ARGV[4]: the round id.
-const FINISH_ROUND: &str = r#"
-local v = redis.call('GET', KEYS[6])
-if v and cjson.decode(v).roundId == ARGV[4] then redis.call('DEL', KEYS[6]) end
-redis.call('PEXPIRE', KEYS[7], RETENTION)
-return {'ok'}
-"#;
+const FINISH_ROUND: &str = include_str!("lua/finish_round.lua");
 
 /// Drop audit entries up to a sequence number that is already recorded (never ahead of the
 /// log) and remember the highest one dropped. KEYS: the sequence, the audit stream, the
 /// archived-through marker.
-const TRIM_LOG: &str = r#"
-local through = tonumber(ARGV[1])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if through > last then return {-1, last} end
-local removed = redis.call('XTRIM', KEYS[2], 'MINID', string.format('%.0f', through + 1) .. '-0')
-local before = tonumber(redis.call('GET', KEYS[3]) or '0')
-if through > before then redis.call('SET', KEYS[3], ARGV[1]) else through = before end
-return {removed, through}
-"#;
+const TRIM_LOG: &str = include_str!("lua/trim_log.lua");
 
 /// How long idempotency keys and final bet records are kept unless configured.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
