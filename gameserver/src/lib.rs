@@ -18,3 +18,4 @@ pub mod play_page;
 pub mod protocol;
 pub mod redisx;
 pub mod server;
+pub mod sync;

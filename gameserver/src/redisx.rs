@@ -17,10 +17,7 @@ pub fn manager(url: &str) -> redis::RedisResult<ConnectionManager> {
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    crate::ledger::now_ms()
-}
+pub use crate::clock::now_ms;
 
 /// A connection for blocking commands (XREADGROUP BLOCK): its response timeout is longer than
 /// any block the bus asks for.

@@ -109,11 +109,7 @@ impl MemoryBus {
     }
 }
 
-/// A poisoned lock only means another task panicked mid-update of plain sets; the data is still
-/// usable, so recover it instead of propagating the panic.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 #[async_trait]
 impl GatewayBus for MemoryBus {

@@ -105,7 +105,4 @@ pub async fn run(
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    crate::ledger::now_ms()
-}
+pub(crate) use crate::clock::now_ms;

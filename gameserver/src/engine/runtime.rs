@@ -65,9 +65,7 @@ const IDENTITY_WATCH: Duration = Duration::from_secs(1);
 /// Most attempts at publishing a room frame (round started, dice rolled, round result).
 const PUBLISH_ATTEMPTS: u32 = 4;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 impl Shared {
     pub fn is_active(&self, game_id: &str) -> bool {

@@ -2,7 +2,7 @@
 //! Plain maps behind short-held locks; nothing here awaits.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use uuid::Uuid;
 
@@ -15,10 +15,7 @@ pub struct Registry {
     users: Mutex<HashMap<Arc<str>, Vec<Arc<ConnHandle>>>>,
 }
 
-/// A poisoned lock only means a panic elsewhere mid-update of plain maps; keep serving.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 impl Registry {
     pub fn insert(&self, conn: Arc<ConnHandle>) {

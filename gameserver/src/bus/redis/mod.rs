@@ -145,9 +145,7 @@ pub struct RedisBus {
     histories: history::Histories,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 impl RedisBus {
     /// Connect lazily (Redis may be down at start) and start the subscriber task. Must be called
