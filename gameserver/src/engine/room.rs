@@ -18,10 +18,11 @@ use crate::ledger::{
 };
 use crate::protocol::BetRejectReason;
 
+use crate::clock::now_ms;
+
 use super::frames::{self, Reveal, RoundInfo, RoundTotals};
-use super::now_ms;
 use super::phase;
-use super::runtime::Shared;
+use super::shared::Shared;
 
 /// How long after its betting closed a round may still be settling on its previous owner.
 const RECOVERY_GRACE: Duration = Duration::from_secs(2);
