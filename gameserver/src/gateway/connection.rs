@@ -27,6 +27,18 @@ const MAX_BATCH: usize = 16;
 /// How long a close handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What a connection signs in with.
+#[derive(Clone, Copy)]
+enum Credentials<'a> {
+    /// `authenticate`.
+    Jwt(&'a str),
+    /// `resume`: a resume token and/or a JWT.
+    Resume {
+        resume_token: &'a str,
+        jwt: Option<&'a str>,
+    },
+}
+
 struct Conn {
     gw: Arc<Gateway>,
     handle: Arc<ConnHandle>,
@@ -190,22 +202,9 @@ impl Conn {
     }
 
     async fn authenticate(&mut self, token: &str) -> Result<(), CloseCause> {
-        if self.user.is_some() {
-            return self
-                .error(
-                    ErrorCode::AlreadyAuthenticated,
-                    "this connection is already authenticated",
-                )
-                .await;
-        }
-        let user: Arc<str> = match self.gw.auth.verify(token, now_secs()) {
-            Ok(user) => Arc::from(user),
-            Err(e) => {
-                tracing::debug!(connection = %self.id, reason = %e, "authentication failed");
-                return self.auth_failed("INVALID_TOKEN").await;
-            }
+        let Some(user) = self.sign_in(Credentials::Jwt(token)).await? else {
+            return Ok(());
         };
-        self.register_user(&user).await?;
         let inbox = self.gw.bus.position(&Target::User(user.to_string())).await;
         let resume_token = self.resume_token();
         self.reply(&ServerFrame::Authenticated {
@@ -214,6 +213,29 @@ impl Conn {
             inbox: inbox.as_ref().ok(),
         })
         .await
+    }
+
+    /// What `authenticate` and `resume` share: a second sign-in is refused (`Ok(None)`), a
+    /// user the credentials do not prove gets `auth_failed` and the close, and a proven one is
+    /// indexed under the connection.
+    async fn sign_in(
+        &mut self,
+        credentials: Credentials<'_>,
+    ) -> Result<Option<Arc<str>>, CloseCause> {
+        if self.user.is_some() {
+            self.error(
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+            )
+            .await?;
+            return Ok(None);
+        }
+        let Some(user) = identify(&self.gw, &self.id, credentials).await else {
+            return self.auth_failed("INVALID_TOKEN").await.map(|()| None);
+        };
+        let user: Arc<str> = Arc::from(user);
+        self.register_user(&user).await?;
+        Ok(Some(user))
     }
 
     async fn auth_failed(&mut self, reason: &str) -> Result<(), CloseCause> {
@@ -251,39 +273,13 @@ impl Conn {
     /// `resume`: authenticate (resume token or JWT), rejoin the rooms, replay what was missed
     /// in each room and in the user's inbox, then answer `resumed`.
     async fn resume(&mut self, r: Resume) -> Result<(), CloseCause> {
-        if self.user.is_some() {
-            return self
-                .error(
-                    ErrorCode::AlreadyAuthenticated,
-                    "this connection is already authenticated",
-                )
-                .await;
-        }
-        let now = now_secs();
-        let by_resume = match use_resume_token(&self.gw, &r.resume_token, now).await {
-            Ok(u) => Some(u),
-            Err(e) => {
-                if !r.resume_token.is_empty() {
-                    tracing::debug!(connection = %self.id, reason = %e, "resume token refused");
-                }
-                None
-            }
+        let credentials = Credentials::Resume {
+            resume_token: &r.resume_token,
+            jwt: r.token.as_deref(),
         };
-        let by_jwt = r
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .and_then(|t| self.gw.auth.verify(t, now).ok());
-        let user = match (by_resume, by_jwt) {
-            (Some(a), Some(b)) if a != b => None,
-            (Some(a), _) => Some(a),
-            (None, b) => b,
+        let Some(user) = self.sign_in(credentials).await? else {
+            return Ok(());
         };
-        let Some(user) = user else {
-            return self.auth_failed("INVALID_TOKEN").await;
-        };
-        let user: Arc<str> = Arc::from(user);
-        self.register_user(&user).await?;
         let mut rooms = std::collections::BTreeMap::new();
         for (game_id, since) in &r.rooms {
             let outcome = self.rejoin(game_id, since.as_ref()).await?;
@@ -308,42 +304,20 @@ impl Conn {
         game_id: &str,
         since: Option<&Position>,
     ) -> Result<StreamResume, CloseCause> {
-        let failed = |code| StreamResume {
-            recovered: false,
-            replayed: 0,
-            position: None,
-            players: None,
-            error: Some(code),
-        };
-        if !self.gw.cfg.room_pattern.is_match(game_id) {
-            return Ok(failed(ErrorCode::InvalidGameId));
-        }
-        let already = self.rooms.iter().any(|r| &**r == game_id);
-        if !already && self.rooms.len() >= self.gw.cfg.rooms_per_connection {
-            return Ok(failed(ErrorCode::TooManyRooms));
-        }
-        let joined = {
-            let gw = Arc::clone(&self.gw);
-            let _membership = gw.membership.lock(Key::Room(game_id)).await;
-            self.join_on_bus(game_id, already).await
-        };
-        let joined = match joined {
-            Ok(players) if !already => self.wait_subscribed(game_id).await.map(|()| players),
-            other => other,
-        };
-        let players = match joined {
-            Ok(p) => p,
-            Err(code) => return Ok(failed(code)),
+        let (players, already) = match self.enter_room(game_id).await {
+            Ok(joined) => joined,
+            Err(code) => {
+                return Ok(StreamResume {
+                    recovered: false,
+                    replayed: 0,
+                    position: None,
+                    players: None,
+                    error: Some(code),
+                })
+            }
         };
         if !already {
-            self.rooms.push(Arc::from(game_id));
-            let user = self.user();
-            let frame = ServerFrame::PlayerJoined {
-                game_id,
-                user_id: &user,
-                player_count: players,
-            };
-            self.publish_to_room(game_id, &frame).await;
+            self.joined(game_id, players).await;
         }
         let mut outcome = self.replay(Target::Room(game_id.to_owned()), since).await?;
         outcome.players = Some(players);
@@ -451,46 +425,9 @@ impl Conn {
     }
 
     async fn join(&mut self, game_id: &str) -> Result<(), CloseCause> {
-        if !self.gw.cfg.room_pattern.is_match(game_id) {
-            return self
-                .error(
-                    ErrorCode::InvalidGameId,
-                    "gameId is not a room of this fleet",
-                )
-                .await;
-        }
-        let already = self.rooms.iter().any(|r| &**r == game_id);
-        if !already && self.rooms.len() >= self.gw.cfg.rooms_per_connection {
-            return self
-                .error(
-                    ErrorCode::TooManyRooms,
-                    "this connection is in too many rooms",
-                )
-                .await;
-        }
-        let joined = {
-            // Serialises local first-member/last-member transitions with the bus
-            // subscribe/unsubscribe calls they trigger.
-            let gw = Arc::clone(&self.gw);
-            let _membership = gw.membership.lock(Key::Room(game_id)).await;
-            self.join_on_bus(game_id, already).await
-        };
-        let joined = match joined {
-            Ok(players) if !already => self.wait_subscribed(game_id).await.map(|()| players),
-            other => other,
-        };
-        let players = match joined {
-            Ok(players) => players,
-            Err(code) => {
-                let message = match code {
-                    ErrorCode::RoomFull => "the room is full",
-                    ErrorCode::RoomLimit => {
-                        "this fleet runs as many rooms as it may: join a room with players"
-                    }
-                    _ => "rooms cannot be joined right now; retry later",
-                };
-                return self.error(code, message).await;
-            }
+        let (players, already) = match self.enter_room(game_id).await {
+            Ok(joined) => joined,
+            Err(code) => return self.error(code, join_refusal(code)).await,
         };
         let position = self
             .gw
@@ -505,16 +442,45 @@ impl Conn {
         })
         .await?;
         if !already {
-            self.rooms.push(Arc::from(game_id));
-            let user = self.user();
-            let frame = ServerFrame::PlayerJoined {
-                game_id,
-                user_id: &user,
-                player_count: players,
-            };
-            self.publish_to_room(game_id, &frame).await;
+            self.joined(game_id, players).await;
         }
         Ok(())
+    }
+
+    /// What `join_game` and `resume` share: the room checks, the membership on the bus and
+    /// here, and the wait for the room's subscription. Returns the room's member count and
+    /// whether this connection was in the room already.
+    async fn enter_room(&mut self, game_id: &str) -> Result<(u64, bool), ErrorCode> {
+        if !self.gw.cfg.room_pattern.is_match(game_id) {
+            return Err(ErrorCode::InvalidGameId);
+        }
+        let already = self.rooms.iter().any(|r| &**r == game_id);
+        if !already && self.rooms.len() >= self.gw.cfg.rooms_per_connection {
+            return Err(ErrorCode::TooManyRooms);
+        }
+        let players = {
+            // Serialises local first-member/last-member transitions with the bus
+            // subscribe/unsubscribe calls they trigger.
+            let gw = Arc::clone(&self.gw);
+            let _membership = gw.membership.lock(Key::Room(game_id)).await;
+            self.join_on_bus(game_id, already).await?
+        };
+        if !already {
+            self.wait_subscribed(game_id).await?;
+        }
+        Ok((players, already))
+    }
+
+    /// A new member: the connection keeps the room and the others hear of it.
+    async fn joined(&mut self, game_id: &str, players: u64) {
+        self.rooms.push(Arc::from(game_id));
+        let user = self.user();
+        let frame = ServerFrame::PlayerJoined {
+            game_id,
+            user_id: &user,
+            player_count: players,
+        };
+        self.publish_to_room(game_id, &frame).await;
     }
 
     async fn join_on_bus(&mut self, game_id: &str, already: bool) -> Result<u64, ErrorCode> {
@@ -901,6 +867,52 @@ fn is_duplicate(recovering: &mut Vec<(bool, String, u64)>, text: &str) -> bool {
     // Live frames have caught up with the replay: no more checks for this stream.
     recovering.swap_remove(i);
     false
+}
+
+/// The `error` message for a refused `join_game`.
+fn join_refusal(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidGameId => "gameId is not a room of this fleet",
+        ErrorCode::TooManyRooms => "this connection is in too many rooms",
+        ErrorCode::RoomFull => "the room is full",
+        ErrorCode::RoomLimit => "this fleet runs as many rooms as it may: join a room with players",
+        _ => "rooms cannot be joined right now; retry later",
+    }
+}
+
+/// The user the credentials prove, if any. For `resume`: the resume token's user, else
+/// the JWT's; both valid but naming different users proves nobody.
+async fn identify(gw: &Gateway, connection: &str, credentials: Credentials<'_>) -> Option<String> {
+    let now = now_secs();
+    let (resume_token, jwt) = match credentials {
+        Credentials::Jwt(token) => {
+            return match gw.auth.verify(token, now) {
+                Ok(user) => Some(user),
+                Err(e) => {
+                    tracing::debug!(connection = %connection, reason = %e, "authentication failed");
+                    None
+                }
+            };
+        }
+        Credentials::Resume { resume_token, jwt } => (resume_token, jwt),
+    };
+    let by_resume = match use_resume_token(gw, resume_token, now).await {
+        Ok(u) => Some(u),
+        Err(e) => {
+            if !resume_token.is_empty() {
+                tracing::debug!(connection = %connection, reason = %e, "resume token refused");
+            }
+            None
+        }
+    };
+    let by_jwt = jwt
+        .filter(|t| !t.is_empty())
+        .and_then(|t| gw.auth.verify(t, now).ok());
+    match (by_resume, by_jwt) {
+        (Some(a), Some(b)) if a != b => None,
+        (Some(a), _) => Some(a),
+        (None, b) => b,
+    }
 }
 
 /// The user of a genuine, unexpired resume token that no gateway has seen used; using it
