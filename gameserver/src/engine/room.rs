@@ -228,82 +228,126 @@ async fn rounds(
     let mut first_window =
         Some(window + phase::first_round_extension(game_id, now_ms(), window, pause));
     loop {
-        let opened = Instant::now();
         let window = first_window.take().unwrap_or(window);
-        let mut round = open(shared, &fence, window).await?;
-        let opens_at = round.info.betting_opens_at;
-        shared
-            .publish(
-                Target::Room(game_id.to_owned()),
-                frames::round_started(&round.info, opens_at),
-                opens_at,
-            )
-            .await;
-        for bet in std::mem::take(&mut carried) {
-            take_bet(shared, &fence, &mut round, bet).await?;
-        }
-        let closes = opened + window;
-        loop {
-            tokio::select! {
-                biased;
-                _ = shared.intake_done.cancelled() => {
-                    // Draining: the bets already read join this round, which closes now so
-                    // the room can pass to another engine.
-                    while let Ok(bet) = rx.try_recv() {
-                        take_bet(shared, &fence, &mut round, bet).await?;
-                    }
-                    break;
-                }
-                _ = tokio::time::sleep_until(closes) => break,
-                bet = rx.recv() => match bet {
-                    Some(bet) => take_bet(shared, &fence, &mut round, bet).await?,
-                    None => break,
-                },
-            }
-        }
-        settle(shared, &fence, &round).await?;
-        shared.metrics.rounds.inc();
-        shared
-            .metrics
-            .round_duration
-            .observe(opened.elapsed().as_secs_f64());
-
-        let resume = Instant::now() + shared.cfg.result_pause;
-        loop {
-            tokio::select! {
-                biased;
-                _ = shared.intake_done.cancelled() => break,
-                _ = tokio::time::sleep_until(resume) => break,
-                bet = rx.recv() => match bet {
-                    Some(bet) => carried.push(bet),
-                    None => break,
-                },
-            }
-        }
+        play_round(shared, game_id, &fence, window, rx, &mut carried).await?;
+        carry_during_pause(shared, rx, &mut carried).await;
         if shared.shutdown.is_cancelled() {
             // Carried bets stay unacknowledged: a durable bus hands them to the next owner.
             return Ok(());
         }
         if !shared.is_active(game_id) {
             // No members any more, or another engine owns the room now: stop opening rounds.
-            // Bets that arrived meanwhile cannot join a round here.
-            loop {
-                for bet in carried.drain(..) {
-                    if shared.bus.redelivers() {
-                        // Unacknowledged: the room's next owner takes it over.
-                        continue;
-                    }
-                    let wager = unplaced(&bet);
-                    reject(shared, &fence, &bet, &wager, BetRejectReason::RoundClosed).await?;
-                }
-                if shared.try_retire(game_id, generation, rx) {
-                    tracing::debug!(game_id, "room stopped");
-                    return Ok(());
-                }
+            return retire(shared, &fence, game_id, generation, rx, &mut carried).await;
+        }
+    }
+}
+
+/// One round: open it, take the bets carried over from the pause and those that arrive
+/// until its window closes, then roll and settle it.
+async fn play_round(
+    shared: &Shared,
+    game_id: &str,
+    fence: &Fence,
+    window: Duration,
+    rx: &mut mpsc::Receiver<QueuedBet>,
+    carried: &mut Vec<QueuedBet>,
+) -> Result<(), Stop> {
+    let opened = Instant::now();
+    let mut round = open(shared, fence, window).await?;
+    let opens_at = round.info.betting_opens_at;
+    shared
+        .publish(
+            Target::Room(game_id.to_owned()),
+            frames::round_started(&round.info, opens_at),
+            opens_at,
+        )
+        .await;
+    for bet in std::mem::take(carried) {
+        take_bet(shared, fence, &mut round, bet).await?;
+    }
+    take_bets_until(shared, fence, &mut round, rx, opened + window).await?;
+    settle(shared, fence, &round).await?;
+    shared.metrics.rounds.inc();
+    shared
+        .metrics
+        .round_duration
+        .observe(opened.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Take the bets that arrive until `closes` (or until the intake is done, or the queue closed).
+async fn take_bets_until(
+    shared: &Shared,
+    fence: &Fence,
+    round: &mut OpenRound,
+    rx: &mut mpsc::Receiver<QueuedBet>,
+    closes: Instant,
+) -> Result<(), Stop> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.intake_done.cancelled() => {
+                // Draining: the bets already read join this round, which closes now so
+                // the room can pass to another engine.
                 while let Ok(bet) = rx.try_recv() {
-                    carried.push(bet);
+                    take_bet(shared, fence, round, bet).await?;
                 }
+                return Ok(());
             }
+            _ = tokio::time::sleep_until(closes) => return Ok(()),
+            bet = rx.recv() => match bet {
+                Some(bet) => take_bet(shared, fence, round, bet).await?,
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// The pause after a round's result: bets arriving meanwhile are kept for the next round.
+async fn carry_during_pause(
+    shared: &Shared,
+    rx: &mut mpsc::Receiver<QueuedBet>,
+    carried: &mut Vec<QueuedBet>,
+) {
+    let resume = Instant::now() + shared.cfg.result_pause;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.intake_done.cancelled() => break,
+            _ = tokio::time::sleep_until(resume) => break,
+            bet = rx.recv() => match bet {
+                Some(bet) => carried.push(bet),
+                None => break,
+            },
+        }
+    }
+}
+
+/// The room is no longer run here: bets that arrived meanwhile cannot join a round here
+/// (rejected, or left for the room's next owner on a durable bus) until the task may exit.
+async fn retire(
+    shared: &Shared,
+    fence: &Fence,
+    game_id: &str,
+    generation: u64,
+    rx: &mut mpsc::Receiver<QueuedBet>,
+    carried: &mut Vec<QueuedBet>,
+) -> Result<(), Stop> {
+    loop {
+        for bet in carried.drain(..) {
+            if shared.bus.redelivers() {
+                // Unacknowledged: the room's next owner takes it over.
+                continue;
+            }
+            let wager = unplaced(&bet);
+            reject(shared, fence, &bet, &wager, BetRejectReason::RoundClosed).await?;
+        }
+        if shared.try_retire(game_id, generation, rx) {
+            tracing::debug!(game_id, "room stopped");
+            return Ok(());
+        }
+        while let Ok(bet) = rx.try_recv() {
+            carried.push(bet);
         }
     }
 }
@@ -319,30 +363,10 @@ async fn take_bet(
     // No separate look-up of the key: a rejection keeps an existing record (reject_bet) and
     // placing finds it (Placed::Existing), so a repeated key always gets its first outcome.
     let raw = unplaced(&q);
-    let selection = match Selection::from_json(&bet.selection)
-        .and_then(|s| check_amount(&s, bet.amount).map(|()| s))
-    {
+    let selection = match check_bet(shared, round, &q) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(key = %bet.idempotency_key, error = %e, "bet refused");
-            return reject(shared, fence, &q, &raw, e.code()).await;
-        }
+        Err(reason) => return reject(shared, fence, &q, &raw, reason).await,
     };
-    // A win must be payable: no bet whose payout the ledger could not hold.
-    if !selection
-        .win_payout(bet.amount)
-        .is_ok_and(|p| p <= MAX_AMOUNT)
-    {
-        return reject(shared, fence, &q, &raw, BetRejectReason::InvalidAmount).await;
-    }
-    if let Some(seed) = &bet.client_seed {
-        if crate::protocol::check_client_seed(seed).is_err() {
-            return reject(shared, fence, &q, &raw, BetRejectReason::InvalidClientSeed).await;
-        }
-    }
-    if round.accepted >= shared.cfg.max_bets_per_round {
-        return reject(shared, fence, &q, &raw, BetRejectReason::RoundFull).await;
-    }
     if let Some(amount) = shared.cfg.starting_balance {
         credit_starting_balance(shared, &bet.user_id, amount).await;
     }
@@ -383,6 +407,38 @@ async fn take_bet(
         }
         Err(e) => ledger_unavailable(shared, &q, &e),
     }
+}
+
+/// The rules a bet must pass before it is placed: a valid selection and amount, a payable
+/// win, a valid client seed, and room in the round. Its normalised selection, or why not.
+fn check_bet(
+    shared: &Shared,
+    round: &OpenRound,
+    q: &QueuedBet,
+) -> Result<Selection, BetRejectReason> {
+    let bet = &q.bet;
+    let selection = Selection::from_json(&bet.selection)
+        .and_then(|s| check_amount(&s, bet.amount).map(|()| s))
+        .map_err(|e| {
+            tracing::debug!(key = %bet.idempotency_key, error = %e, "bet refused");
+            e.code()
+        })?;
+    // A win must be payable: no bet whose payout the ledger could not hold.
+    if !selection
+        .win_payout(bet.amount)
+        .is_ok_and(|p| p <= MAX_AMOUNT)
+    {
+        return Err(BetRejectReason::InvalidAmount);
+    }
+    if let Some(seed) = &bet.client_seed {
+        if crate::protocol::check_client_seed(seed).is_err() {
+            return Err(BetRejectReason::InvalidClientSeed);
+        }
+    }
+    if round.accepted >= shared.cfg.max_bets_per_round {
+        return Err(BetRejectReason::RoundFull);
+    }
+    Ok(selection)
 }
 
 /// The bet as recorded when it never reached a round.
@@ -525,23 +581,7 @@ async fn send_marked(shared: &Shared, records: Vec<(&BetRecord, bool)>) -> bool 
 /// of truth, so settlement covers exactly what was debited.
 async fn settle(shared: &Shared, fence: &Fence, round: &OpenRound) -> Result<(), Stop> {
     let id = &round.info.round_id;
-    // Closing first makes the list of bets final: a stalled engine still placing into this
-    // round is refused, so every engine that rolls it gets the same roll.
-    retry!(
-        shared,
-        "close_round",
-        shared.ledger.close_round(fence, id).await
-    )?;
-    let bets = retry!(shared, "round_bets", shared.ledger.round_bets(id).await)?;
-    let mix = ClientSeedMix::new(bets.iter().filter_map(|b| b.wager.client_seed.clone()));
-    let roll = fairness::roll(&round.server_seed, &mix.mix, round.info.nonce);
-    let reveal = Reveal {
-        roll,
-        server_seed: round.server_seed.clone(),
-        client_seed_mix: mix.mix,
-        client_seeds: mix.seeds,
-        bets: bets.len(),
-    };
+    let (bets, reveal) = close_and_roll(shared, fence, round).await?;
     let at = now_ms();
     let room = Target::Room(round.info.game_id.clone());
     shared
@@ -560,7 +600,61 @@ async fn settle(shared: &Shared, fence: &Fence, round: &OpenRound) -> Result<(),
     if !send_outcomes(shared, decided, true).await {
         return Err(Stop::Shutdown);
     }
-    // Settle in batches: one ledger call (one Redis script run) per batch.
+    let results = settle_pending(shared, fence, id, &bets, reveal.roll).await?;
+    let totals = count_settled(shared, &results);
+    retry!(
+        shared,
+        "finish_round",
+        shared.ledger.finish_round(fence, id).await
+    )?;
+    let at = now_ms();
+    shared
+        .publish(
+            room,
+            frames::round_result(&round.info, &reveal, &totals, at),
+            at,
+        )
+        .await;
+    Ok(())
+}
+
+/// Close the round and roll it: the round's bets as the ledger has them, and what the roll
+/// reveals.
+async fn close_and_roll(
+    shared: &Shared,
+    fence: &Fence,
+    round: &OpenRound,
+) -> Result<(Vec<BetRecord>, Reveal), Stop> {
+    let id = &round.info.round_id;
+    // Closing first makes the list of bets final: a stalled engine still placing into this
+    // round is refused, so every engine that rolls it gets the same roll.
+    retry!(
+        shared,
+        "close_round",
+        shared.ledger.close_round(fence, id).await
+    )?;
+    let bets = retry!(shared, "round_bets", shared.ledger.round_bets(id).await)?;
+    let mix = ClientSeedMix::new(bets.iter().filter_map(|b| b.wager.client_seed.clone()));
+    let roll = fairness::roll(&round.server_seed, &mix.mix, round.info.nonce);
+    let reveal = Reveal {
+        roll,
+        server_seed: round.server_seed.clone(),
+        client_seed_mix: mix.mix,
+        client_seeds: mix.seeds,
+        bets: bets.len(),
+    };
+    Ok((bets, reveal))
+}
+
+/// Settle the round's pending bets in batches: one ledger call (one Redis script run) per
+/// batch. The settled records, in order.
+async fn settle_pending(
+    shared: &Shared,
+    fence: &Fence,
+    round_id: &str,
+    bets: &[BetRecord],
+    roll: u32,
+) -> Result<Vec<BetRecord>, Stop> {
     let pending: Vec<&BetRecord> = bets
         .iter()
         .filter(|rec| matches!(rec.state, BetState::Pending { .. }))
@@ -569,10 +663,15 @@ async fn settle(shared: &Shared, fence: &Fence, round: &OpenRound) -> Result<(),
     for chunk in pending.chunks(SETTLE_BATCH) {
         // On a stop the round stays unfinished: its next settler settles the rest and tells
         // the players not yet told.
-        results.extend(settle_batch(shared, fence, id, chunk, roll).await?);
+        results.extend(settle_batch(shared, fence, round_id, chunk, roll).await?);
     }
+    Ok(results)
+}
+
+/// The round's totals over its settled bets, each counted in the metrics too.
+fn count_settled(shared: &Shared, results: &[BetRecord]) -> RoundTotals {
     let mut totals = RoundTotals::default();
-    for settled in &results {
+    for settled in results {
         if let BetState::Settled {
             outcome, payout, ..
         } = &settled.state
@@ -591,20 +690,7 @@ async fn settle(shared: &Shared, fence: &Fence, round: &OpenRound) -> Result<(),
             }
         }
     }
-    retry!(
-        shared,
-        "finish_round",
-        shared.ledger.finish_round(fence, id).await
-    )?;
-    let at = now_ms();
-    shared
-        .publish(
-            room,
-            frames::round_result(&round.info, &reveal, &totals, at),
-            at,
-        )
-        .await;
-    Ok(())
+    totals
 }
 
 /// Settle a batch of the round's bets in one ledger call (retrying those the ledger could not
@@ -617,23 +703,7 @@ async fn settle_batch(
     recs: &[&BetRecord],
     roll: u32,
 ) -> Result<Vec<BetRecord>, Stop> {
-    let items: Vec<SettleItem> = recs
-        .iter()
-        .map(|rec| {
-            let w = &rec.wager;
-            // Stored selections were normalised when placed; if one cannot be read back the
-            // stake is returned rather than guessed at.
-            let payout = Selection::from_json(&w.selection)
-                .and_then(|s| s.payout(w.amount, roll))
-                .unwrap_or(w.amount);
-            SettleItem {
-                user_id: w.user_id.clone(),
-                key: w.key.clone(),
-                roll,
-                payout,
-            }
-        })
-        .collect();
+    let items = settle_items(recs, roll);
     let mut done: Vec<Option<Settlement>> = vec![None; recs.len()];
     loop {
         let todo: Vec<usize> = (0..recs.len()).filter(|&i| done[i].is_none()).collect();
@@ -674,16 +744,41 @@ async fn settle_batch(
         }
     }
     let settled: Vec<Settlement> = done.into_iter().flatten().collect();
-    // A bet this call settled is told now. One found settled already was settled by an
-    // earlier try whose answer was lost (or by the room's previous owner): told unless a
-    // notice for it went out, so every player hears of its bet, once.
+    if !tell_settled(shared, &settled).await {
+        return Err(Stop::Shutdown);
+    }
+    Ok(settled.into_iter().map(|s| s.record).collect())
+}
+
+/// What settling each bet pays, at this roll.
+fn settle_items(recs: &[&BetRecord], roll: u32) -> Vec<SettleItem> {
+    recs.iter()
+        .map(|rec| {
+            let w = &rec.wager;
+            // Stored selections were normalised when placed; if one cannot be read back the
+            // stake is returned rather than guessed at.
+            let payout = Selection::from_json(&w.selection)
+                .and_then(|s| s.payout(w.amount, roll))
+                .unwrap_or(w.amount);
+            SettleItem {
+                user_id: w.user_id.clone(),
+                key: w.key.clone(),
+                roll,
+                payout,
+            }
+        })
+        .collect()
+}
+
+/// Tell the players of a settled batch their outcomes; false if the engine stopped first. A
+/// bet this call settled is told now. One found settled already was settled by an earlier try
+/// whose answer was lost (or by the room's previous owner): told unless a notice for it went
+/// out, so every player hears of its bet, once.
+async fn tell_settled(shared: &Shared, settled: &[Settlement]) -> bool {
     let notices: Vec<(&BetRecord, bool)> = settled
         .iter()
         .filter(|s| matches!(s.record.state, BetState::Settled { .. }))
         .map(|s| (&s.record, !s.now))
         .collect();
-    if !send_marked(shared, notices).await {
-        return Err(Stop::Shutdown);
-    }
-    Ok(settled.into_iter().map(|s| s.record).collect())
+    send_marked(shared, notices).await
 }
