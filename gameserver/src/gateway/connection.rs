@@ -8,13 +8,12 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
-use super::handle::{CloseCause, ConnHandle, Outbound};
+use super::handle::{CloseCause, ConnHandle, Outbound, Stream, StreamPosition};
 use super::limits::{room_admits, Admission, RateLimiter};
 use super::membership::Key;
 use super::resume_token::ResumeTokenError;
 use super::Gateway;
 use crate::auth::now_secs;
-use crate::bus::history::position_of;
 use crate::bus::{BetRequest, Bound, BusError, Delivery, Position, Target};
 use crate::clock::{mono_ms, now_ms};
 use crate::protocol::{
@@ -49,7 +48,7 @@ struct Conn {
     limiter: RateLimiter,
     /// After a resume: per stream, the last position replayed. Queued live frames at or before
     /// it are duplicates and dropped; the first newer one ends the check for that stream.
-    recovering: Vec<(bool, String, u64)>,
+    recovering: Vec<StreamPosition>,
 }
 
 pub(super) async fn run(gw: Arc<Gateway>, ws: WebSocket) {
@@ -231,14 +230,14 @@ impl Conn {
             return Ok(None);
         }
         let Some(user) = identify(&self.gw, &self.id, credentials).await else {
-            return self.auth_failed("INVALID_TOKEN").await.map(|()| None);
+            return self.auth_failed("INVALID_TOKEN").await;
         };
         let user: Arc<str> = Arc::from(user);
         self.register_user(&user).await?;
         Ok(Some(user))
     }
 
-    async fn auth_failed(&mut self, reason: &str) -> Result<(), CloseCause> {
+    async fn auth_failed<T>(&mut self, reason: &str) -> Result<T, CloseCause> {
         self.reply(&ServerFrame::AuthFailed { reason }).await?;
         Err(CloseCause::AuthFailed)
     }
@@ -333,10 +332,10 @@ impl Conn {
         since: Option<&Position>,
     ) -> Result<StreamResume, CloseCause> {
         let key = match &stream {
-            Target::Room(g) => (true, g.clone()),
-            Target::User(u) => (false, u.clone()),
+            Target::Room(g) => Stream::Room(g.clone()),
+            Target::User(u) => Stream::Inbox(u.clone()),
             // Broadcasts have no history; callers only pass rooms and users.
-            Target::All => (false, String::new()),
+            Target::All => Stream::Inbox(String::new()),
         };
         let recovery = match self.gw.bus.history(&stream, since).await {
             Ok(r) => r,
@@ -357,14 +356,16 @@ impl Conn {
                 kind: FrameKind::of_frame(&frame),
                 text: Utf8Bytes::from(frame.to_string()),
                 emitted_at_ms: 0,
+                // Written directly, never checked against the replay itself.
+                position: None,
             };
             self.write(out, None).await?;
         }
-        let (is_room, id) = key;
-        self.recovering
-            .retain(|(r, i, _)| !(*r == is_room && *i == id));
-        self.recovering
-            .push((is_room, id, recovery.position.offset));
+        self.recovering.retain(|p| p.stream != key);
+        self.recovering.push(StreamPosition {
+            stream: key,
+            offset: recovery.position.offset,
+        });
         self.gw
             .metrics
             .resumed_streams
@@ -394,8 +395,8 @@ impl Conn {
         while let Ok(out) = rx.try_recv() {
             // As on the live path: frames a resume already replayed are not sent again (a
             // connection resumed just before its gateway drains still has them queued).
-            if let Outbound::Frame { text, .. } = &out {
-                if !self.recovering.is_empty() && is_duplicate(&mut self.recovering, text) {
+            if let Outbound::Frame { position, .. } = &out {
+                if is_duplicate(&mut self.recovering, position.as_deref()) {
                     continue;
                 }
             }
@@ -715,6 +716,7 @@ impl Conn {
             text: Utf8Bytes::from(frame.to_text()),
             kind: frame.kind(),
             emitted_at_ms: 0,
+            position: None,
         };
         self.write(out, None).await
     }
@@ -746,8 +748,8 @@ impl Conn {
         let work = async {
             let mut next = Some(first);
             while let Some(out) = next.take() {
-                if let Outbound::Frame { text, .. } = &out {
-                    if queued && !recovering.is_empty() && is_duplicate(recovering, text) {
+                if let Outbound::Frame { position, .. } = &out {
+                    if queued && is_duplicate(recovering, position.as_deref()) {
                         if n < MAX_BATCH {
                             next = more.as_mut().and_then(|rx| rx.try_recv().ok());
                         }
@@ -851,17 +853,14 @@ impl Conn {
 }
 
 /// Whether a queued frame was already replayed by a resume (see `Conn::recovering`).
-fn is_duplicate(recovering: &mut Vec<(bool, String, u64)>, text: &str) -> bool {
-    let Some((is_room, id, offset)) = position_of(text) else {
+fn is_duplicate(recovering: &mut Vec<StreamPosition>, position: Option<&StreamPosition>) -> bool {
+    let Some(position) = position else {
         return false;
     };
-    let Some(i) = recovering
-        .iter()
-        .position(|(r, s, _)| *r == is_room && *s == id)
-    else {
+    let Some(i) = recovering.iter().position(|r| r.stream == position.stream) else {
         return false;
     };
-    if offset <= recovering[i].2 {
+    if position.offset <= recovering[i].offset {
         return true;
     }
     // Live frames have caught up with the replay: no more checks for this stream.
@@ -946,6 +945,7 @@ fn materialize(gw: &Gateway, user: Option<&str>, out: Outbound) -> (Message, Fra
             text,
             kind,
             emitted_at_ms,
+            ..
         } => (Message::Text(text), kind, emitted_at_ms),
         Outbound::Ping => (
             Message::Ping(Default::default()),
@@ -983,6 +983,29 @@ mod tests {
 
     fn future_size<A, B, Fut, F: FnOnce(A, B) -> Fut>(_: F) -> usize {
         std::mem::size_of::<Fut>()
+    }
+
+    fn at(stream: Stream, offset: u64) -> StreamPosition {
+        StreamPosition { stream, offset }
+    }
+
+    #[test]
+    fn replayed_positions_are_dropped_until_live_frames_catch_up() {
+        let room = || Stream::Room("g".into());
+        let inbox = || Stream::Inbox("u".into());
+        let mut recovering = vec![at(room(), 5), at(inbox(), 2)];
+        assert!(!is_duplicate(&mut recovering, None));
+        assert!(is_duplicate(&mut recovering, Some(&at(room(), 4))));
+        assert!(is_duplicate(&mut recovering, Some(&at(room(), 5))));
+        assert!(!is_duplicate(
+            &mut recovering,
+            Some(&at(Stream::Room("other".into()), 1))
+        ));
+        // The first newer frame ends the check for its stream only.
+        assert!(!is_duplicate(&mut recovering, Some(&at(room(), 6))));
+        assert_eq!(recovering, vec![at(inbox(), 2)]);
+        assert!(!is_duplicate(&mut recovering, Some(&at(room(), 3))));
+        assert!(is_duplicate(&mut recovering, Some(&at(inbox(), 2))));
     }
 
     /// Every idle connection keeps its task's future in memory; message handling, writing and

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::handle::{ConnHandle, Outbound};
+use super::handle::{ConnHandle, Outbound, StreamPosition};
 use super::Gateway;
 use crate::bus::{Delivery, Target};
 use crate::protocol::FrameKind;
@@ -45,6 +45,7 @@ impl AsRef<[u8]> for SharedText {
 
 pub(super) fn fan_out(gw: &Gateway, delivery: Delivery) {
     let kind = FrameKind::of_frame(&delivery.frame);
+    let position = StreamPosition::of_frame(&delivery.frame).map(Arc::new);
     let text = match Utf8Bytes::try_from(Bytes::from_owner(SharedText(delivery.frame))) {
         Ok(t) => t,
         // An Arc<str> is always UTF-8; this arm only keeps the type checker honest.
@@ -61,6 +62,7 @@ pub(super) fn fan_out(gw: &Gateway, delivery: Delivery) {
                 text: text.clone(),
                 kind,
                 emitted_at_ms,
+                position: position.clone(),
             });
         }
     };

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::ws::Utf8Bytes;
@@ -11,6 +12,7 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::bus::history::position_of;
 use crate::protocol::FrameKind;
 
 /// One item in a connection's bounded send queue.
@@ -22,12 +24,42 @@ pub enum Outbound {
         kind: FrameKind,
         /// Producer emission time (ms since epoch) for the latency histogram; 0 when unknown.
         emitted_at_ms: u64,
+        /// Where a room or inbox frame sits in its stream (read once, when the bus delivered
+        /// it); `None` for frames without a position and for direct replies.
+        position: Option<Arc<StreamPosition>>,
     },
     /// A WebSocket ping from the heartbeat.
     Ping,
     /// The gateway is draining: write `server_draining` (with this connection's resume token);
     /// the close follows in about `reconnect_after_ms`.
     Draining { reconnect_after_ms: u64 },
+}
+
+/// A frame's place in a room's or a user's history (see `bus::history`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub stream: Stream,
+    pub offset: u64,
+}
+
+/// A stream with a history: a room or a user's inbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Room(String),
+    Inbox(String),
+}
+
+impl StreamPosition {
+    /// The position a ready-made frame carries, if any.
+    pub fn of_frame(text: &str) -> Option<Self> {
+        let (is_room, id, offset) = position_of(text)?;
+        let stream = if is_room {
+            Stream::Room(id)
+        } else {
+            Stream::Inbox(id)
+        };
+        Some(Self { stream, offset })
+    }
 }
 
 /// Why a connection ends; decides the close frame and the `ws_disconnects_total` label.
@@ -212,6 +244,7 @@ mod tests {
             text: Utf8Bytes::from("{}"),
             kind: FrameKind::Other,
             emitted_at_ms: 0,
+            position: None,
         }
     }
 
@@ -238,7 +271,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_task_is_woken_by_kill() {
         let (tx, _rx) = mpsc::channel(1);
-        let h = std::sync::Arc::new(ConnHandle::new(tx, 0));
+        let h = Arc::new(ConnHandle::new(tx, 0));
         let waiter = tokio::spawn({
             let h = h.clone();
             async move { h.wait_killed().await }
@@ -247,6 +280,27 @@ mod tests {
         h.kill(CloseCause::HeartbeatTimeout);
         let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
         assert_eq!(woken.unwrap().unwrap(), CloseCause::HeartbeatTimeout);
+    }
+
+    #[test]
+    fn positions_are_read_from_room_and_inbox_frames() {
+        let room = r#"{"type":"game_event","position":{"gameId":"g","offset":4,"epoch":"e"}}"#;
+        assert_eq!(
+            StreamPosition::of_frame(room),
+            Some(StreamPosition {
+                stream: Stream::Room("g".into()),
+                offset: 4
+            })
+        );
+        let inbox = r#"{"type":"bet_settled","position":{"userId":"u","offset":9,"epoch":"e"}}"#;
+        assert_eq!(
+            StreamPosition::of_frame(inbox),
+            Some(StreamPosition {
+                stream: Stream::Inbox("u".into()),
+                offset: 9
+            })
+        );
+        assert_eq!(StreamPosition::of_frame(r#"{"type":"pong"}"#), None);
     }
 
     #[test]
