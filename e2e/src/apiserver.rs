@@ -6,6 +6,7 @@
 use crate::error::ApiError;
 use crate::events;
 use crate::merge::strategic_merge;
+use crate::meta::{meta_str, new_uid, now};
 use crate::registry::{PrinterColumn, Registry, ResourceDef, ScalePaths};
 use crate::schema;
 use crate::ssa::{self, ApplyRequest};
@@ -14,18 +15,6 @@ use base64::Engine;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-pub fn now_micro() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-pub fn new_uid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = *uuid::Uuid::new_v4().as_bytes();
@@ -33,13 +22,6 @@ fn random_suffix() -> String {
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()
-}
-
-pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 /// How a write was asked for.

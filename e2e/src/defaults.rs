@@ -72,7 +72,7 @@ pub fn pod(obj: &mut Value) {
     obj["status"] = json!({
         "phase": "Pending",
         "qosClass": "BestEffort",
-        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": crate::apiserver::now()}],
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": crate::meta::now()}],
     });
 }
 

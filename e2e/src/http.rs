@@ -380,8 +380,8 @@ async fn route(
             let (items, rv) = list_filtered(api, &t, query)?;
             let mut out = vec![];
             for item in items {
-                let name = crate::apiserver::meta_str(&item, "name").to_string();
-                let ns = crate::apiserver::meta_str(&item, "namespace").to_string();
+                let name = crate::meta::meta_str(&item, "name").to_string();
+                let ns = crate::meta::meta_str(&item, "namespace").to_string();
                 match api.delete(&t.def, &ns, &name, &dopts) {
                     Ok(Deleted::Removed(o)) | Ok(Deleted::Pending(o)) => out.push(o),
                     Err(e) if e.code == 404 => {}
@@ -479,7 +479,7 @@ impl Filter {
 
     fn matches(&self, obj: &Value) -> bool {
         if let Some(ns) = &self.ns {
-            if crate::apiserver::meta_str(obj, "namespace") != ns {
+            if crate::meta::meta_str(obj, "namespace") != ns {
                 return false;
             }
         }

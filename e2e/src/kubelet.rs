@@ -42,8 +42,9 @@ mod runtime;
 
 pub use runtime::{resolve_program, split_image};
 
-use crate::apiserver::{meta_str, ApiServer};
+use crate::apiserver::ApiServer;
 use crate::controllers::Ctx;
+use crate::meta::meta_str;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

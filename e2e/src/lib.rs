@@ -19,6 +19,7 @@ pub mod http;
 pub mod ipalloc;
 pub mod kubelet;
 pub mod merge;
+pub mod meta;
 pub mod openapi;
 pub mod protobuf;
 pub mod proxy;

@@ -2,8 +2,8 @@
 //! `clusterIP:port` and forwards each new connection to a ready endpoint
 //! (round robin), so a pod that stops being ready gets no new connections.
 
-use crate::apiserver::meta_str;
 use crate::controllers::Ctx;
+use crate::meta::meta_str;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,8 @@
 //! Endpoints and EndpointSlices for Services with selectors.
 
 use super::Ctx;
-use crate::apiserver::{meta_str, WriteOpts};
+use crate::apiserver::WriteOpts;
+use crate::meta::meta_str;
 use crate::selector::LabelSelector;
 use crate::store::Write;
 use serde_json::{json, Value};

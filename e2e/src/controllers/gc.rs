@@ -2,7 +2,8 @@
 //! namespace deletion.
 
 use super::Ctx;
-use crate::apiserver::{meta_str, DeleteOpts, WriteOpts};
+use crate::apiserver::{DeleteOpts, WriteOpts};
+use crate::meta::meta_str;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 

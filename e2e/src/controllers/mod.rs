@@ -8,8 +8,9 @@ mod endpoints;
 mod gc;
 mod workloads;
 
-use crate::apiserver::{meta_str, new_uid, now, now_micro, ApiServer, WriteOpts};
+use crate::apiserver::{ApiServer, WriteOpts};
 use crate::kubelet::Kubelet;
+use crate::meta::{meta_str, new_uid, now, now_micro};
 use crate::registry::ResourceDef;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 
 use super::decide::{deletion_order, int_or_percent, rolling_step, PodRank, RsState};
 use super::{event, owned_by, owner_ref, Ctx};
-use crate::apiserver::{meta_str, now, DeleteOpts, WriteOpts};
+use crate::apiserver::{DeleteOpts, WriteOpts};
+use crate::meta::{meta_str, now};
 use crate::selector::LabelSelector;
 use serde_json::{json, Value};
 

@@ -4,8 +4,9 @@
 use super::dns::MountHosts;
 use super::probe::{self, Timing};
 use super::{Kubelet, Signal};
-use crate::apiserver::{meta_str, now, DeleteOpts, WriteOpts};
+use crate::apiserver::{DeleteOpts, WriteOpts};
 use crate::controllers::{condition, record_event, Ctx};
+use crate::meta::{meta_str, now};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
