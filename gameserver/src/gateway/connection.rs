@@ -17,8 +17,8 @@ use crate::auth::now_secs;
 use crate::bus::{BetRequest, Bound, BusError, Delivery, Position, Target};
 use crate::clock::{mono_ms, now_ms};
 use crate::protocol::{
-    decode, BetRejectReason, ClientFrame, ErrorCode, FrameKind, PlaceBet, Rejection, Resume,
-    ServerFrame, StreamResume,
+    decode, AuthFailReason, BetRejectReason, ClientFrame, ErrorCode, FrameKind, PlaceBet,
+    Rejection, Resume, ServerFrame, StreamResume,
 };
 
 /// Frames written per flush when several are queued (fewer syscalls under load).
@@ -230,16 +230,17 @@ impl Conn {
             return Ok(None);
         }
         let Some(user) = identify(&self.gw, &self.id, credentials).await else {
-            return self.auth_failed("INVALID_TOKEN").await;
+            return self.auth_failed(AuthFailReason::InvalidToken).await;
         };
         let user: Arc<str> = Arc::from(user);
         self.register_user(&user).await?;
         Ok(Some(user))
     }
 
-    async fn auth_failed<T>(&mut self, reason: &str) -> Result<T, CloseCause> {
+    /// Answers `auth_failed` and ends the connection (always `Err`).
+    async fn auth_failed<T>(&mut self, reason: AuthFailReason) -> Result<T, CloseCause> {
         self.reply(&ServerFrame::AuthFailed { reason }).await?;
-        Err(CloseCause::AuthFailed)
+        Err(CloseCause::of_auth_failure(reason))
     }
 
     /// Indexes the connection under its user and starts the user's direct frames here.
@@ -251,11 +252,7 @@ impl Conn {
             .add_user(user, &self.handle, gw.cfg.connections_per_user)
         {
             drop(membership);
-            self.reply(&ServerFrame::AuthFailed {
-                reason: "TOO_MANY_CONNECTIONS",
-            })
-            .await?;
-            return Err(CloseCause::TooManyConnections);
+            return self.auth_failed(AuthFailReason::TooManyConnections).await;
         }
         if gw.registry.user_connections(user) == 1 {
             // A subscription asked for while the bus is reconnecting is made once it is back.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::bus::history::position_of;
-use crate::protocol::FrameKind;
+use crate::protocol::{AuthFailReason, FrameKind};
 
 /// One item in a connection's bounded send queue.
 #[derive(Debug)]
@@ -97,6 +97,14 @@ impl CloseCause {
         Self::Shutdown,
         Self::Draining,
     ];
+
+    /// How a connection refused with `auth_failed` ends.
+    pub fn of_auth_failure(reason: AuthFailReason) -> Self {
+        match reason {
+            AuthFailReason::InvalidToken => Self::AuthFailed,
+            AuthFailReason::TooManyConnections => Self::TooManyConnections,
+        }
+    }
 
     fn from_u8(v: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|c| *c as u8 == v)
@@ -301,6 +309,13 @@ mod tests {
             })
         );
         assert_eq!(StreamPosition::of_frame(r#"{"type":"pong"}"#), None);
+    }
+
+    #[test]
+    fn auth_failures_close_with_their_documented_codes() {
+        let code = |r| CloseCause::of_auth_failure(r).close_frame().map(|(c, _)| c);
+        assert_eq!(code(AuthFailReason::InvalidToken), Some(4001));
+        assert_eq!(code(AuthFailReason::TooManyConnections), Some(4029));
     }
 
     #[test]

@@ -7,7 +7,9 @@ mod decode;
 mod server;
 
 pub use decode::{decode, ClientFrame, PlaceBet, Rejection, Resume};
-pub use server::{BetRejectReason, ErrorCode, FrameKind, ServerFrame, StreamResume};
+pub use server::{
+    AuthFailReason, BetRejectReason, ErrorCode, FrameKind, ServerFrame, StreamResume,
+};
 
 /// Longest accepted `gameId` (characters).
 pub const MAX_GAME_ID_LEN: usize = 64;

@@ -133,6 +133,30 @@ impl BetRejectReason {
     }
 }
 
+/// Every `auth_failed` reason. A refused token is `INVALID_TOKEN` whatever check it failed
+/// (clients are not told which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthFailReason {
+    /// No valid JWT (`authenticate`), or neither a usable resume token nor a valid JWT
+    /// (`resume`); the connection is closed with 4001.
+    InvalidToken,
+    /// The user has `--connections-per-user` authenticated connections on this gateway
+    /// already; the connection is closed with 4029.
+    TooManyConnections,
+}
+
+impl AuthFailReason {
+    pub const ALL: [Self; 2] = [Self::InvalidToken, Self::TooManyConnections];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidToken => "INVALID_TOKEN",
+            Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
+        }
+    }
+}
+
 /// A frame the gateway writes itself.
 #[derive(Debug, Serialize)]
 #[serde(
@@ -167,7 +191,7 @@ pub enum ServerFrame<'a> {
         resume_token: Option<&'a str>,
     },
     AuthFailed {
-        reason: &'a str,
+        reason: AuthFailReason,
     },
     GameJoined {
         game_id: &'a str,
@@ -347,6 +371,19 @@ mod tests {
     }
 
     #[test]
+    fn every_auth_fail_reason_is_documented_and_serialises_as_its_name() {
+        let doc = include_str!("../../../docs/protocol.md");
+        for r in AuthFailReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
+            assert!(
+                doc.contains(&format!("`{}`", r.as_str())),
+                "docs/protocol.md does not name {}",
+                r.as_str()
+            );
+        }
+    }
+
+    #[test]
     fn frames_use_the_reference_field_names() {
         let cases = [
             (
@@ -381,7 +418,7 @@ mod tests {
             ),
             (
                 ServerFrame::AuthFailed {
-                    reason: "INVALID_TOKEN",
+                    reason: AuthFailReason::InvalidToken,
                 },
                 json!({"type":"auth_failed","reason":"INVALID_TOKEN"}),
             ),
