@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::meta::{names, Component, Owner};
 use super::pod::{self, ADMIN_PORT_NAME, PLAYER_PORT_NAME};
-use super::{names, Component, Owner};
 use crate::crd::GameFleetSpec;
 use crate::drain;
 

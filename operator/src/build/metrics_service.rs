@@ -4,8 +4,8 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::meta::{names, Owner};
 use super::pod::ADMIN_PORT_NAME;
-use super::{names, Owner};
 use crate::crd::GameFleetSpec;
 
 /// Port name a ServiceMonitor selects.

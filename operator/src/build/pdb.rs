@@ -5,7 +5,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{names, Component, Owner};
+use super::meta::{names, Component, Owner};
 use crate::crd::GameFleetSpec;
 
 /// `None` when the spec disables it (an existing one is then deleted).

@@ -3,8 +3,8 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::meta::{names, Component, Owner};
 use super::pod::PLAYER_PORT_NAME;
-use super::{names, Component, Owner};
 use crate::crd::GameFleetSpec;
 
 pub fn build(spec: &GameFleetSpec, owner: &Owner) -> Service {
