@@ -472,13 +472,7 @@ impl Conn {
     /// A new member: the connection keeps the room and the others hear of it.
     async fn joined(&mut self, game_id: &str, players: u64) {
         self.rooms.push(Arc::from(game_id));
-        let user = self.user();
-        let frame = ServerFrame::PlayerJoined {
-            game_id,
-            user_id: &user,
-            player_count: players,
-        };
-        self.publish_to_room(game_id, &frame).await;
+        self.announce(game_id, players, true).await;
     }
 
     async fn join_on_bus(&mut self, game_id: &str, already: bool) -> Result<u64, ErrorCode> {
@@ -586,14 +580,28 @@ impl Conn {
                 }
             }
         };
+        self.announce(game_id, players, false).await;
+        players
+    }
+
+    /// Tells the rest of the room that this connection's user joined (or left).
+    async fn announce(&mut self, game_id: &str, player_count: u64, joined: bool) {
         let user = self.user();
-        let frame = ServerFrame::PlayerLeft {
-            game_id,
-            user_id: &user,
-            player_count: players,
+        let user_id = &*user;
+        let frame = if joined {
+            ServerFrame::PlayerJoined {
+                game_id,
+                user_id,
+                player_count,
+            }
+        } else {
+            ServerFrame::PlayerLeft {
+                game_id,
+                user_id,
+                player_count,
+            }
         };
         self.publish_to_room(game_id, &frame).await;
-        players
     }
 
     async fn publish_to_room(&mut self, game_id: &str, frame: &ServerFrame<'_>) {

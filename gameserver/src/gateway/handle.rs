@@ -292,23 +292,21 @@ mod tests {
 
     #[test]
     fn positions_are_read_from_room_and_inbox_frames() {
-        let room = r#"{"type":"game_event","position":{"gameId":"g","offset":4,"epoch":"e"}}"#;
-        assert_eq!(
-            StreamPosition::of_frame(room),
-            Some(StreamPosition {
-                stream: Stream::Room("g".into()),
-                offset: 4
-            })
-        );
-        let inbox = r#"{"type":"bet_settled","position":{"userId":"u","offset":9,"epoch":"e"}}"#;
-        assert_eq!(
-            StreamPosition::of_frame(inbox),
-            Some(StreamPosition {
-                stream: Stream::Inbox("u".into()),
-                offset: 9
-            })
-        );
-        assert_eq!(StreamPosition::of_frame(r#"{"type":"pong"}"#), None);
+        let cases = [
+            (
+                r#"{"type":"game_event","position":{"gameId":"g","offset":4,"epoch":"e"}}"#,
+                Some((Stream::Room("g".into()), 4)),
+            ),
+            (
+                r#"{"type":"bet_settled","position":{"userId":"u","offset":9,"epoch":"e"}}"#,
+                Some((Stream::Inbox("u".into()), 9)),
+            ),
+            (r#"{"type":"pong"}"#, None),
+        ];
+        for (text, want) in cases {
+            let want = want.map(|(stream, offset)| StreamPosition { stream, offset });
+            assert_eq!(StreamPosition::of_frame(text), want, "{text}");
+        }
     }
 
     #[test]

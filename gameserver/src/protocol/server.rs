@@ -357,30 +357,26 @@ mod tests {
         serde_json::from_str(&f.to_text()).unwrap()
     }
 
-    #[test]
-    fn every_bet_reject_reason_is_documented_and_serialises_as_its_name() {
+    /// Each code serialises as its name and docs/protocol.md names it.
+    fn assert_documented<T: Serialize>(codes: impl IntoIterator<Item = (T, &'static str)>) {
         let doc = include_str!("../../../docs/protocol.md");
-        for r in BetRejectReason::ALL {
-            assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
+        for (code, name) in codes {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(name));
             assert!(
-                doc.contains(&format!("`{}`", r.as_str())),
-                "docs/protocol.md does not name {}",
-                r.as_str()
+                doc.contains(&format!("`{name}`")),
+                "docs/protocol.md does not name {name}"
             );
         }
     }
 
     #[test]
+    fn every_bet_reject_reason_is_documented_and_serialises_as_its_name() {
+        assert_documented(BetRejectReason::ALL.map(|r| (r, r.as_str())));
+    }
+
+    #[test]
     fn every_auth_fail_reason_is_documented_and_serialises_as_its_name() {
-        let doc = include_str!("../../../docs/protocol.md");
-        for r in AuthFailReason::ALL {
-            assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
-            assert!(
-                doc.contains(&format!("`{}`", r.as_str())),
-                "docs/protocol.md does not name {}",
-                r.as_str()
-            );
-        }
+        assert_documented(AuthFailReason::ALL.map(|r| (r, r.as_str())));
     }
 
     #[test]
