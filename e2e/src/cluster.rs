@@ -3,8 +3,10 @@
 
 use crate::apiserver::ApiServer;
 use crate::audit::AuditLog;
+use crate::ctx::Ctx;
 use crate::http::{router, AppState};
-use crate::kubelet::LogStore;
+use crate::kubelet::{Kubelet, LogStore};
+use crate::locate::{find_in_path, sibling_binary};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -96,26 +98,6 @@ impl ClusterConfig {
     }
 }
 
-/// A binary next to the running executable, or in the target dir above it
-/// (test executables live in `target/<profile>/deps`).
-pub fn sibling_binary(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    [dir.join(name), dir.parent()?.join(name)]
-        .into_iter()
-        .find(|p| p.is_file())
-}
-
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or(None)
-}
-
 /// A running simulated cluster.
 pub struct Cluster {
     addr: SocketAddr,
@@ -124,7 +106,7 @@ pub struct Cluster {
     api: Arc<ApiServer>,
     logs: Arc<LogStore>,
     audit: Arc<AuditLog>,
-    kubelet: Arc<crate::kubelet::Kubelet>,
+    kubelet: Arc<Kubelet>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -164,18 +146,25 @@ impl Cluster {
             .unwrap_or_else(|| state_dir.join("kubeconfig"));
         let temp_dir = Some(state_dir.clone());
         write_kubeconfig(&kubeconfig, addr)?;
-        let kubelet = Arc::new(crate::kubelet::Kubelet::new(
+        let kubelet = Arc::new(Kubelet::new(
             api.clone(),
             logs.clone(),
             config.images.clone(),
             kubeconfig.clone(),
             state_dir.join("pods"),
         ));
-        tasks.extend(crate::controllers::spawn_all(
-            api.clone(),
-            kubelet.clone(),
-            cancel.clone(),
-        ));
+        match Ctx::new(api.clone()).map(Arc::new) {
+            Some(ctx) => {
+                tasks.extend(crate::controllers::spawn_all(ctx.clone(), cancel.clone()));
+                tasks.push(crate::kubelet::spawn(
+                    kubelet.clone(),
+                    ctx.clone(),
+                    cancel.clone(),
+                ));
+                tasks.push(crate::proxy::spawn(ctx, cancel.clone()));
+            }
+            None => tracing::error!("built-in resources missing; controllers not started"),
+        }
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "kubesim API server listening");
         Ok(Self {
             addr,

@@ -1,6 +1,7 @@
-//! Leaf helpers every layer shares: timestamps, uids and object metadata.
+//! Leaf helpers every layer shares: timestamps, uids, object metadata and
+//! status conditions.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Now, RFC 3339 to the second (metav1.Time).
 pub fn now() -> String {
@@ -22,4 +23,24 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
         .and_then(|m| m.get(field))
         .and_then(Value::as_str)
         .unwrap_or_default()
+}
+
+/// A condition, keeping lastTransitionTime when the status did not change.
+pub fn condition(obj: &Value, type_: &str, status: bool, reason: &str, message: &str) -> Value {
+    let s = if status { "True" } else { "False" };
+    let prev = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
+    let t = match prev {
+        Some(p) if p["status"] == s => p["lastTransitionTime"].clone(),
+        _ => json!(now()),
+    };
+    let update = match prev {
+        Some(p) if p["status"] == s && p["reason"] == reason => {
+            p.get("lastUpdateTime").cloned().unwrap_or(json!(now()))
+        }
+        _ => json!(now()),
+    };
+    json!({"type": type_, "status": s, "reason": reason, "message": message, "lastTransitionTime": t, "lastUpdateTime": update})
 }

@@ -2,7 +2,7 @@
 //! `clusterIP:port` and forwards each new connection to a ready endpoint
 //! (round robin), so a pod that stops being ready gets no new connections.
 
-use crate::controllers::Ctx;
+use crate::ctx::Ctx;
 use crate::meta::meta_str;
 use serde_json::Value;
 use std::collections::HashMap;

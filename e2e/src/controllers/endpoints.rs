@@ -1,7 +1,8 @@
 //! Endpoints and EndpointSlices for Services with selectors.
 
-use super::Ctx;
+use super::owners::owner_ref;
 use crate::apiserver::WriteOpts;
+use crate::ctx::Ctx;
 use crate::meta::meta_str;
 use crate::selector::LabelSelector;
 use crate::store::Write;
@@ -151,7 +152,7 @@ pub fn reconcile(ctx: &Ctx) {
             .unwrap_or(json!({}));
         let ep = json!({"apiVersion": "v1", "kind": "Endpoints",
             "metadata": {"name": name, "namespace": ns, "labels": labels,
-                "ownerReferences": [super::owner_ref(&svc)]}, "subsets": subsets});
+                "ownerReferences": [owner_ref(&svc)]}, "subsets": subsets});
         upsert(ctx, &ctx.endpoints, &ns, &name, ep);
 
         let slice_endpoints: Vec<Value> = members
@@ -168,7 +169,7 @@ pub fn reconcile(ctx: &Ctx) {
             json!("endpointslice-controller.k8s.io");
         let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": format!("{name}-kubesim"), "namespace": ns, "labels": slice_labels,
-                "ownerReferences": [super::owner_ref(&svc)]},
+                "ownerReferences": [owner_ref(&svc)]},
             "addressType": "IPv4", "endpoints": slice_endpoints, "ports": port_list(members.first())});
         upsert(ctx, &ctx.slices, &ns, &format!("{name}-kubesim"), slice);
     }

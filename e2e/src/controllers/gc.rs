@@ -1,8 +1,9 @@
 //! Garbage collection by ownerReferences (background, foreground, orphan) and
 //! namespace deletion.
 
-use super::Ctx;
+use super::owners::owned_by;
 use crate::apiserver::{DeleteOpts, WriteOpts};
+use crate::ctx::Ctx;
 use crate::meta::meta_str;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -62,7 +63,7 @@ pub fn collect(ctx: &Ctx) {
             .map(|a| a.iter().collect())
             .unwrap_or_default();
         let uid = meta_str(obj, "uid");
-        let dependents = || all.iter().filter(move |(_, d)| super::owned_by(d, uid));
+        let dependents = || all.iter().filter(move |(_, d)| owned_by(d, uid));
         let fins = finalizers(obj);
         if obj.pointer("/metadata/deletionTimestamp").is_some() {
             if fins.iter().any(|f| f == "foregroundDeletion") {

@@ -6,102 +6,15 @@
 pub mod decide;
 mod endpoints;
 mod gc;
+mod owners;
 mod workloads;
 
-use crate::apiserver::{ApiServer, WriteOpts};
-use crate::kubelet::Kubelet;
-use crate::meta::{meta_str, new_uid, now, now_micro};
-use crate::registry::ResourceDef;
-use serde_json::{json, Value};
+use crate::apiserver::ApiServer;
+use crate::ctx::Ctx;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-pub use workloads::condition;
-
-pub struct Ctx {
-    pub api: Arc<ApiServer>,
-    pub pods: ResourceDef,
-    pub deployments: ResourceDef,
-    pub replicasets: ResourceDef,
-    pub services: ResourceDef,
-    pub endpoints: ResourceDef,
-    pub slices: ResourceDef,
-    pub events: ResourceDef,
-    pub namespaces: ResourceDef,
-}
-
-impl Ctx {
-    fn new(api: Arc<ApiServer>) -> Option<Self> {
-        let r = &api.registry;
-        Some(Self {
-            pods: r.find("", "v1", "pods")?,
-            deployments: r.find("apps", "v1", "deployments")?,
-            replicasets: r.find("apps", "v1", "replicasets")?,
-            services: r.find("", "v1", "services")?,
-            endpoints: r.find("", "v1", "endpoints")?,
-            slices: r.find("discovery.k8s.io", "v1", "endpointslices")?,
-            events: r.find("", "v1", "events")?,
-            namespaces: r.find("", "v1", "namespaces")?,
-            api,
-        })
-    }
-}
-
-/// Whether `obj` has an owner reference to `uid`.
-pub fn owned_by(obj: &Value, uid: &str) -> bool {
-    obj.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
-}
-
-pub fn owner_ref(owner: &Value) -> Value {
-    json!({"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true})
-}
-
-/// Records a core/v1 Event about `obj`.
-pub fn event(ctx: &Ctx, obj: &Value, type_: &str, reason: &str, message: &str) {
-    record_event(
-        &ctx.api,
-        &ctx.events,
-        obj,
-        type_,
-        reason,
-        message,
-        "kubesim-controller-manager",
-    );
-}
-
-pub fn record_event(
-    api: &ApiServer,
-    events: &ResourceDef,
-    obj: &Value,
-    type_: &str,
-    reason: &str,
-    message: &str,
-    component: &str,
-) {
-    let ns = match meta_str(obj, "namespace") {
-        "" => "default",
-        ns => ns,
-    };
-    let t = now();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{}.{}", meta_str(obj, "name"), &new_uid()[..8]), "namespace": ns},
-        "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
-            "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
-            "resourceVersion": obj["metadata"]["resourceVersion"]},
-        "reason": reason, "message": message, "type": type_, "count": 1,
-        "firstTimestamp": t, "lastTimestamp": t, "eventTime": now_micro(),
-        "source": {"component": component}, "reportingComponent": component, "reportingInstance": "kubesim",
-    });
-    if let Err(e) = api.create(events, ns, ev, &WriteOpts::manager(component)) {
-        tracing::debug!(%e, "recording event");
-    }
-}
 
 /// Runs `f` after every burst of changes and at least every `tick`.
 fn spawn_loop(
@@ -130,15 +43,9 @@ fn spawn_loop(
     })
 }
 
-pub fn spawn_all(
-    api: Arc<ApiServer>,
-    kubelet: Arc<Kubelet>,
-    cancel: CancellationToken,
-) -> Vec<JoinHandle<()>> {
-    let Some(ctx) = Ctx::new(api.clone()).map(Arc::new) else {
-        tracing::error!("built-in resources missing; controllers not started");
-        return vec![];
-    };
+/// Starts the Deployment/ReplicaSet, garbage collector, namespace and endpoints controllers.
+pub fn spawn_all(ctx: Arc<Ctx>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+    let api = ctx.api.clone();
     let tick = Duration::from_millis(250);
     let mut tasks = vec![];
     let c = ctx.clone();
@@ -167,7 +74,5 @@ pub fn spawn_all(
         Duration::from_secs(1),
         move || endpoints::reconcile(&c),
     ));
-    tasks.push(crate::kubelet::spawn(kubelet, ctx.clone(), cancel.clone()));
-    tasks.push(crate::proxy::spawn(ctx, cancel));
     tasks
 }

@@ -1,9 +1,10 @@
 //! Deployment and ReplicaSet controllers.
 
 use super::decide::{deletion_order, int_or_percent, rolling_step, PodRank, RsState};
-use super::{event, owned_by, owner_ref, Ctx};
+use super::owners::{owned_by, owner_ref};
 use crate::apiserver::{DeleteOpts, WriteOpts};
-use crate::meta::{meta_str, now};
+use crate::ctx::{event, Ctx};
+use crate::meta::{condition, meta_str};
 use crate::selector::LabelSelector;
 use serde_json::{json, Value};
 
@@ -274,26 +275,6 @@ fn strip_rv(v: &mut Value) {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
-}
-
-/// A condition, keeping lastTransitionTime when the status did not change.
-pub fn condition(obj: &Value, type_: &str, status: bool, reason: &str, message: &str) -> Value {
-    let s = if status { "True" } else { "False" };
-    let prev = obj
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
-    let t = match prev {
-        Some(p) if p["status"] == s => p["lastTransitionTime"].clone(),
-        _ => json!(now()),
-    };
-    let update = match prev {
-        Some(p) if p["status"] == s && p["reason"] == reason => {
-            p.get("lastUpdateTime").cloned().unwrap_or(json!(now()))
-        }
-        _ => json!(now()),
-    };
-    json!({"type": type_, "status": s, "reason": reason, "message": message, "lastTransitionTime": t, "lastUpdateTime": update})
 }
 
 /// Writes status only when it changed (ignoring timestamps carried over).

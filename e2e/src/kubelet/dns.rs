@@ -170,7 +170,7 @@ fn probe(scratch: &Path) -> std::io::Result<()> {
     let file = scratch.join("hosts-probe");
     rewrite_in_place(&file, "")?;
     let mount = MountHosts::new(&file)?;
-    let program = crate::cluster::find_in_path("true").ok_or_else(|| {
+    let program = crate::locate::find_in_path("true").ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, "no `true` program in PATH")
     })?;
     let mut cmd = std::process::Command::new(program);

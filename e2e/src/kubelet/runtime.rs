@@ -2,11 +2,11 @@
 //! graceful termination.
 
 use super::dns::MountHosts;
+use super::node::{signal_group, Kubelet, Signal};
 use super::probe::{self, Timing};
-use super::{Kubelet, Signal};
 use crate::apiserver::{DeleteOpts, WriteOpts};
-use crate::controllers::{condition, record_event, Ctx};
-use crate::meta::{meta_str, now};
+use crate::ctx::{record_event, Ctx};
+use crate::meta::{condition, meta_str, now};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -20,15 +20,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 const MANAGER: &str = "kubesim-kubelet";
-
-pub fn signal_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
-}
 
 /// `registry/name:tag@digest` -> `registry/name`.
 pub fn split_image(image: &str) -> &str {
@@ -66,7 +57,7 @@ pub fn resolve_program(
             let found = if first.starts_with('/') && Path::new(first).is_file() {
                 Some(PathBuf::from(first))
             } else if !first.contains('/') {
-                crate::cluster::find_in_path(first)
+                crate::locate::find_in_path(first)
             } else {
                 None
             };

@@ -1,0 +1,79 @@
+//! What the in-process components (controllers, kubelet, Service proxies)
+//! share: the API and the built-in resources they watch, and recording Events.
+
+use crate::apiserver::{ApiServer, WriteOpts};
+use crate::meta::{meta_str, new_uid, now, now_micro};
+use crate::registry::ResourceDef;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct Ctx {
+    pub api: Arc<ApiServer>,
+    pub pods: ResourceDef,
+    pub deployments: ResourceDef,
+    pub replicasets: ResourceDef,
+    pub services: ResourceDef,
+    pub endpoints: ResourceDef,
+    pub slices: ResourceDef,
+    pub events: ResourceDef,
+    pub namespaces: ResourceDef,
+}
+
+impl Ctx {
+    pub fn new(api: Arc<ApiServer>) -> Option<Self> {
+        let r = &api.registry;
+        Some(Self {
+            pods: r.find("", "v1", "pods")?,
+            deployments: r.find("apps", "v1", "deployments")?,
+            replicasets: r.find("apps", "v1", "replicasets")?,
+            services: r.find("", "v1", "services")?,
+            endpoints: r.find("", "v1", "endpoints")?,
+            slices: r.find("discovery.k8s.io", "v1", "endpointslices")?,
+            events: r.find("", "v1", "events")?,
+            namespaces: r.find("", "v1", "namespaces")?,
+            api,
+        })
+    }
+}
+
+/// Records a core/v1 Event about `obj`.
+pub fn event(ctx: &Ctx, obj: &Value, type_: &str, reason: &str, message: &str) {
+    record_event(
+        &ctx.api,
+        &ctx.events,
+        obj,
+        type_,
+        reason,
+        message,
+        "kubesim-controller-manager",
+    );
+}
+
+pub fn record_event(
+    api: &ApiServer,
+    events: &ResourceDef,
+    obj: &Value,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let ns = match meta_str(obj, "namespace") {
+        "" => "default",
+        ns => ns,
+    };
+    let t = now();
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{}.{}", meta_str(obj, "name"), &new_uid()[..8]), "namespace": ns},
+        "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"]},
+        "reason": reason, "message": message, "type": type_, "count": 1,
+        "firstTimestamp": t, "lastTimestamp": t, "eventTime": now_micro(),
+        "source": {"component": component}, "reportingComponent": component, "reportingInstance": "kubesim",
+    });
+    if let Err(e) = api.create(events, ns, ev, &WriteOpts::manager(component)) {
+        tracing::debug!(%e, "recording event");
+    }
+}
