@@ -1,16 +1,13 @@
 //! The engine Deployment: `gameserver engine`, running rounds and the ledger.
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::deployment::{self, Tier};
 use super::meta::{names, Component, Owner};
 use super::pod::{self, ADMIN_PORT_NAME};
 use crate::crd::GameFleetSpec;
-use crate::drain;
 
 /// Engines hand their rooms to a live engine on shutdown, so a rollout starts the new engine
 /// first (surge 1) and never stops one before its replacement is ready (maxUnavailable 0).
@@ -75,44 +72,21 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
         security_context: Some(pod::container_security_context()),
         ..Default::default()
     };
-    Deployment {
-        metadata: owner.child_meta(names::engine(&owner.name), Some(Component::Engine)),
-        spec: DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(owner.selector(Some(Component::Engine))),
-                ..Default::default()
-            },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(MAX_SURGE)),
-                }),
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(owner.labels(Some(Component::Engine))),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    termination_grace_period_seconds: Some(
-                        drain::termination_grace_period_seconds(&spec.drain),
-                    ),
-                    security_context: Some(pod::pod_security_context()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    node_selector: (!e.node_selector.is_empty()).then(|| e.node_selector.clone()),
-                    tolerations: (!e.tolerations.is_empty()).then(|| e.tolerations.clone()),
-                    affinity: e.affinity.clone(),
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
+    deployment::build(
+        spec,
+        owner,
+        Tier {
+            component: Component::Engine,
+            name: names::engine(&owner.name),
+            replicas,
+            container,
+            max_surge: IntOrString::Int(MAX_SURGE),
+            min_ready_seconds: None,
+            node_selector: &e.node_selector,
+            tolerations: &e.tolerations,
+            affinity: &e.affinity,
         },
-        status: None,
-    }
+    )
 }
 
 #[cfg(test)]

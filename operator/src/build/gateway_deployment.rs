@@ -1,18 +1,13 @@
 //! The gateway Deployment: `gameserver gateway`, holding player WebSockets.
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
-use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, PodSpec, PodTemplateSpec, SecretEnvSource,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvFromSource, SecretEnvSource};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::deployment::{self, Tier};
 use super::meta::{names, Component, Owner};
 use super::pod::{self, ADMIN_PORT_NAME, PLAYER_PORT_NAME};
 use crate::crd::GameFleetSpec;
-use crate::drain;
 
 /// Extra pods a rollout may start before old ones stop. Never below one pod (rounded up), so a
 /// rollout always surges rather than dropping capacity (maxUnavailable is 0).
@@ -100,52 +95,28 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
         security_context: Some(pod::container_security_context()),
         ..Default::default()
     };
-    Deployment {
-        metadata: owner.child_meta(names::gateway(&owner.name), Some(Component::Gateway)),
-        spec: DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(owner.selector(Some(Component::Gateway))),
-                ..Default::default()
-            },
+    deployment::build(
+        spec,
+        owner,
+        Tier {
+            component: Component::Gateway,
+            name: names::gateway(&owner.name),
+            replicas,
+            container,
+            max_surge: IntOrString::String(MAX_SURGE.into()),
             min_ready_seconds: Some(g.min_ready_seconds),
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::String(MAX_SURGE.into())),
-                }),
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(owner.labels(Some(Component::Gateway))),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    termination_grace_period_seconds: Some(
-                        drain::termination_grace_period_seconds(&spec.drain),
-                    ),
-                    security_context: Some(pod::pod_security_context()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    node_selector: (!g.node_selector.is_empty()).then(|| g.node_selector.clone()),
-                    tolerations: (!g.tolerations.is_empty()).then(|| g.tolerations.clone()),
-                    affinity: g.affinity.clone(),
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
+            node_selector: &g.node_selector,
+            tolerations: &g.tolerations,
+            affinity: &g.affinity,
         },
-        status: None,
-    }
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use k8s_openapi::api::core::v1::{Affinity, NodeAffinity, Toleration};
+    use k8s_openapi::api::core::v1::{Affinity, NodeAffinity, PodSpec, Toleration};
 
     use super::*;
     use crate::test_support::{fleet, spec};

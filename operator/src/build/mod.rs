@@ -3,6 +3,7 @@
 //! One file per resource, so "what does the player Service look like" is answered in one place.
 //! Nothing here talks to the API server.
 
+mod deployment;
 pub mod engine_deployment;
 pub mod gateway_deployment;
 mod meta;
