@@ -20,6 +20,8 @@ pub struct Tier<'a> {
     pub component: Component,
     pub name: String,
     pub replicas: i32,
+    /// The tier's container; its pull policy, probes and hardening are the same for both
+    /// tiers and set here.
     pub container: Container,
     /// Extra pods a rollout may start before old ones stop (maxUnavailable is always 0).
     pub max_surge: IntOrString,
@@ -32,6 +34,13 @@ pub struct Tier<'a> {
 /// The tier's Deployment: its pods run `tier.container` alone.
 pub fn build(spec: &GameFleetSpec, owner: &Owner, tier: Tier<'_>) -> Deployment {
     let component = Some(tier.component);
+    let container = Container {
+        image_pull_policy: Some(spec.gateway.image_pull_policy.as_str().into()),
+        readiness_probe: Some(pod::readiness_probe()),
+        liveness_probe: Some(pod::liveness_probe()),
+        security_context: Some(pod::container_security_context()),
+        ..tier.container
+    };
     Deployment {
         metadata: owner.child_meta(tier.name, component),
         spec: DeploymentSpec {
@@ -54,7 +63,7 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, tier: Tier<'_>) -> Deployment 
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![tier.container],
+                    containers: vec![container],
                     termination_grace_period_seconds: Some(
                         drain::termination_grace_period_seconds(&spec.drain),
                     ),

@@ -62,14 +62,10 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
     let container = Container {
         name: "engine".into(),
         image: Some(image(spec)),
-        image_pull_policy: Some(spec.gateway.image_pull_policy.as_str().into()),
         args: Some(args(spec)),
         ports: Some(vec![pod::port(ADMIN_PORT_NAME, e.admin_port)]),
         env: Some(env(spec)),
         resources: Some(pod::resources(e.resources.as_ref())),
-        readiness_probe: Some(pod::readiness_probe()),
-        liveness_probe: Some(pod::liveness_probe()),
-        security_context: Some(pod::container_security_context()),
         ..Default::default()
     };
     deployment::build(

@@ -81,7 +81,6 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
     let container = Container {
         name: "gateway".into(),
         image: Some(g.image.clone()),
-        image_pull_policy: Some(g.image_pull_policy.as_str().into()),
         args: Some(args(spec)),
         ports: Some(vec![
             pod::port(PLAYER_PORT_NAME, g.player_port),
@@ -90,9 +89,6 @@ pub fn build(spec: &GameFleetSpec, owner: &Owner, replicas: i32) -> Deployment {
         env: Some(env(spec)),
         env_from: env_from(spec),
         resources: Some(pod::resources(g.resources.as_ref())),
-        readiness_probe: Some(pod::readiness_probe()),
-        liveness_probe: Some(pod::liveness_probe()),
-        security_context: Some(pod::container_security_context()),
         ..Default::default()
     };
     deployment::build(
