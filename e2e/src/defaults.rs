@@ -1,6 +1,10 @@
 //! Defaults the API server fills in for built-in kinds (the subset clients rely on).
 
+use crate::meta::meta_str;
+use crate::registry::ResourceDef;
+use base64::Engine;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 fn default(obj: &mut Value, ptr: &str, v: Value) {
     if obj.pointer(ptr).is_none() {
@@ -104,6 +108,97 @@ pub fn deployment(obj: &mut Value) {
     }
     if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
         pod_spec(spec);
+    }
+}
+
+/// Kind-specific defaults for a new object (`node_ports`: the next NodePort to hand out).
+pub fn on_create(def: &ResourceDef, obj: &mut Value, node_ports: &AtomicU32) {
+    match (def.group.as_str(), def.plural.as_str()) {
+        ("", "namespaces") => {
+            let name = meta_str(obj, "name").to_string();
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("", "pods") => pod(obj),
+        ("", "services") => {
+            service(obj);
+            let ip = obj
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if ip.is_empty() {
+                let ip = crate::ipalloc::next_service_ip();
+                obj["spec"]["clusterIP"] = json!(ip);
+                obj["spec"]["clusterIPs"] = json!([ip]);
+            }
+            let node_port = matches!(
+                obj.pointer("/spec/type").and_then(Value::as_str),
+                Some("NodePort") | Some("LoadBalancer")
+            );
+            if node_port {
+                if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        if p.get("nodePort").is_none() {
+                            p["nodePort"] = json!(node_ports.fetch_add(1, Ordering::Relaxed));
+                        }
+                    }
+                }
+            }
+        }
+        ("", "secrets") => {
+            secret_string_data(obj);
+            if obj.get("type").is_none() {
+                obj["type"] = json!("Opaque");
+            }
+        }
+        ("apps", "deployments") => deployment(obj),
+        ("apps", "replicasets") | ("apps", "statefulsets")
+            if obj.pointer("/spec/replicas").is_none() =>
+        {
+            obj["spec"]["replicas"] = json!(1);
+        }
+        _ => {}
+    }
+}
+
+/// Defaults applied on every write of the main resource (Kubernetes defaults on decode).
+pub fn on_update(def: &ResourceDef, cur: &Value, new: &mut Value) {
+    match def.storage.as_str() {
+        "core/pods" => {
+            if let Some(spec) = new.get_mut("spec") {
+                pod_spec(spec);
+            }
+        }
+        "core/services" => {
+            service(new);
+            for f in ["clusterIP", "clusterIPs"] {
+                if new.pointer(&format!("/spec/{f}")).is_none() {
+                    if let Some(v) = cur.pointer(&format!("/spec/{f}")) {
+                        new["spec"][f] = v.clone();
+                    }
+                }
+            }
+        }
+        "apps/deployments" => deployment(new),
+        "apps/replicasets" if new.pointer("/spec/replicas").is_none() => {
+            new["spec"]["replicas"] = json!(1);
+        }
+        "core/secrets" => secret_string_data(new),
+        _ => {}
+    }
+}
+
+/// A Secret's `stringData` moves into `data`, base64-encoded.
+fn secret_string_data(obj: &mut Value) {
+    if let Some(string_data) = obj.get("stringData").and_then(Value::as_object).cloned() {
+        for (k, v) in string_data {
+            let enc =
+                base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+            obj["data"][k] = json!(enc);
+        }
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("stringData");
+        }
     }
 }
 
