@@ -11,8 +11,6 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Value,
-    /// Internal: a dry-run write carries its would-be result out of the store.
-    pub dry_run_object: Option<Box<Value>>,
 }
 
 fn group_of(def: &ResourceDef) -> &str {
@@ -26,7 +24,6 @@ impl ApiError {
             reason,
             message: message.into(),
             details,
-            dry_run_object: None,
         }
     }
 
@@ -157,12 +154,6 @@ impl ApiError {
 
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::new(500, "InternalError", msg, json!({}))
-    }
-
-    pub fn dry_run(obj: Value) -> Self {
-        let mut e = Self::new(200, "DryRun", "dry run", json!({}));
-        e.dry_run_object = Some(Box::new(obj));
-        e
     }
 
     pub fn status(&self) -> Value {

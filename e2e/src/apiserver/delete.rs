@@ -1,6 +1,6 @@
 //! delete: preconditions, propagation finalizers, graceful pod termination.
 
-use super::{unchanged, ApiServer, DeleteOpts, Deleted};
+use super::{unchanged, ApiServer, Decision, DeleteOpts, Deleted, Outcome};
 use crate::error::ApiError;
 use crate::meta::{meta_str, now};
 use crate::registry::ResourceDef;
@@ -18,7 +18,7 @@ impl ApiServer {
     ) -> Result<Deleted, ApiError> {
         let ns = if def.namespaced { ns } else { "" };
         let mut removed = false;
-        let out = self.store.mutate(&def.storage, ns, name, |cur| {
+        let out = self.decide(&def.storage, ns, name, |cur| {
             let cur = cur.ok_or_else(|| ApiError::not_found(def, name))?;
             if let Some(uid) = &opts.precondition_uid {
                 if meta_str(cur, "uid") != uid {
@@ -71,10 +71,10 @@ impl ApiServer {
             };
             if finalizers.is_empty() && grace == 0 {
                 if opts.dry_run {
-                    return Err(ApiError::dry_run(cur.clone()));
+                    return Ok(Decision::DryRun(cur.clone()));
                 }
                 removed = true;
-                return Ok(Write::Remove);
+                return Ok(Decision::Write(Write::Remove));
             }
             if !already {
                 new["metadata"]["deletionTimestamp"] = json!(now());
@@ -91,26 +91,23 @@ impl ApiServer {
                 let g = prev.map_or(grace, |p| p.min(grace));
                 if g == 0 && finalizers.is_empty() {
                     removed = true;
-                    return Ok(Write::Remove);
+                    return Ok(Decision::Write(Write::Remove));
                 }
                 new["metadata"]["deletionGracePeriodSeconds"] = json!(g);
             }
             new["metadata"]["finalizers"] = json!(finalizers);
             if opts.dry_run {
-                return Err(ApiError::dry_run(new));
+                return Ok(Decision::DryRun(new));
             }
             if unchanged(cur, &new) {
                 // No-op writes are not persisted: same resourceVersion, no watch event.
-                return Ok(Write::Keep);
+                return Ok(Decision::Write(Write::Keep));
             }
-            Ok(Write::Put(new))
+            Ok(Decision::Write(Write::Put(new)))
         });
-        let out = match out {
-            Err(ApiError {
-                dry_run_object: Some(obj),
-                ..
-            }) => return Ok(Deleted::Pending(self.present(def, *obj))),
-            other => other?,
+        let out = match out? {
+            Outcome::DryRun(obj) => return Ok(Deleted::Pending(self.present(def, obj))),
+            Outcome::Stored(out) => out,
         };
         let out = out.ok_or_else(|| ApiError::not_found(def, name))?;
         if removed {

@@ -76,6 +76,22 @@ pub enum Deleted {
     Pending(Value),
 }
 
+/// What a read-modify-write decided about one stored object.
+enum Decision {
+    /// Change the store (or leave it as it is).
+    Write(Write),
+    /// A dry run: the object the write would store; the store is left alone.
+    DryRun(Value),
+}
+
+/// What a read-modify-write did.
+enum Outcome {
+    /// The object as stored afterwards (`None` when there is none).
+    Stored(Option<Value>),
+    /// A dry run's would-be object.
+    DryRun(Value),
+}
+
 pub struct ApiServer {
     pub registry: Registry,
     pub store: Store,
@@ -143,6 +159,28 @@ impl ApiServer {
             items.into_iter().map(|o| self.present(def, o)).collect(),
             rv,
         )
+    }
+
+    /// [`Store::mutate`] with a dry-run outcome besides the store's own.
+    fn decide(
+        &self,
+        storage: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(Option<&Value>) -> Result<Decision, ApiError>,
+    ) -> Result<Outcome, ApiError> {
+        let mut dry_run = None;
+        let stored = self.store.mutate(storage, ns, name, |cur| match f(cur)? {
+            Decision::Write(w) => Ok(w),
+            Decision::DryRun(obj) => {
+                dry_run = Some(obj);
+                Ok(Write::Keep)
+            }
+        })?;
+        Ok(match dry_run {
+            Some(obj) => Outcome::DryRun(obj),
+            None => Outcome::Stored(stored),
+        })
     }
 
     /// Hooks that react to writes of special kinds (CRDs become resources).

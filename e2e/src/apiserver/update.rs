@@ -1,7 +1,7 @@
 //! update: the read-modify-write path every write of an existing object takes.
 
 use super::validate::validate;
-use super::{unchanged, ApiServer, WriteOpts};
+use super::{unchanged, ApiServer, Decision, Outcome, WriteOpts};
 use crate::error::ApiError;
 use crate::meta::{meta_str, now};
 use crate::registry::ResourceDef;
@@ -39,7 +39,7 @@ impl ApiServer {
         let ns = if def.namespaced { ns } else { "" };
         let api_version = def.api_version();
         let mut result_removed = false;
-        let out = self.store.mutate(&def.storage, ns, name, |cur| {
+        let out = self.decide(&def.storage, ns, name, |cur| {
             let cur = cur.ok_or_else(|| ApiError::not_found(def, name))?;
             let cur_presented = self.present(def, cur.clone());
             let desired = self.to_storage(def, f(&cur_presented)?);
@@ -73,11 +73,11 @@ impl ApiServer {
                 m.remove("kubesim.apply");
             }
             if opts.dry_run {
-                return Err(ApiError::dry_run(new));
+                return Ok(Decision::DryRun(new));
             }
             if unchanged(cur, &new) {
                 // No-op writes are not persisted: same resourceVersion, no watch event.
-                return Ok(Write::Keep);
+                return Ok(Decision::Write(Write::Keep));
             }
             let finalizers_empty = new
                 .pointer("/metadata/finalizers")
@@ -88,16 +88,13 @@ impl ApiServer {
                 && !self.graceful_pending(def, &new)
             {
                 result_removed = true;
-                return Ok(Write::Remove);
+                return Ok(Decision::Write(Write::Remove));
             }
-            Ok(Write::Put(new))
+            Ok(Decision::Write(Write::Put(new)))
         });
-        let out = match out {
-            Err(ApiError {
-                dry_run_object: Some(obj),
-                ..
-            }) => return Ok(self.present(def, *obj)),
-            other => other?,
+        let out = match out? {
+            Outcome::DryRun(obj) => return Ok(self.present(def, obj)),
+            Outcome::Stored(out) => out,
         };
         let out = out.ok_or_else(|| ApiError::not_found(def, name))?;
         if !result_removed {
