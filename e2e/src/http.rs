@@ -117,6 +117,7 @@ fn decode(s: &str) -> Option<String> {
 }
 
 /// A parsed resource path.
+#[derive(Clone)]
 struct Target {
     def: ResourceDef,
     ns: String,
@@ -133,36 +134,117 @@ async fn route(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(r) = non_resource(&state.api, &segs, headers) {
+        return r;
+    }
+    let req = Req {
+        state,
+        path,
+        query,
+        headers,
+        body,
+        t: target(&state.api, &segs, path)?,
+        opts: write_opts(query, headers),
+        as_table: accept(headers).contains("as=Table"),
+        include: match query.get("includeObject").map(String::as_str) {
+            Some("None") => Include::None,
+            Some("Object") => Include::Object,
+            _ => Include::Metadata,
+        },
+    };
     let api = &state.api;
-    match segs.as_slice() {
-        ["version"] => return Ok(json_response(StatusCode::OK, &discovery::version())),
-        ["healthz"] | ["readyz"] | ["livez"] => return Ok((StatusCode::OK, "ok").into_response()),
-        ["api"] => return Ok(json_response(StatusCode::OK, &discovery::api_versions())),
-        ["apis"] => {
-            return Ok(json_response(
-                StatusCode::OK,
-                &discovery::group_list(&api.registry),
+    let (t, opts) = (&req.t, &req.opts);
+    match (method.clone(), t.name.as_deref(), t.sub.as_deref()) {
+        (Method::GET, None, _) => get_collection(&req),
+        (Method::GET, Some(name), None) | (Method::GET, Some(name), Some("status")) => {
+            get_object(&req, name)
+        }
+        (Method::GET, Some(name), Some("scale")) => Ok(json_response(
+            StatusCode::OK,
+            &api.get_scale(&t.def, &t.ns, name)?,
+        )),
+        (Method::GET, Some(name), Some("log")) if t.def.storage == "core/pods" => {
+            get_log(&req, name)
+        }
+        (Method::POST, None, None) => {
+            let obj = crate::apiserver::parse_body(body, false)?;
+            let out = api.create(&t.def, &t.ns, obj, opts)?;
+            Ok(json_response(StatusCode::CREATED, &out))
+        }
+        (Method::POST, Some(name), Some("eviction")) if t.def.storage == "core/pods" => {
+            api.delete(&t.def, &t.ns, name, &DeleteOpts::default())?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
             ))
         }
-        ["api", v] => {
-            return discovery::resource_list(&api.registry, "", v)
-                .map(|v| json_response(StatusCode::OK, &v))
+        (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            let obj = crate::apiserver::parse_body(body, false)?;
+            let out = api.update(&t.def, &t.ns, name, obj, sub.unwrap_or_default(), opts)?;
+            Ok(json_response(StatusCode::OK, &out))
         }
-        ["apis", g] => {
-            return discovery::group(&api.registry, g).map(|v| json_response(StatusCode::OK, &v))
+        (Method::PUT, Some(name), Some("scale")) => {
+            let scale = crate::apiserver::parse_body(body, false)?;
+            let out = api.write_scale(&t.def, &t.ns, name, opts, |_| Ok(scale))?;
+            Ok(json_response(StatusCode::OK, &out))
         }
-        ["apis", g, v] => {
-            return discovery::resource_list(&api.registry, g, v)
-                .map(|v| json_response(StatusCode::OK, &v))
+        (Method::PATCH, Some(name), sub @ (None | Some("status") | Some("scale"))) => {
+            patch(&req, name, sub)
         }
+        (Method::DELETE, Some(name), None) => {
+            let dopts = delete_opts(query, body)?;
+            match api.delete(&t.def, &t.ns, name, &dopts)? {
+                Deleted::Removed(obj) => Ok(json_response(StatusCode::OK, &obj)),
+                Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
+            }
+        }
+        (Method::DELETE, None, None) => delete_collection(&req),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {path})"
+        ))),
+    }
+}
+
+/// A request for a resource: what it names and how it wants the answer.
+struct Req<'a> {
+    state: &'a Arc<AppState>,
+    path: &'a str,
+    query: &'a HashMap<String, String>,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    t: Target,
+    opts: WriteOpts,
+    as_table: bool,
+    include: Include,
+}
+
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// Version, health, discovery and OpenAPI paths (`None`: a resource path).
+fn non_resource(
+    api: &ApiServer,
+    segs: &[&str],
+    headers: &HeaderMap,
+) -> Option<Result<Response, ApiError>> {
+    let ok = |v: &Value| json_response(StatusCode::OK, v);
+    Some(match segs {
+        ["version"] => Ok(ok(&discovery::version())),
+        ["healthz"] | ["readyz"] | ["livez"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["api"] => Ok(ok(&discovery::api_versions())),
+        ["apis"] => Ok(ok(&discovery::group_list(&api.registry))),
+        ["api", v] => discovery::resource_list(&api.registry, "", v).map(|v| ok(&v)),
+        ["apis", g] => discovery::group(&api.registry, g).map(|v| ok(&v)),
+        ["apis", g, v] => discovery::resource_list(&api.registry, g, v).map(|v| ok(&v)),
         ["openapi", "v2"] => {
-            let accept = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
+            let accept = accept(headers);
             // kubectl's v2 client asks for protobuf only and parses whatever comes back as such.
             if accept.contains("protobuf") && !accept.contains("json") {
-                return Ok((
+                Ok((
                     StatusCode::OK,
                     [(
                         header::CONTENT_TYPE,
@@ -170,26 +252,22 @@ async fn route(
                     )],
                     crate::openapi::v2_protobuf(&api.registry),
                 )
-                    .into_response());
+                    .into_response())
+            } else {
+                Ok(ok(&crate::openapi::v2(&api.registry)))
             }
-            return Ok(json_response(
-                StatusCode::OK,
-                &crate::openapi::v2(&api.registry),
-            ));
         }
-        ["openapi", "v3"] => {
-            return Ok(json_response(
-                StatusCode::OK,
-                &crate::openapi::v3_root(&api.registry),
-            ))
-        }
+        ["openapi", "v3"] => Ok(ok(&crate::openapi::v3_root(&api.registry))),
         ["openapi", "v3", rest @ ..] => {
-            return crate::openapi::v3_group(&api.registry, &rest.join("/"))
-                .map(|v| json_response(StatusCode::OK, &v))
+            crate::openapi::v3_group(&api.registry, &rest.join("/")).map(|v| ok(&v))
         }
-        _ => {}
-    }
-    let (group, version, rest) = match segs.as_slice() {
+        _ => return None,
+    })
+}
+
+/// `/api/v/...` or `/apis/g/v/...`: the resource, namespace, name and subresource.
+fn target(api: &ApiServer, segs: &[&str], path: &str) -> Result<Target, ApiError> {
+    let (group, version, rest) = match segs {
         ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return Err(ApiError::not_found_named("paths", "", path)),
@@ -214,188 +292,161 @@ async fn route(
         [] => return Err(ApiError::not_found_named("paths", "", path)),
     };
     let def = api.def(group, version, resource)?;
-    let t = Target { def, ns, name, sub };
-    let opts = write_opts(query, headers);
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let as_table = accept.contains("as=Table");
-    let include = match query.get("includeObject").map(String::as_str) {
-        Some("None") => Include::None,
-        Some("Object") => Include::Object,
-        _ => Include::Metadata,
-    };
+    Ok(Target { def, ns, name, sub })
+}
 
-    match (method.clone(), t.name.as_deref(), t.sub.as_deref()) {
-        (Method::GET, None, _) => {
-            let watch = matches!(
-                query.get("watch").map(String::as_str),
-                Some("true") | Some("1")
-            );
-            if watch {
-                return watch_response(state, t, query, as_table, include);
-            }
-            let (items, rv) = list_filtered(api, &t, query)?;
-            if as_table {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::to_table(&t.def, &items, &rv.to_string(), include),
-                ));
-            }
-            let list = json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
-                "metadata": {"resourceVersion": rv.to_string()}, "items": items});
-            Ok(json_response(StatusCode::OK, &list))
-        }
-        (Method::GET, Some(name), None) | (Method::GET, Some(name), Some("status")) => {
-            let obj = api.get(&t.def, &t.ns, name)?;
-            if as_table {
-                let rv = obj["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::to_table(&t.def, &[obj], &rv, include),
-                ));
-            }
-            Ok(json_response(StatusCode::OK, &obj))
-        }
-        (Method::GET, Some(name), Some("scale")) => Ok(json_response(
-            StatusCode::OK,
-            &api.get_scale(&t.def, &t.ns, name)?,
-        )),
-        (Method::GET, Some(name), Some("log")) if t.def.storage == "core/pods" => {
-            api.get(&t.def, &t.ns, name)?;
-            let mut text = state.logs.get(&t.ns, name).unwrap_or_default();
-            if let Some(n) = query.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
-                let lines: Vec<&str> = text.lines().collect();
-                let start = lines.len().saturating_sub(n);
-                text = lines[start..].iter().map(|l| format!("{l}\n")).collect();
-            }
-            if query.get("follow").is_some_and(|f| f == "true") {
-                return Ok(follow_logs(
-                    state.clone(),
-                    t.def.clone(),
-                    t.ns.clone(),
-                    name.to_string(),
-                    text,
-                ));
-            }
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
-        }
-        (Method::POST, None, None) => {
-            let obj = crate::apiserver::parse_body(body, false)?;
-            let out = api.create(&t.def, &t.ns, obj, &opts)?;
-            Ok(json_response(StatusCode::CREATED, &out))
-        }
-        (Method::POST, Some(name), Some("eviction")) if t.def.storage == "core/pods" => {
-            api.delete(&t.def, &t.ns, name, &DeleteOpts::default())?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-            ))
-        }
-        (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
-            let obj = crate::apiserver::parse_body(body, false)?;
-            let out = api.update(&t.def, &t.ns, name, obj, sub.unwrap_or_default(), &opts)?;
-            Ok(json_response(StatusCode::OK, &out))
-        }
-        (Method::PUT, Some(name), Some("scale")) => {
-            let scale = crate::apiserver::parse_body(body, false)?;
-            let out = api.write_scale(&t.def, &t.ns, name, &opts, |_| Ok(scale))?;
-            Ok(json_response(StatusCode::OK, &out))
-        }
-        (Method::PATCH, Some(name), sub @ (None | Some("status") | Some("scale"))) => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let ptype = PatchType::from_content_type(ct)
-                .ok_or_else(|| ApiError::unsupported_media(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})")))?;
-            if ptype == PatchType::Apply && opts.manager.is_empty() {
-                return Err(ApiError::bad_request(
-                    "PATCH: fieldManager is required for apply requests",
-                ));
-            }
-            if sub == Some("scale") {
-                let body = body.clone();
-                let out = api.write_scale(&t.def, &t.ns, name, &opts, move |mut scale| {
-                    let patch = crate::apiserver::parse_body(&body, true)?;
-                    match ptype {
-                        PatchType::Json => {
-                            let p: json_patch::Patch =
-                                serde_json::from_value(patch).map_err(|e| {
-                                    ApiError::bad_request(format!("invalid JSON patch: {e}"))
-                                })?;
-                            json_patch::patch(&mut scale, &p)
-                                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                        }
-                        _ => json_patch::merge(&mut scale, &patch),
-                    }
-                    Ok(scale)
-                })?;
-                return Ok(json_response(StatusCode::OK, &out));
-            }
-            let (out, created) = api.patch(
-                &t.def,
-                &t.ns,
-                name,
-                ptype,
-                body,
-                sub.unwrap_or_default(),
-                &opts,
-            )?;
-            if created {
-                // An apply that creates is also authorized as `create`, as the API server does.
-                if let Some(mut key) = crate::audit::request_key(
-                    crate::audit::user(headers),
-                    &Method::PATCH,
-                    path,
-                    false,
-                ) {
-                    key.verb = "create".into();
-                    state.audit.record(key);
-                }
-            }
-            Ok(json_response(
-                if created {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                },
-                &out,
-            ))
-        }
-        (Method::DELETE, Some(name), None) => {
-            let dopts = delete_opts(query, body)?;
-            match api.delete(&t.def, &t.ns, name, &dopts)? {
-                Deleted::Removed(obj) => Ok(json_response(StatusCode::OK, &obj)),
-                Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
-            }
-        }
-        (Method::DELETE, None, None) => {
-            let dopts = delete_opts(query, body)?;
-            let (items, rv) = list_filtered(api, &t, query)?;
-            let mut out = vec![];
-            for item in items {
-                let name = crate::meta::meta_str(&item, "name").to_string();
-                let ns = crate::meta::meta_str(&item, "namespace").to_string();
-                match api.delete(&t.def, &ns, &name, &dopts) {
-                    Ok(Deleted::Removed(o)) | Ok(Deleted::Pending(o)) => out.push(o),
-                    Err(e) if e.code == 404 => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let list = json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
-                "metadata": {"resourceVersion": rv.to_string()}, "items": out});
-            Ok(json_response(StatusCode::OK, &list))
-        }
-        _ => Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method} {path})"
-        ))),
+/// A kind's list document.
+fn list_json(def: &ResourceDef, rv: u64, items: Vec<Value>) -> Value {
+    json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()}, "items": items})
+}
+
+/// GET on a collection: a list, a table, or a watch.
+fn get_collection(req: &Req) -> Result<Response, ApiError> {
+    let (t, query) = (&req.t, req.query);
+    let watch = matches!(
+        query.get("watch").map(String::as_str),
+        Some("true") | Some("1")
+    );
+    if watch {
+        return watch_response(req.state, t.clone(), query, req.as_table, req.include);
     }
+    let (items, rv) = list_filtered(&req.state.api, t, query)?;
+    if req.as_table {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::to_table(&t.def, &items, &rv.to_string(), req.include),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &list_json(&t.def, rv, items)))
+}
+
+fn get_object(req: &Req, name: &str) -> Result<Response, ApiError> {
+    let t = &req.t;
+    let obj = req.state.api.get(&t.def, &t.ns, name)?;
+    if req.as_table {
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::to_table(&t.def, &[obj], &rv, req.include),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &obj))
+}
+
+/// A pod's logs (`tailLines`, `follow`).
+fn get_log(req: &Req, name: &str) -> Result<Response, ApiError> {
+    let (state, t, query) = (req.state, &req.t, req.query);
+    state.api.get(&t.def, &t.ns, name)?;
+    let mut text = state.logs.get(&t.ns, name).unwrap_or_default();
+    if let Some(n) = query.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(n);
+        text = lines[start..].iter().map(|l| format!("{l}\n")).collect();
+    }
+    if query.get("follow").is_some_and(|f| f == "true") {
+        return Ok(follow_logs(
+            state.clone(),
+            t.def.clone(),
+            t.ns.clone(),
+            name.to_string(),
+            text,
+        ));
+    }
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
+}
+
+/// PATCH of an object, its status or its scale.
+fn patch(req: &Req, name: &str, sub: Option<&str>) -> Result<Response, ApiError> {
+    let (state, t, opts) = (req.state, &req.t, &req.opts);
+    let ct = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let ptype = PatchType::from_content_type(ct)
+        .ok_or_else(|| ApiError::unsupported_media(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})")))?;
+    if ptype == PatchType::Apply && opts.manager.is_empty() {
+        return Err(ApiError::bad_request(
+            "PATCH: fieldManager is required for apply requests",
+        ));
+    }
+    if sub == Some("scale") {
+        return patch_scale(req, name, ptype);
+    }
+    let (out, created) = state.api.patch(
+        &t.def,
+        &t.ns,
+        name,
+        ptype,
+        req.body,
+        sub.unwrap_or_default(),
+        opts,
+    )?;
+    if created {
+        // An apply that creates is also authorized as `create`, as the API server does.
+        if let Some(mut key) = crate::audit::request_key(
+            crate::audit::user(req.headers),
+            &Method::PATCH,
+            req.path,
+            false,
+        ) {
+            key.verb = "create".into();
+            state.audit.record(key);
+        }
+    }
+    Ok(json_response(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &out,
+    ))
+}
+
+/// PATCH of a Scale: a JSON patch or a merge patch.
+fn patch_scale(req: &Req, name: &str, ptype: PatchType) -> Result<Response, ApiError> {
+    let t = &req.t;
+    let body = req.body.clone();
+    let out = req
+        .state
+        .api
+        .write_scale(&t.def, &t.ns, name, &req.opts, move |mut scale| {
+            let patch = crate::apiserver::parse_body(&body, true)?;
+            match ptype {
+                PatchType::Json => {
+                    let p: json_patch::Patch = serde_json::from_value(patch)
+                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                    json_patch::patch(&mut scale, &p)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                }
+                _ => json_patch::merge(&mut scale, &patch),
+            }
+            Ok(scale)
+        })?;
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+/// DELETE on a collection: each matching object; already gone ones are skipped.
+fn delete_collection(req: &Req) -> Result<Response, ApiError> {
+    let (api, t) = (&req.state.api, &req.t);
+    let dopts = delete_opts(req.query, req.body)?;
+    let (items, rv) = list_filtered(api, t, req.query)?;
+    let mut out = vec![];
+    for item in items {
+        let name = crate::meta::meta_str(&item, "name").to_string();
+        let ns = crate::meta::meta_str(&item, "namespace").to_string();
+        match api.delete(&t.def, &ns, &name, &dopts) {
+            Ok(Deleted::Removed(o)) | Ok(Deleted::Pending(o)) => out.push(o),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(StatusCode::OK, &list_json(&t.def, rv, out)))
 }
 
 fn write_opts(query: &HashMap<String, String>, headers: &HeaderMap) -> WriteOpts {
