@@ -536,56 +536,47 @@ fn restart_allowed(policy: &str, code: i32) -> bool {
     }
 }
 
-pub async fn run_pod(
-    k: Arc<Kubelet>,
-    ctx: Arc<Ctx>,
-    pod: Value,
-    mut signal: watch::Receiver<Signal>,
-    cancel: CancellationToken,
-) {
-    let ns = meta_str(&pod, "namespace").to_string();
-    let name = meta_str(&pod, "name").to_string();
-    let ip = crate::ipalloc::next_pod_ip();
-    let workdir = k.pods_dir.join(meta_str(&pod, "uid"));
-    if let Err(e) = std::fs::create_dir_all(&workdir) {
-        tracing::warn!(%e, "creating pod working directory");
-    }
-    let uid = meta_str(&pod, "uid").to_string();
-    let hosts = k.dns.as_ref().and_then(|dns| {
-        let path = k.pods_dir.join(format!("{uid}.hosts"));
-        let (services, _) = ctx.api.list(&ctx.services, None);
-        match dns.register(&uid, &ns, path.clone(), &services) {
-            Ok(()) => Some(path),
-            Err(e) => {
-                tracing::warn!(%e, pod = %name, "writing the pod's hosts file; Service names will not resolve");
-                None
-            }
-        }
-    });
-    let (probe_tx, mut probe_rx) = mpsc::channel(64);
-    let rt = PodRt {
-        k: k.clone(),
-        ctx: ctx.clone(),
-        pod: pod.clone(),
-        ns: ns.clone(),
-        name: name.clone(),
-        ip,
-        workdir: workdir.clone(),
-        hosts,
-        probe_tx,
-    };
-    let policy = pod
-        .pointer("/spec/restartPolicy")
-        .and_then(Value::as_str)
-        .unwrap_or("Always")
-        .to_string();
-    let mut ctrs: Vec<Ctr> = pod["spec"]["containers"]
+/// The pod's containers, none started yet.
+fn containers(pod: &Value) -> Vec<Ctr> {
+    pod["spec"]["containers"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|c| Ctr {
-            spec: c.clone(),
-            name: c["name"].as_str().unwrap_or_default().to_string(),
+        .map(Ctr::new)
+        .collect()
+}
+
+/// The pod phase its containers add up to.
+fn pod_phase(ctrs: &[Ctr]) -> &'static str {
+    if ctrs.iter().all(|c| c.done) {
+        if ctrs
+            .iter()
+            .all(|c| matches!(c.state, State::Terminated { code: 0, .. }))
+        {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    } else if ctrs.iter().any(|c| c.child.is_some()) || ctrs.iter().any(|c| c.restarts > 0) {
+        "Running"
+    } else {
+        "Pending"
+    }
+}
+
+/// A process's exit code, or 128 + the signal that ended it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+impl Ctr {
+    fn new(spec: &Value) -> Self {
+        Self {
+            spec: spec.clone(),
+            name: spec["name"].as_str().unwrap_or_default().to_string(),
             child: None,
             pgid: None,
             state: State::Waiting("ContainerCreating".into(), String::new()),
@@ -596,13 +587,211 @@ pub async fn run_pod(
             backoff: Duration::from_millis(500),
             probes: vec![],
             done: false,
-        })
-        .collect();
+        }
+    }
+}
+
+impl PodRt {
+    /// The pod's IP, working directory and hosts file.
+    fn new(
+        k: Arc<Kubelet>,
+        ctx: Arc<Ctx>,
+        pod: Value,
+        probe_tx: mpsc::Sender<(usize, ProbeKind, bool)>,
+    ) -> Self {
+        let ns = meta_str(&pod, "namespace").to_string();
+        let name = meta_str(&pod, "name").to_string();
+        let ip = crate::ipalloc::next_pod_ip();
+        let workdir = k.pods_dir.join(meta_str(&pod, "uid"));
+        if let Err(e) = std::fs::create_dir_all(&workdir) {
+            tracing::warn!(%e, "creating pod working directory");
+        }
+        let uid = meta_str(&pod, "uid").to_string();
+        let hosts = k.dns.as_ref().and_then(|dns| {
+            let path = k.pods_dir.join(format!("{uid}.hosts"));
+            let (services, _) = ctx.api.list(&ctx.services, None);
+            match dns.register(&uid, &ns, path.clone(), &services) {
+                Ok(()) => Some(path),
+                Err(e) => {
+                    tracing::warn!(%e, pod = %name, "writing the pod's hosts file; Service names will not resolve");
+                    None
+                }
+            }
+        });
+        Self {
+            k,
+            ctx,
+            pod,
+            ns,
+            name,
+            ip,
+            workdir,
+            hosts,
+            probe_tx,
+        }
+    }
+
+    /// SIGTERMs every container; returns when the grace period ends.
+    fn begin_termination(&self, ctrs: &mut [Ctr], grace: i64) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
+        for c in ctrs.iter_mut() {
+            PodRt::stop_probes(c);
+            c.ready = false;
+            if let Some(pg) = c.pgid {
+                signal_group(pg, libc::SIGTERM);
+            }
+        }
+        self.event(
+            "Normal",
+            "Killing",
+            &format!("Stopping container(s) with grace period {grace}s"),
+        );
+        deadline
+    }
+
+    /// Notes a container that exited: its final state, its process group
+    /// reaped, and (unless the pod is terminating) a restart after back-off,
+    /// or done as the restart policy says.
+    fn reap(&self, c: &mut Ctr, now_i: Instant, terminating: bool, policy: &str) {
+        let Some(child) = c.child.as_mut() else {
+            return;
+        };
+        let Ok(Some(status)) = child.try_wait() else {
+            return;
+        };
+        let code = exit_code(status);
+        let started = match &c.state {
+            State::Running(t) => t.clone(),
+            _ => now(),
+        };
+        let reason = if code == 0 { "Completed" } else { "Error" };
+        c.state = State::Terminated {
+            code,
+            reason: reason.into(),
+            started,
+            finished: now(),
+        };
+        c.child = None;
+        if let Some(pg) = c.pgid.take() {
+            // Reap anything left in the group.
+            signal_group(pg, libc::SIGKILL);
+            self.k
+                .pgids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pg);
+        }
+        c.ready = false;
+        PodRt::stop_probes(c);
+        if terminating {
+            return;
+        }
+        if restart_allowed(policy, code) {
+            c.last = Some(state_json(&c.state));
+            c.restarts += 1;
+            c.next_start = now_i + c.backoff;
+            c.backoff = (c.backoff * 2).min(Duration::from_secs(10));
+            c.state = State::Waiting(
+                "CrashLoopBackOff".into(),
+                format!("back-off restarting failed container {}", c.name),
+            );
+            self.event(
+                "Warning",
+                "BackOff",
+                &format!(
+                    "Back-off restarting container {} (exit code {code})",
+                    c.name
+                ),
+            );
+        } else {
+            c.done = true;
+        }
+    }
+
+    /// A probe's verdict: readiness, or a liveness failure that restarts the container.
+    fn on_probe(&self, c: &mut Ctr, kind: ProbeKind, ok: bool) {
+        match kind {
+            ProbeKind::Readiness => c.ready = ok && c.child.is_some(),
+            ProbeKind::Liveness if !ok && c.child.is_some() => {
+                self.event(
+                    "Warning",
+                    "Unhealthy",
+                    &format!("Liveness probe failed; restarting container {}", c.name),
+                );
+                if let Some(pg) = c.pgid {
+                    signal_group(pg, libc::SIGTERM);
+                }
+                PodRt::stop_probes(c);
+            }
+            ProbeKind::Liveness => {}
+        }
+    }
+
+    /// Kills whatever is left, reaps, and finishes the deletion (unless the
+    /// pod is already gone from the API or the cluster is stopping).
+    async fn finish(
+        &self,
+        ctrs: &mut [Ctr],
+        signal: &watch::Receiver<Signal>,
+        cancel: &CancellationToken,
+    ) {
+        for c in ctrs.iter_mut() {
+            PodRt::stop_probes(c);
+            if let Some(pg) = c.pgid.take() {
+                signal_group(pg, libc::SIGKILL);
+                self.k
+                    .pgids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&pg);
+            }
+            if let Some(mut child) = c.child.take() {
+                let _ = child.kill().await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.workdir);
+        let uid = meta_str(&self.pod, "uid");
+        if let Some(dns) = &self.k.dns {
+            dns.forget(uid);
+        }
+        if *signal.borrow() != Signal::Gone && !cancel.is_cancelled() {
+            let opts = DeleteOpts {
+                grace_seconds: Some(0),
+                precondition_uid: Some(uid.to_string()),
+                ..DeleteOpts::default()
+            };
+            if let Err(e) = self
+                .ctx
+                .api
+                .delete(&self.ctx.pods, &self.ns, &self.name, &opts)
+            {
+                tracing::debug!(%e, pod = %self.name, "final pod delete");
+            }
+        }
+    }
+}
+
+pub async fn run_pod(
+    k: Arc<Kubelet>,
+    ctx: Arc<Ctx>,
+    pod: Value,
+    mut signal: watch::Receiver<Signal>,
+    cancel: CancellationToken,
+) {
+    let (probe_tx, mut probe_rx) = mpsc::channel(64);
+    let rt = PodRt::new(k, ctx, pod, probe_tx);
+    let policy = rt
+        .pod
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always")
+        .to_string();
+    let mut ctrs = containers(&rt.pod);
     if *signal.borrow() == Signal::Run {
         rt.event(
             "Normal",
             "Scheduled",
-            &format!("Successfully assigned {ns}/{name} to kubesim"),
+            &format!("Successfully assigned {}/{} to kubesim", rt.ns, rt.name),
         );
     }
     let mut terminating: Option<Instant> = None;
@@ -612,76 +801,13 @@ pub async fn run_pod(
         match sig {
             Signal::Gone => break,
             Signal::Terminate(grace) if terminating.is_none() => {
-                terminating = Some(Instant::now() + Duration::from_secs(grace.max(0) as u64));
-                for c in ctrs.iter_mut() {
-                    PodRt::stop_probes(c);
-                    c.ready = false;
-                    if let Some(pg) = c.pgid {
-                        signal_group(pg, libc::SIGTERM);
-                    }
-                }
-                rt.event(
-                    "Normal",
-                    "Killing",
-                    &format!("Stopping container(s) with grace period {grace}s"),
-                );
+                terminating = Some(rt.begin_termination(&mut ctrs, grace));
             }
             _ => {}
         }
         let now_i = Instant::now();
         for (i, c) in ctrs.iter_mut().enumerate() {
-            if let Some(child) = c.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    use std::os::unix::process::ExitStatusExt;
-                    let code = status
-                        .code()
-                        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-                    let started = match &c.state {
-                        State::Running(t) => t.clone(),
-                        _ => now(),
-                    };
-                    let reason = if code == 0 { "Completed" } else { "Error" };
-                    c.state = State::Terminated {
-                        code,
-                        reason: reason.into(),
-                        started,
-                        finished: now(),
-                    };
-                    c.child = None;
-                    if let Some(pg) = c.pgid.take() {
-                        // Reap anything left in the group.
-                        signal_group(pg, libc::SIGKILL);
-                        k.pgids
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&pg);
-                    }
-                    c.ready = false;
-                    PodRt::stop_probes(c);
-                    if terminating.is_none() {
-                        if restart_allowed(&policy, code) {
-                            c.last = Some(state_json(&c.state));
-                            c.restarts += 1;
-                            c.next_start = now_i + c.backoff;
-                            c.backoff = (c.backoff * 2).min(Duration::from_secs(10));
-                            c.state = State::Waiting(
-                                "CrashLoopBackOff".into(),
-                                format!("back-off restarting failed container {}", c.name),
-                            );
-                            rt.event(
-                                "Warning",
-                                "BackOff",
-                                &format!(
-                                    "Back-off restarting container {} (exit code {code})",
-                                    c.name
-                                ),
-                            );
-                        } else {
-                            c.done = true;
-                        }
-                    }
-                }
-            }
+            rt.reap(c, now_i, terminating.is_some(), &policy);
             if terminating.is_none() && c.child.is_none() && !c.done && now_i >= c.next_start {
                 rt.start(i, c);
             }
@@ -695,69 +821,19 @@ pub async fn run_pod(
         if cancel.is_cancelled() {
             break;
         }
-        let phase = if ctrs.iter().all(|c| c.done) {
-            if ctrs
-                .iter()
-                .all(|c| matches!(c.state, State::Terminated { code: 0, .. }))
-            {
-                "Succeeded"
-            } else {
-                "Failed"
-            }
-        } else if ctrs.iter().any(|c| c.child.is_some()) || ctrs.iter().any(|c| c.restarts > 0) {
-            "Running"
-        } else {
-            "Pending"
-        };
-        rt.write_status(&ctrs, phase, terminating.is_some()).await;
+        rt.write_status(&ctrs, pod_phase(&ctrs), terminating.is_some())
+            .await;
         tokio::select! {
             _ = tick.tick() => {}
             _ = signal.changed() => {}
             Some((idx, kind, ok)) = probe_rx.recv() => {
                 if let Some(c) = ctrs.get_mut(idx) {
-                    match kind {
-                        ProbeKind::Readiness => c.ready = ok && c.child.is_some(),
-                        ProbeKind::Liveness if !ok && c.child.is_some() => {
-                            rt.event("Warning", "Unhealthy", &format!("Liveness probe failed; restarting container {}", c.name));
-                            if let Some(pg) = c.pgid {
-                                signal_group(pg, libc::SIGTERM);
-                            }
-                            PodRt::stop_probes(c);
-                        }
-                        ProbeKind::Liveness => {}
-                    }
+                    rt.on_probe(c, kind, ok);
                 }
             }
         }
     }
-    // Kill whatever is left, reap, and finish the deletion.
-    for c in ctrs.iter_mut() {
-        PodRt::stop_probes(c);
-        if let Some(pg) = c.pgid.take() {
-            signal_group(pg, libc::SIGKILL);
-            k.pgids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&pg);
-        }
-        if let Some(mut child) = c.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-    let _ = std::fs::remove_dir_all(&workdir);
-    if let Some(dns) = &k.dns {
-        dns.forget(&uid);
-    }
-    if *signal.borrow() != Signal::Gone && !cancel.is_cancelled() {
-        let opts = DeleteOpts {
-            grace_seconds: Some(0),
-            precondition_uid: Some(meta_str(&pod, "uid").to_string()),
-            ..DeleteOpts::default()
-        };
-        if let Err(e) = ctx.api.delete(&ctx.pods, &ns, &name, &opts) {
-            tracing::debug!(%e, pod = %name, "final pod delete");
-        }
-    }
+    rt.finish(&mut ctrs, &signal, &cancel).await;
 }
 
 #[cfg(test)]
@@ -804,6 +880,49 @@ mod tests {
         assert_eq!(
             expand("--bind=$(POD_IP):80 $(MISSING)", &env),
             "--bind=127.0.0.9:80 $(MISSING)"
+        );
+    }
+
+    fn exited(code: i32) -> Ctr {
+        let mut c = Ctr::new(&json!({"name": "c"}));
+        c.state = State::Terminated {
+            code,
+            reason: String::new(),
+            started: String::new(),
+            finished: String::new(),
+        };
+        c.done = true;
+        c
+    }
+
+    #[test]
+    fn pod_phase_from_containers() {
+        let fresh = || Ctr::new(&json!({"name": "c", "image": "x"}));
+        assert_eq!(pod_phase(&[fresh(), fresh()]), "Pending");
+        let mut restarted = fresh();
+        restarted.restarts = 1;
+        assert_eq!(pod_phase(&[fresh(), restarted]), "Running");
+        assert_eq!(pod_phase(&[exited(0), exited(0)]), "Succeeded");
+        assert_eq!(pod_phase(&[exited(0), exited(1)]), "Failed");
+        assert_eq!(pod_phase(&[exited(0), fresh()]), "Pending");
+    }
+
+    #[test]
+    fn restart_policy_table() {
+        assert!(restart_allowed("Always", 0));
+        assert!(restart_allowed("Always", 1));
+        assert!(!restart_allowed("OnFailure", 0));
+        assert!(restart_allowed("OnFailure", 137));
+        assert!(!restart_allowed("Never", 1));
+    }
+
+    #[test]
+    fn exit_code_of_a_signalled_process_is_128_plus_the_signal() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(
+            exit_code(std::process::ExitStatus::from_raw(libc::SIGKILL)),
+            137
         );
     }
 }
