@@ -43,6 +43,7 @@ export class GameFleetClient {
     this.resumeToken = null;
     this.inbox = null; // last inbox position
     this.rooms = new Map(); // gameId -> last position (or null)
+    this.players = new Map(); // gameId -> member count (game_joined, presence, resumed)
     this.unacked = new Map(); // idempotencyKey -> place_bet frame (not yet acknowledged)
     this.unsettled = new Map(); // idempotencyKey -> place_bet frame (acknowledged, not settled)
     this.attempt = 0;
@@ -196,6 +197,7 @@ export class GameFleetClient {
         for (const [gameId, r] of Object.entries(f.rooms || {})) {
           if (r.error) this.rooms.delete(gameId);
           else if (!r.recovered) this.rooms.set(gameId, r.position || null);
+          if (typeof r.players === "number") this.players.set(gameId, r.players);
         }
         if (f.inbox && !f.inbox.recovered) this.inbox = f.inbox.position || null;
         this.resendBets(!(f.inbox && f.inbox.recovered));
@@ -204,9 +206,18 @@ export class GameFleetClient {
       }
       case "game_joined":
         this.rooms.set(f.gameId, laterPosition(this.rooms.get(f.gameId), f.position));
+        this.players.set(f.gameId, f.players);
         break;
       case "game_left":
         this.rooms.delete(f.gameId);
+        this.players.delete(f.gameId);
+        break;
+      // Joins and leaves: coalesced (presence), or one per change on gateways run with
+      // --presence-interval-ms 0.
+      case "presence":
+      case "player_joined":
+      case "player_left":
+        if (this.rooms.has(f.gameId)) this.players.set(f.gameId, f.playerCount);
         break;
       case "bet_acknowledged": {
         const bet = this.unacked.get(f.idempotencyKey);

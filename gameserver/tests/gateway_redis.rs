@@ -264,3 +264,85 @@ async fn a_join_that_cannot_be_received_is_refused_with_a_code_and_the_player_st
     recv_probe(&mut ws, 7).await;
     stop.cancel();
 }
+
+/// Reads until a `presence` frame.
+async fn recv_presence(ws: &mut Ws) -> Value {
+    loop {
+        let v = recv(ws).await;
+        if v["type"] == "presence" {
+            return v;
+        }
+    }
+}
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    let mut names: Vec<String> = v[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_coalesced_on_every_gateway_of_the_room() {
+    let redis = RedisServer::start();
+    let stop = CancellationToken::new();
+    let interval = Duration::from_millis(1500);
+    let cfg = || GatewayConfig {
+        presence_interval: interval,
+        ..GatewayConfig::default()
+    };
+    let a = gateway_with(&redis.url(), cfg(), &stop).await;
+    let b = gateway_with(&redis.url(), cfg(), &stop).await;
+    let (mut alice, _) = join(a, "alice".into(), "lobby".into()).await;
+    let (mut bob, _) = join(b, "bob".into(), "lobby".into()).await;
+    // Once the room has been quiet for an interval, a lone join is told at once, on both
+    // gateways, and opens the next interval. (Bob's join may still be told on A an interval
+    // after alice's, hence the longer wait.)
+    tokio::time::sleep(interval * 5 / 2).await;
+    let (_opener, _) = join(b, "opener".into(), "lobby".into()).await;
+    for ws in [&mut alice, &mut bob] {
+        loop {
+            let v = recv_presence(ws).await;
+            if names(&v, "joined") == ["opener"] {
+                assert_eq!(v["playerCount"], 3, "{v}");
+                break;
+            }
+        }
+    }
+
+    // A burst on gateway B within that interval.
+    let started = std::time::Instant::now();
+    let joins: Vec<_> = (0..12)
+        .map(|i| tokio::spawn(join(b, format!("p{i:02}"), "lobby".into())))
+        .collect();
+    let mut players = Vec::new();
+    for j in joins {
+        let (ws, answer) = j.await.unwrap();
+        assert_eq!(answer["type"], "game_joined", "{answer}");
+        players.push(ws);
+    }
+    assert!(started.elapsed() < interval / 2, "{:?}", started.elapsed());
+
+    // Each gateway tells its own members once, with every name: alice on A, bob on B.
+    let burst: Vec<String> = (0..12).map(|i| format!("p{i:02}")).collect();
+    for ws in [&mut alice, &mut bob] {
+        let v = recv_presence(ws).await;
+        assert_eq!(v["playerCount"], 15, "{v}");
+        assert_eq!(names(&v, "joined"), burst, "{v}");
+        assert_eq!(v["joinedMore"], 0, "{v}");
+        assert_eq!(v["position"]["gameId"], "lobby", "{v}");
+        let quiet = tokio::time::timeout(Duration::from_millis(300), recv_presence(ws)).await;
+        assert!(quiet.is_err(), "a second presence frame: {quiet:?}");
+    }
+
+    // Leaves on B reach A.
+    players.truncate(10);
+    let v = recv_presence(&mut alice).await;
+    assert_eq!(v["playerCount"], 13, "{v}");
+    assert_eq!(names(&v, "left"), ["p10", "p11"], "{v}");
+    stop.cancel();
+}

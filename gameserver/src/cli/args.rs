@@ -124,6 +124,10 @@ pub struct GatewayArgs {
     /// drain timeout.
     #[arg(long, env = "RECONNECT_SPREAD_SECONDS", default_value_t = 5.0)]
     pub reconnect_spread_seconds: f64,
+    /// Tell each room its joins and leaves at most once per this interval, as one `presence`
+    /// frame, milliseconds (0: one `player_joined`/`player_left` per change, as they come).
+    #[arg(long, env = "PRESENCE_INTERVAL_MS", default_value_t = 250)]
+    pub presence_interval_ms: u64,
 }
 
 /// The drain budget, one name for gateways and engines (the operator sets it from
@@ -205,6 +209,7 @@ impl GatewayArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             auth_timeout: Duration::from_millis(self.auth_timeout_ms),
+            presence_interval: Duration::from_millis(self.presence_interval_ms),
             ..GatewayConfig::default()
         };
         if let Some(id) = &self.gateway_id {
@@ -345,6 +350,10 @@ mod tests {
         assert_eq!(cfg.reconnect_spread, Duration::from_secs(5));
         assert_eq!(cfg.room_capacity, 7);
         assert_eq!(cfg.heartbeat_timeout, Duration::from_millis(300));
+        assert_eq!(cfg.presence_interval, Duration::from_millis(250));
+        let cli = Cli::parse_from(["x", "--presence-interval-ms", "0"]);
+        let cfg = cli.server.gateway.config().unwrap();
+        assert!(cfg.presence_interval.is_zero());
         let cli = Cli::parse_from(["x", "--reconnect-spread-seconds", "0.5"]);
         let cfg = cli.server.gateway.config().unwrap();
         assert_eq!(cfg.reconnect_spread, Duration::from_millis(500));

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::handle::{CloseCause, ConnHandle, Outbound, Stream, StreamPosition};
 use super::limits::{room_admits, Admission, RateLimiter};
 use super::membership::Key;
+use super::presence::{fold_replay, MAX_NAMES};
 use super::resume_token::ResumeTokenError;
 use super::Gateway;
 use crate::auth::now_secs;
@@ -347,8 +348,15 @@ impl Conn {
                 });
             }
         };
-        let replayed = recovery.frames.len();
-        for frame in recovery.frames {
+        let frames = match &key {
+            // Joins and leaves are replayed the way live members get them.
+            Stream::Room(game_id) if !self.gw.cfg.presence_interval.is_zero() => {
+                fold_replay(game_id, recovery.frames, MAX_NAMES)
+            }
+            _ => recovery.frames,
+        };
+        let replayed = frames.len();
+        for frame in frames {
             let out = Outbound::Frame {
                 kind: FrameKind::of_frame(&frame),
                 text: Utf8Bytes::from(frame.to_string()),

@@ -9,6 +9,7 @@ mod handle;
 pub mod heartbeat;
 pub mod limits;
 mod membership;
+pub mod presence;
 mod registry;
 pub mod resume_token;
 
@@ -71,6 +72,9 @@ pub struct GatewayConfig {
     /// How long a join waits for the bus to receive its room (a pub/sub connection being
     /// re-established) before it is refused with `ENGINE_UNAVAILABLE`.
     pub subscribe_wait: Duration,
+    /// Joins and leaves are told to a room at most once per this interval, as one `presence`
+    /// frame per member (zero: one `player_joined`/`player_left` per change, as they come).
+    pub presence_interval: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -95,9 +99,13 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(30),
             reconnect_spread: Duration::from_secs(5),
             subscribe_wait: Duration::from_secs(5),
+            presence_interval: DEFAULT_PRESENCE_INTERVAL,
         }
     }
 }
+
+/// How often a room is told its joins and leaves, unless configured.
+pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Room names unless configured: a letter or digit, then up to 63 of letters, digits and
 /// `_ . : -` (what fits the protocol's 64-character `gameId`).

@@ -8,7 +8,7 @@ mod server;
 
 pub use decode::{decode, ClientFrame, PlaceBet, Rejection, Resume};
 pub use server::{
-    AuthFailReason, BetRejectReason, ErrorCode, FrameKind, ServerFrame, StreamResume,
+    AuthFailReason, BetRejectReason, ErrorCode, FrameKind, RoomPosition, ServerFrame, StreamResume,
 };
 
 /// Longest accepted `gameId` (characters).

@@ -157,6 +157,15 @@ impl AuthFailReason {
     }
 }
 
+/// A room frame's `position` (see docs/protocol.md, "Positions").
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomPosition<'a> {
+    pub game_id: &'a str,
+    pub offset: u64,
+    pub epoch: &'a str,
+}
+
 /// A frame the gateway writes itself.
 #[derive(Debug, Serialize)]
 #[serde(
@@ -214,6 +223,19 @@ pub enum ServerFrame<'a> {
         user_id: &'a str,
         player_count: u64,
     },
+    /// The room's joins and leaves since its previous `presence` frame (at most one per
+    /// interval per room), with bounded name lists.
+    Presence {
+        game_id: &'a str,
+        player_count: u64,
+        joined: &'a [String],
+        left: &'a [String],
+        joined_more: u64,
+        left_more: u64,
+        /// The position of the last change folded in.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<RoomPosition<'a>>,
+    },
     BetAcknowledged {
         idempotency_key: &'a str,
         status: &'a str,
@@ -253,6 +275,7 @@ impl ServerFrame<'_> {
             Self::GameLeft { .. } => FrameKind::GameLeft,
             Self::PlayerJoined { .. } => FrameKind::PlayerJoined,
             Self::PlayerLeft { .. } => FrameKind::PlayerLeft,
+            Self::Presence { .. } => FrameKind::Presence,
             Self::BetAcknowledged { .. } => FrameKind::BetAcknowledged,
             Self::BetRejected { .. } => FrameKind::BetRejected,
             Self::Pong { .. } => FrameKind::Pong,
@@ -281,11 +304,12 @@ pub enum FrameKind {
     SystemAnnouncement,
     ServerDraining,
     Resumed,
+    Presence,
     Other,
 }
 
 impl FrameKind {
-    pub const ALL: [FrameKind; 17] = [
+    pub const ALL: [FrameKind; 18] = [
         Self::Connected,
         Self::Authenticated,
         Self::AuthFailed,
@@ -302,6 +326,7 @@ impl FrameKind {
         Self::SystemAnnouncement,
         Self::ServerDraining,
         Self::Resumed,
+        Self::Presence,
         Self::Other,
     ];
 
@@ -323,6 +348,7 @@ impl FrameKind {
             Self::SystemAnnouncement => "system_announcement",
             Self::ServerDraining => "server_draining",
             Self::Resumed => "resumed",
+            Self::Presence => "presence",
             Self::Other => "other",
         }
     }

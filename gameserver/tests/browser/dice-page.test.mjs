@@ -52,16 +52,28 @@ async function main() {
     page.on("pageerror", (e) => failures.push(e.message));
     await page.goto(url);
 
-    await page.fill("#user", "browser-player");
-    await page.click("#connect");
-    await page.waitForFunction(
-      () => document.getElementById("status").textContent === "authenticated as browser-player",
-      null, { timeout: 10000 },
-    );
+    await signIn(page, "browser-player");
     await page.click("#join");
     await page.waitForFunction(
       () => document.getElementById("room-status").textContent === "joined dice-1", null, { timeout: 10000 },
     );
+    // A second player joins from another page: the first hears of it in a presence frame.
+    const other = await browser.newPage();
+    await other.goto(url);
+    await signIn(other, "second-player");
+    await other.click("#join");
+    await page.waitForFunction(
+      () => document.getElementById("players").textContent === "2 player(s)" &&
+        document.getElementById("log").textContent.includes("joined: second-player"),
+      null, { timeout: 10000 },
+    );
+    await other.close();
+    await page.waitForFunction(
+      () => document.getElementById("players").textContent === "1 player(s)" &&
+        document.getElementById("log").textContent.includes("left: second-player"),
+      null, { timeout: 10000 },
+    );
+    console.log("presence: a second player's join and leave were shown");
     await page.fill("#amount", "250");
     await page.fill("#target", "50.00");
     await page.click("#bet");
@@ -120,6 +132,16 @@ async function main() {
     if (browser) await browser.close();
     if (server.child) server.child.kill("SIGINT");
   }
+}
+
+/// Connects the page as `user` (a dev token) and waits until it is authenticated.
+async function signIn(page, user) {
+  await page.fill("#user", user);
+  await page.click("#connect");
+  await page.waitForFunction(
+    (u) => document.getElementById("status").textContent === `authenticated as ${u}`,
+    user, { timeout: 10000 },
+  );
 }
 
 main().then(

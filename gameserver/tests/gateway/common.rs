@@ -231,6 +231,12 @@ pub fn plain(mut v: Value) -> Value {
     v
 }
 
+/// A `presence` frame without its position.
+pub fn presence(game: &str, count: u64, joined: &[&str], left: &[&str]) -> Value {
+    json!({"type":"presence","gameId":game,"playerCount":count,"joined":joined,"left":left,
+           "joinedMore":0,"leftMore":0})
+}
+
 /// Publish a frame the way an engine does.
 pub async fn engine_publish(bus: &MemoryBus, target: Target, frame: Value) {
     use gameserver::bus::EngineBus;

@@ -27,10 +27,7 @@ async fn full_flow_connect_auth_join_bet_settle_leave() {
 
     let mut bob = Client::user(gw.addr, "bob").await;
     assert_eq!(bob.join("g1").await["players"], 2);
-    assert_eq!(
-        plain(alice.recv().await),
-        json!({"type":"player_joined","gameId":"g1","userId":"bob","playerCount":2})
-    );
+    assert_eq!(plain(alice.recv().await), presence("g1", 2, &["bob"], &[]));
 
     alice
         .send(json!({"type":"place_bet","gameId":"g1","amount":250,
@@ -64,7 +61,7 @@ async fn full_flow_connect_auth_join_bet_settle_leave() {
     let to_bob = bob.recv().await;
     assert_eq!(to_alice, to_bob, "one serialisation for the whole room");
     assert_eq!(plain(to_alice.clone()), event);
-    // Presence frames (alice's and bob's player_joined) came first in the room's stream.
+    // Presence changes (alice's and bob's joins) came first in the room's stream.
     assert_eq!(to_alice["position"]["gameId"], "g1");
     assert_eq!(to_alice["position"]["offset"], 3);
     assert_eq!(to_alice["position"]["epoch"], joined_epoch);
@@ -74,10 +71,7 @@ async fn full_flow_connect_auth_join_bet_settle_leave() {
         plain(bob.recv().await),
         json!({"type":"game_left","gameId":"g1","players":1})
     );
-    assert_eq!(
-        plain(alice.recv().await),
-        json!({"type":"player_left","gameId":"g1","userId":"bob","playerCount":1})
-    );
+    assert_eq!(plain(alice.recv().await), presence("g1", 1, &[], &["bob"]));
     engine_publish(&gw.bus, Target::Room("g1".into()), event.clone()).await;
     assert_eq!(plain(alice.recv().await), event);
     bob.expect_silence(Duration::from_millis(200)).await;
@@ -88,12 +82,9 @@ async fn disconnect_broadcasts_player_left_and_cleans_up() {
     let gw = start(config()).await;
     let mut alice = Client::in_room(gw.addr, "alice", "g").await;
     let bob = Client::in_room(gw.addr, "bob", "g").await;
-    alice.recv_type("player_joined").await;
+    alice.recv_type("presence").await;
     drop(bob);
-    assert_eq!(
-        plain(alice.recv().await),
-        json!({"type":"player_left","gameId":"g","userId":"bob","playerCount":1})
-    );
+    assert_eq!(plain(alice.recv().await), presence("g", 1, &[], &["bob"]));
     wait_metric(&gw, "ws_active_connections", 1.0).await;
     assert_eq!(gw.gateway.connection_count(), 1);
     // Bob's user index entry is gone: a frame for him reaches nobody, alice gets nothing.
@@ -142,7 +133,7 @@ async fn rejoining_a_room_is_idempotent() {
     let gw = start(config()).await;
     let mut alice = Client::in_room(gw.addr, "alice", "g").await;
     let mut bob = Client::in_room(gw.addr, "bob", "g").await;
-    alice.recv_type("player_joined").await;
+    alice.recv_type("presence").await;
     assert_eq!(bob.join("g").await["players"], 2);
     alice.expect_silence(Duration::from_millis(150)).await;
 }

@@ -103,13 +103,13 @@ async fn heartbeat_timeout_removes_the_member_from_its_rooms() {
     let gw = start(fast_heartbeat()).await;
     let mut watcher = Client::in_room(gw.addr, "watcher", "g").await;
     let mut ghost = Client::in_room(gw.addr, "ghost", "g").await;
-    assert_eq!(watcher.recv().await["type"], "player_joined");
-    // The ghost stops reading: it no longer answers pings.
-    let left = watcher.recv_type("player_left").await;
     assert_eq!(
-        plain(left),
-        json!({"type":"player_left","gameId":"g","userId":"ghost","playerCount":1})
+        plain(watcher.recv().await),
+        presence("g", 2, &["ghost"], &[])
     );
+    // The ghost stops reading: it no longer answers pings.
+    let left = watcher.recv_type("presence").await;
+    assert_eq!(plain(left), presence("g", 1, &[], &["ghost"]));
     let _ = ghost.closed().await;
 }
 

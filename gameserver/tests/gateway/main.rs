@@ -8,3 +8,4 @@ mod errors;
 mod flow;
 mod hardening;
 mod limits;
+mod presence;
