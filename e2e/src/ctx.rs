@@ -36,8 +36,63 @@ impl Ctx {
     }
 }
 
-/// Records a core/v1 Event about `obj`.
-pub fn event(ctx: &Ctx, obj: &Value, type_: &str, reason: &str, message: &str) {
+/// An Event's type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "Normal",
+            Self::Warning => "Warning",
+        }
+    }
+}
+
+/// Why an Event was recorded: the reasons kubesim's components give.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reason {
+    /// Controller manager: a Deployment scaled one of its ReplicaSets.
+    ScalingReplicaSet,
+    /// Controller manager: a ReplicaSet created a pod.
+    SuccessfulCreate,
+    /// Controller manager: a ReplicaSet deleted a pod.
+    SuccessfulDelete,
+    /// Kubelet: the pod was bound to the node.
+    Scheduled,
+    /// Kubelet: a container started.
+    Started,
+    /// Kubelet: a container could not be configured or started.
+    Failed,
+    /// Kubelet: the pod's containers are being stopped.
+    Killing,
+    /// Kubelet: a container exited and waits to be restarted.
+    BackOff,
+    /// Kubelet: a liveness probe failed.
+    Unhealthy,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScalingReplicaSet => "ScalingReplicaSet",
+            Self::SuccessfulCreate => "SuccessfulCreate",
+            Self::SuccessfulDelete => "SuccessfulDelete",
+            Self::Scheduled => "Scheduled",
+            Self::Started => "Started",
+            Self::Failed => "Failed",
+            Self::Killing => "Killing",
+            Self::BackOff => "BackOff",
+            Self::Unhealthy => "Unhealthy",
+        }
+    }
+}
+
+/// Records a core/v1 Event about `obj` from the controller manager.
+pub fn event(ctx: &Ctx, obj: &Value, type_: EventType, reason: Reason, message: &str) {
     record_event(
         &ctx.api,
         &ctx.events,
@@ -49,12 +104,13 @@ pub fn event(ctx: &Ctx, obj: &Value, type_: &str, reason: &str, message: &str) {
     );
 }
 
+/// Records a core/v1 Event about `obj` from `component`.
 pub fn record_event(
     api: &ApiServer,
     events: &ResourceDef,
     obj: &Value,
-    type_: &str,
-    reason: &str,
+    type_: EventType,
+    reason: Reason,
     message: &str,
     component: &str,
 ) {
@@ -69,7 +125,7 @@ pub fn record_event(
         "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
             "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
             "resourceVersion": obj["metadata"]["resourceVersion"]},
-        "reason": reason, "message": message, "type": type_, "count": 1,
+        "reason": reason.as_str(), "message": message, "type": type_.as_str(), "count": 1,
         "firstTimestamp": t, "lastTimestamp": t, "eventTime": now_micro(),
         "source": {"component": component}, "reportingComponent": component, "reportingInstance": "kubesim",
     });

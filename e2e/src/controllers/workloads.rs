@@ -3,7 +3,7 @@
 use super::decide::{deletion_order, int_or_percent, rolling_step, PodRank, RsState};
 use super::owners::{owned_by, owner_ref};
 use crate::apiserver::{DeleteOpts, WriteOpts};
-use crate::ctx::{event, Ctx};
+use crate::ctx::{event, Ctx, EventType, Reason};
 use crate::meta::{condition, meta_str};
 use crate::selector::LabelSelector;
 use serde_json::{json, Value};
@@ -145,8 +145,8 @@ fn reconcile_deployment(
             event(
                 ctx,
                 d,
-                "Normal",
-                "ScalingReplicaSet",
+                EventType::Normal,
+                Reason::ScalingReplicaSet,
                 &format!("Scaled up replica set {name}-{hash} from 0 to {initial}"),
             );
             let revision = (max_revision + 1).to_string();
@@ -331,8 +331,8 @@ fn scale_rs(ctx: &Ctx, d: &Value, rs: &Value, target: i64) -> Result<(), crate::
     event(
         ctx,
         d,
-        "Normal",
-        "ScalingReplicaSet",
+        EventType::Normal,
+        Reason::ScalingReplicaSet,
         &format!("Scaled {verb} replica set {name} from {current} to {target}"),
     );
     Ok(())
@@ -399,8 +399,8 @@ fn reconcile_replicaset(
             event(
                 ctx,
                 rs,
-                "Normal",
-                "SuccessfulCreate",
+                EventType::Normal,
+                Reason::SuccessfulCreate,
                 &format!("Created pod: {}", meta_str(&created, "name")),
             );
         }
@@ -441,8 +441,8 @@ fn reconcile_replicaset(
             event(
                 ctx,
                 rs,
-                "Normal",
-                "SuccessfulDelete",
+                EventType::Normal,
+                Reason::SuccessfulDelete,
                 &format!("Deleted pod: {}", victim.name),
             );
         }

@@ -5,7 +5,7 @@ use super::dns::MountHosts;
 use super::node::{signal_group, Kubelet, Signal};
 use super::probe::{self, Timing};
 use crate::apiserver::{DeleteOpts, WriteOpts};
-use crate::ctx::{record_event, Ctx};
+use crate::ctx::{record_event, Ctx, EventType, Reason};
 use crate::meta::{condition, meta_str, now};
 use base64::Engine;
 use serde_json::{json, Value};
@@ -271,7 +271,7 @@ struct PodRt {
 }
 
 impl PodRt {
-    fn event(&self, type_: &str, reason: &str, msg: &str) {
+    fn event(&self, type_: EventType, reason: Reason, msg: &str) {
         record_event(
             &self.ctx.api,
             &self.ctx.events,
@@ -289,7 +289,7 @@ impl PodRt {
             Err(msg) => {
                 c.state = State::Waiting("CreateContainerConfigError".into(), msg.clone());
                 c.next_start = Instant::now() + Duration::from_secs(1);
-                self.event("Warning", "Failed", &format!("Error: {msg}"));
+                self.event(EventType::Warning, Reason::Failed, &format!("Error: {msg}"));
                 return;
             }
         };
@@ -307,7 +307,7 @@ impl PodRt {
             Err(msg) => {
                 c.state = State::Waiting("ErrImagePull".into(), msg.clone());
                 c.next_start = Instant::now() + Duration::from_secs(2);
-                self.event("Warning", "Failed", &msg);
+                self.event(EventType::Warning, Reason::Failed, &msg);
                 return;
             }
         };
@@ -389,8 +389,8 @@ impl PodRt {
                 c.state = State::Running(now());
                 c.ready = c.spec.get("readinessProbe").is_none();
                 self.event(
-                    "Normal",
-                    "Started",
+                    EventType::Normal,
+                    Reason::Started,
                     &format!("Started container {}", c.name),
                 );
                 for (key, kind) in [
@@ -413,7 +413,7 @@ impl PodRt {
                 let msg = format!("starting {}: {e}", program.display());
                 c.state = State::Waiting("RunContainerError".into(), msg.clone());
                 c.next_start = Instant::now() + Duration::from_secs(2);
-                self.event("Warning", "Failed", &msg);
+                self.event(EventType::Warning, Reason::Failed, &msg);
             }
         }
     }
@@ -642,8 +642,8 @@ impl PodRt {
             }
         }
         self.event(
-            "Normal",
-            "Killing",
+            EventType::Normal,
+            Reason::Killing,
             &format!("Stopping container(s) with grace period {grace}s"),
         );
         deadline
@@ -696,8 +696,8 @@ impl PodRt {
                 format!("back-off restarting failed container {}", c.name),
             );
             self.event(
-                "Warning",
-                "BackOff",
+                EventType::Warning,
+                Reason::BackOff,
                 &format!(
                     "Back-off restarting container {} (exit code {code})",
                     c.name
@@ -714,8 +714,8 @@ impl PodRt {
             ProbeKind::Readiness => c.ready = ok && c.child.is_some(),
             ProbeKind::Liveness if !ok && c.child.is_some() => {
                 self.event(
-                    "Warning",
-                    "Unhealthy",
+                    EventType::Warning,
+                    Reason::Unhealthy,
                     &format!("Liveness probe failed; restarting container {}", c.name),
                 );
                 if let Some(pg) = c.pgid {
@@ -789,8 +789,8 @@ pub async fn run_pod(
     let mut ctrs = containers(&rt.pod);
     if *signal.borrow() == Signal::Run {
         rt.event(
-            "Normal",
-            "Scheduled",
+            EventType::Normal,
+            Reason::Scheduled,
             &format!("Successfully assigned {}/{} to kubesim", rt.ns, rt.name),
         );
     }
