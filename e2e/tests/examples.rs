@@ -9,9 +9,9 @@
 mod common;
 
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::install::{repo, workspace_binary, Tools};
+use common::install::{operator_installed, repo};
 
 const NS: &str = "games";
 
@@ -57,17 +57,11 @@ fn rand_hex_32() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough_applies_every_example_unchanged() {
-    workspace_binary("gameserver");
-    workspace_binary("gamefleet-operator");
-    let started = Instant::now();
-    let cluster = common::cluster().await;
-    let Some(t) = Tools::for_cluster(&cluster) else {
+    let Some((cluster, t, started, operator_ready)) = operator_installed().await else {
         return;
     };
 
     // 1. Install the operator.
-    t.install_operator().await;
-    let operator_ready = started.elapsed();
 
     // 2. Every example, unchanged, server-side.
     t.kubectl(&["create", "namespace", NS]).await;

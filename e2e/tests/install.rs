@@ -9,9 +9,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::install::{bench_report, count, credit, repo, workspace_binary, Tools};
+use common::install::{bench_report, count, credit, operator_installed, repo};
 
 const JWT: &str = "install-test-jwt-secret-of-at-least-32-bytes";
 const ADMIN_TOKEN: &str = "install-test-admin-token";
@@ -19,17 +19,11 @@ const PLAYERS: usize = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_apply_example_and_play() {
-    workspace_binary("gameserver");
-    workspace_binary("gamefleet-operator");
-    let started = Instant::now();
-    let cluster = common::cluster().await;
-    let Some(t) = Tools::for_cluster(&cluster) else {
+    let Some((cluster, t, started, operator_ready)) = operator_installed().await else {
         return;
     };
 
     // 1. The operator, from the chart (CRD from the chart's crds/, two replicas, leader election).
-    t.install_operator().await;
-    let operator_ready = started.elapsed();
 
     // 2. Redis and the Secret.
     t.install_redis_and_secret("games", JWT, ADMIN_TOKEN).await;

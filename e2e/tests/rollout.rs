@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::install::{credit, http, metric_sum, workspace_binary, Tools};
+use common::install::{credit, http, metric_sum, operator_installed, workspace_binary};
 use common::resp::{assert_money_conserved, parse_resp_array, redis_hgetall};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -378,17 +378,12 @@ fn replay(entries: &[Value]) -> LedgerCheck {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_then_engines_roll_under_load_without_losing_a_bet() {
-    workspace_binary("gameserver");
-    workspace_binary("gamefleet-operator");
-    let started = Instant::now();
-    let cluster = common::cluster().await;
-    let Some(t) = Tools::for_cluster(&cluster) else {
+    let Some((cluster, t, started, _)) = operator_installed().await else {
         return;
     };
     let work: &Path = t.kubeconfig.parent().unwrap();
 
     // 1. Operator (chart), Redis, Secret, the fleet at v1.
-    t.install_operator().await;
     let redis_ip = t.install_redis_and_secret(NS, JWT, ADMIN_TOKEN).await;
     let manifest = work.join("rollout-fleet.yaml");
     std::fs::write(&manifest, fleet_manifest()).unwrap();

@@ -10,9 +10,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::install::{bench_report, count, credit, workspace_binary, Tools};
+use common::install::{bench_report, count, credit, operator_installed, Tools};
 use common::resp::{assert_money_conserved, redis_array, redis_hgetall};
 
 const NS: &str = "games";
@@ -57,17 +57,12 @@ async fn env_secret(t: &Tools, deployment: &str, var: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_with_its_own_ledger_redis_keeps_the_money_there() {
-    workspace_binary("gameserver");
-    workspace_binary("gamefleet-operator");
-    let started = Instant::now();
-    let cluster = common::cluster().await;
-    let Some(t) = Tools::for_cluster(&cluster) else {
+    let Some((cluster, t, started, _)) = operator_installed().await else {
         return;
     };
     let work = t.kubeconfig.parent().unwrap().to_path_buf();
 
     // 1. The operator; the bus's Redis and Secret; the ledger's Redis and its Secret.
-    t.install_operator().await;
     let bus_ip = t.install_redis_and_secret(NS, JWT, ADMIN_TOKEN).await;
     let ledger_ip = t.install_redis("ledger").await;
     assert_ne!(bus_ip, ledger_ip);

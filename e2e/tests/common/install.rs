@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -60,6 +60,20 @@ pub struct Tools {
     pub kubectl: PathBuf,
     pub helm: PathBuf,
     pub kubeconfig: PathBuf,
+}
+
+/// What the install-path scenarios start from: a cluster with the operator installed from its
+/// chart (the workspace binaries checked, `helm install`, its rollout awaited), the clients,
+/// when the setup began, and how long it took until the operator was ready. `None` (skip)
+/// where [`Tools::for_cluster`] skips.
+pub async fn operator_installed() -> Option<(kubesim::Cluster, Tools, Instant, Duration)> {
+    workspace_binary("gameserver");
+    workspace_binary("gamefleet-operator");
+    let started = Instant::now();
+    let cluster = super::cluster().await;
+    let t = Tools::for_cluster(&cluster)?;
+    t.install_operator().await;
+    Some((cluster, t, started, started.elapsed()))
 }
 
 impl Tools {
