@@ -25,6 +25,15 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// The strings of a JSON array (others skipped; not an array: none).
+pub fn str_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
 /// A condition, keeping lastTransitionTime when the status did not change.
 pub fn condition(obj: &Value, type_: &str, status: bool, reason: &str, message: &str) -> Value {
     let s = if status { "True" } else { "False" };

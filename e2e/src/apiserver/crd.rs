@@ -2,7 +2,7 @@
 
 use super::ApiServer;
 use crate::error::ApiError;
-use crate::meta::{meta_str, now};
+use crate::meta::{meta_str, now, str_list};
 use crate::registry::{PrinterColumn, ResourceDef, ScalePaths};
 use crate::store::Write;
 use serde_json::{json, Value};
@@ -103,12 +103,4 @@ impl ApiServer {
             });
         }
     }
-}
-
-fn str_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(String::from))
-        .collect()
 }

@@ -35,11 +35,7 @@ impl ApiServer {
                 }
             }
             let mut new = cur.clone();
-            let mut finalizers: Vec<Value> = cur
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let mut finalizers = super::finalizers(cur);
             let already = cur.pointer("/metadata/deletionTimestamp").is_some();
             match opts.propagation.as_deref() {
                 Some("Foreground") if !already => finalizers.push(json!("foregroundDeletion")),

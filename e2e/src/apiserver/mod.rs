@@ -233,6 +233,14 @@ fn unchanged(cur: &Value, new: &Value) -> bool {
     n == *cur
 }
 
+/// An object's finalizers (none when absent).
+fn finalizers(obj: &Value) -> Vec<Value> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Parses a request body: JSON, or YAML for apply patches.
 pub fn parse_body(body: &[u8], yaml_ok: bool) -> Result<Value, ApiError> {
     match serde_json::from_slice(body) {

@@ -1,7 +1,7 @@
 //! update: the read-modify-write path every write of an existing object takes.
 
 use super::validate::validate;
-use super::{unchanged, ApiServer, Decision, Outcome, WriteOpts};
+use super::{finalizers, unchanged, ApiServer, Decision, Outcome, WriteOpts};
 use crate::error::ApiError;
 use crate::meta::{meta_str, now};
 use crate::registry::ResourceDef;
@@ -193,16 +193,8 @@ impl ApiServer {
         }
         if cur.pointer("/metadata/deletionTimestamp").is_some() {
             // Finalizers may only be removed once deletion started.
-            let old: Vec<Value> = cur
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let keep: Vec<Value> = new
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
+            let old = finalizers(cur);
+            let keep: Vec<Value> = finalizers(&new)
                 .into_iter()
                 .filter(|f| old.contains(f))
                 .collect();

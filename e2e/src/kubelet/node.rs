@@ -64,6 +64,15 @@ impl Kubelet {
         }
     }
 
+    /// SIGKILLs one container's process group and forgets it.
+    pub(super) fn kill_group(&self, pg: i32) {
+        signal_group(pg, libc::SIGKILL);
+        self.pgids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pg);
+    }
+
     /// SIGKILLs every process group started (shutdown, drop).
     pub fn kill_all(&self) {
         let pgids: Vec<i32> = self

@@ -6,7 +6,7 @@ use super::node::{signal_group, Kubelet, Signal};
 use super::probe::{self, Timing};
 use crate::apiserver::{DeleteOpts, WriteOpts};
 use crate::ctx::{record_event, Ctx, EventType, Reason};
-use crate::meta::{condition, meta_str, now};
+use crate::meta::{condition, meta_str, now, str_list};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -83,14 +83,6 @@ fn expand(s: &str, env: &[(String, String)]) -> String {
         out = out.replace(&format!("$({k})"), v);
     }
     out
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(String::from))
-        .collect()
 }
 
 /// Resolves a container's environment (env, envFrom, downward API).
@@ -293,11 +285,11 @@ impl PodRt {
                 return;
             }
         };
-        let command: Vec<String> = strs(&c.spec["command"])
+        let command: Vec<String> = str_list(&c.spec["command"])
             .iter()
             .map(|s| expand(s, &env))
             .collect();
-        let mut args: Vec<String> = strs(&c.spec["args"])
+        let mut args: Vec<String> = str_list(&c.spec["args"])
             .iter()
             .map(|s| expand(s, &env))
             .collect();
@@ -674,12 +666,7 @@ impl PodRt {
         c.child = None;
         if let Some(pg) = c.pgid.take() {
             // Reap anything left in the group.
-            signal_group(pg, libc::SIGKILL);
-            self.k
-                .pgids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&pg);
+            self.k.kill_group(pg);
         }
         c.ready = false;
         PodRt::stop_probes(c);
@@ -738,12 +725,7 @@ impl PodRt {
         for c in ctrs.iter_mut() {
             PodRt::stop_probes(c);
             if let Some(pg) = c.pgid.take() {
-                signal_group(pg, libc::SIGKILL);
-                self.k
-                    .pgids
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&pg);
+                self.k.kill_group(pg);
             }
             if let Some(mut child) = c.child.take() {
                 let _ = child.kill().await;
