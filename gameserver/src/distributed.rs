@@ -139,7 +139,9 @@ pub struct EngineCmdArgs {
     pub redis_url: Secret,
     /// A separate Redis for the ledger (balances, bet records, rounds, audit stream); default:
     /// the bus's. The ledger's scripts then never delay bet intake (`XADD`) on the bus. Every
-    /// engine of a fleet must use the same one.
+    /// engine of a fleet must use the same one. `redis+cluster://h1:p1,h2:p2` puts the ledger
+    /// on a Redis Cluster, spread over hash-tagged shards (docs/architecture.md, "Ledger on a
+    /// Redis Cluster").
     #[arg(long, env = "LEDGER_REDIS_URL", hide_env_values = true)]
     pub ledger_redis_url: Option<Secret>,
     #[command(flatten)]

@@ -182,24 +182,33 @@ async fn archiving_while_money_moves_keeps_every_entry_exactly_once() {
     let l = Arc::new(RedisLedger::connect(&server.url(), "a4").unwrap());
     let archive_file = TempArchive::new("busy");
     let file = archive_file.path.clone();
+    // The writer waits for an archiver run every 50 entries, so runs and writes interleave
+    // however fast either side is.
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
         let l = Arc::clone(&l);
+        let runs = Arc::clone(&runs);
         tokio::spawn(async move {
             for i in 0..400 {
+                while runs.load(std::sync::atomic::Ordering::Acquire) < i / 50 {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
                 l.transfer(&deposit(&format!("u{}", i % 7), 3, &format!("k{i}")))
                     .await
                     .unwrap();
             }
         })
     };
-    let mut runs = 0;
     while !writer.is_finished() {
         archive(&l, &file, now_ms(), 37).await.unwrap();
-        runs += 1;
+        runs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
     writer.await.unwrap();
     archive(&l, &file, now_ms(), 37).await.unwrap();
-    assert!(runs > 1, "the archiver ran while money moved");
+    assert!(
+        runs.load(std::sync::atomic::Ordering::Acquire) >= 7,
+        "the archiver ran while money moved"
+    );
     assert_eq!(archived(&file), (1..=400).collect::<Vec<u64>>());
     assert!(in_redis(&l).await.is_empty());
     assert_eq!(total(l.as_ref()).await, 0);

@@ -244,6 +244,7 @@ mod tests {
             to_balance: 5,
             at_ms,
             memo: String::new(),
+            shard: 0,
         }
     }
 

@@ -133,25 +133,57 @@ pub(crate) fn new_identity() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The weakest of several nodes' persistence (a sharded ledger is as durable as its least
+/// durable node): AOF only if all have it, the weakest fsync policy, the oldest version.
+pub fn weakest(all: Vec<Persistence>) -> Option<Persistence> {
+    fn rank(fsync: &Option<String>) -> u8 {
+        match fsync.as_deref() {
+            Some("always") => 3,
+            Some("everysec") => 2,
+            None => 1,
+            Some(_) => 0,
+        }
+    }
+    all.into_iter().reduce(|a, b| Persistence {
+        aof_enabled: a.aof_enabled && b.aof_enabled,
+        fsync: if rank(&b.fsync) < rank(&a.fsync) {
+            b.fsync
+        } else {
+            a.fsync
+        },
+        version: a.version.min(b.version),
+    })
+}
+
 impl RedisLedger {
-    /// What the ledger's Redis says of its persistence.
+    /// What the ledger's Redis says of its persistence (of each node holding a shard, the
+    /// weakest).
     pub async fn persistence(&self) -> Result<Persistence, LedgerError> {
-        let mut conn = self.connection();
-        let persistence: String = redis::cmd("INFO")
-            .arg("persistence")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        let server: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        let shards: Vec<Option<u16>> = if self.layout().is_sharded() {
+            self.layout().all().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut all = Vec::with_capacity(shards.len());
+        for shard in shards {
+            all.push(self.node_persistence(shard).await?);
+        }
+        weakest(all).ok_or_else(|| LedgerError::Unavailable("no ledger node".into()))
+    }
+
+    async fn node_persistence(&self, shard: Option<u16>) -> Result<Persistence, LedgerError> {
+        let info = |section: &str| {
+            let mut c = redis::cmd("INFO");
+            c.arg(section);
+            c
+        };
+        let persistence: String = self.query_on(shard, &info("persistence")).await?;
+        let server: String = self.query_on(shard, &info("server")).await?;
         // Managed Redis often refuses CONFIG; the policy is then unknown.
-        let fsync: Option<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("appendfsync")
-            .query_async::<Vec<String>>(&mut conn)
+        let mut config = redis::cmd("CONFIG");
+        config.arg("GET").arg("appendfsync");
+        let fsync: Option<String> = self
+            .query_on::<Vec<String>>(shard, &config)
             .await
             .ok()
             .and_then(|v| v.get(1).cloned());
@@ -159,45 +191,110 @@ impl RedisLedger {
     }
 
     /// The identity marker, written now if the ledger has none; `true` if it was created.
+    /// A sharded ledger has one marker per shard, all equal: when some shards hold it and
+    /// others not, those lost their data (or a first start was cut short) and nothing is
+    /// written until `ledger-init --new-identity` decides.
     pub async fn ensure_identity(&self) -> Result<(String, bool), LedgerError> {
-        let fresh = new_identity();
-        let created: Option<String> = redis::cmd("SET")
-            .arg(self.identity_key())
-            .arg(&fresh)
+        self.ensure_shard_count().await?;
+        let found = self.shard_identities().await?;
+        let created = if found.iter().all(Option::is_none) {
+            // Shard 0's marker is the one every other shard copies, so engines starting at
+            // the same time agree on it.
+            let created = self.set_identity(0, &new_identity(), true).await?;
+            let canonical = self.shard_identities().await?.into_iter().next().flatten();
+            let canonical = canonical.ok_or_else(|| {
+                LedgerError::IdentityLost("the identity marker vanished as it was read".into())
+            })?;
+            for shard in self.layout().all().skip(1) {
+                self.set_identity(shard, &canonical, true).await?;
+            }
+            created
+        } else {
+            false
+        };
+        let found = self.shard_identities().await?;
+        match agreed_identity(&found) {
+            Ok(id) => Ok((id.to_owned(), created)),
+            Err(why) => Err(LedgerError::IdentityLost(why)),
+        }
+    }
+
+    /// A sharded ledger records its shard count once; an engine configured with another
+    /// count would look for money in the wrong shards, so it is refused.
+    async fn ensure_shard_count(&self) -> Result<(), LedgerError> {
+        if !self.layout().is_sharded() {
+            return Ok(());
+        }
+        let key = self.layout().key(0, "ledger:shards");
+        let shards = self.layout().shards();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(shards)
             .arg("NX")
             .query_async(&mut self.connection())
             .await
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        if created.is_some() {
-            return Ok((fresh, true));
-        }
-        match self.current_identity().await? {
-            Some(id) => Ok((id, false)),
-            None => Err(LedgerError::IdentityLost(
-                "the identity marker vanished as it was read".into(),
-            )),
-        }
-    }
-
-    /// The identity marker as it is now.
-    pub async fn current_identity(&self) -> Result<Option<String>, LedgerError> {
-        redis::cmd("GET")
-            .arg(self.identity_key())
+        let stored: Option<u16> = redis::cmd("GET")
+            .arg(&key)
             .query_async(&mut self.connection())
             .await
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        match stored {
+            Some(n) if n == shards => Ok(()),
+            other => Err(LedgerError::Corrupt(format!(
+                "{key} says the ledger has {other:?} shards, this engine uses {shards}"
+            ))),
+        }
     }
 
-    /// Writes a new identity marker (see [`InitArgs::new_identity`]).
+    /// The identity marker as it is now (the first shard's; see [`Self::ensure_identity`]).
+    pub async fn current_identity(&self) -> Result<Option<String>, LedgerError> {
+        Ok(self.shard_identities().await?.into_iter().next().flatten())
+    }
+
+    /// Writes a new identity marker, in every shard (see [`InitArgs::new_identity`]).
     pub async fn replace_identity(&self) -> Result<String, LedgerError> {
         let fresh = new_identity();
-        redis::cmd("SET")
-            .arg(self.identity_key())
-            .arg(&fresh)
-            .query_async::<()>(&mut self.connection())
+        self.ensure_shard_count().await?;
+        for shard in self.layout().all() {
+            self.set_identity(shard, &fresh, false).await?;
+        }
+        Ok(fresh)
+    }
+
+    /// Writes `shard`'s marker (only if it has none, with `nx`); whether it was written.
+    async fn set_identity(&self, shard: u16, value: &str, nx: bool) -> Result<bool, LedgerError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.shard_identity_key(shard)).arg(value);
+        if nx {
+            cmd.arg("NX");
+        }
+        let set: Option<String> = cmd
+            .query_async(&mut self.connection())
             .await
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        Ok(fresh)
+        Ok(set.is_some())
+    }
+}
+
+/// The one identity every shard holds, or which shards disagree.
+pub fn agreed_identity(found: &[Option<String>]) -> Result<&str, String> {
+    let Some(Some(first)) = found.first() else {
+        return Err("shard 0 holds no identity marker".into());
+    };
+    let odd: Vec<String> = found
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.as_ref() != Some(first))
+        .map(|(shard, f)| format!("shard {shard} holds {f:?}"))
+        .collect();
+    if odd.is_empty() {
+        Ok(first)
+    } else {
+        Err(format!(
+            "the shards disagree: shard 0 holds {first:?}, {}",
+            odd.join(", ")
+        ))
     }
 }
 
@@ -215,6 +312,38 @@ mod tests {
             fsync: fsync.map(str::to_owned),
             version,
         }
+    }
+
+    #[test]
+    fn a_sharded_ledger_is_as_durable_as_its_weakest_node() {
+        let w = weakest(vec![
+            p(true, Some("always"), (7, 2)),
+            p(true, Some("everysec"), (7, 0)),
+            p(true, Some("always"), (7, 4)),
+        ])
+        .unwrap();
+        assert_eq!(w, p(true, Some("everysec"), (7, 0)));
+        let w = weakest(vec![
+            p(true, Some("always"), (7, 2)),
+            p(false, None, (7, 2)),
+        ])
+        .unwrap();
+        assert!(!w.aof_enabled);
+        assert_eq!(w.fsync, None);
+        assert_eq!(weakest(Vec::new()), None);
+    }
+
+    #[test]
+    fn every_shard_must_hold_the_same_identity() {
+        let id = |s: &str| Some(s.to_owned());
+        assert_eq!(agreed_identity(&[id("a"), id("a")]), Ok("a"));
+        let e = agreed_identity(&[id("a"), None, id("b")]).unwrap_err();
+        assert!(
+            e.contains("shard 1 holds None") && e.contains("shard 2"),
+            "{e}"
+        );
+        assert!(agreed_identity(&[None, id("a")]).is_err());
+        assert!(agreed_identity(&[]).is_err());
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl State {
             to_balance: to_after,
             at_ms: now_ms(),
             memo: t.memo.clone(),
+            shard: 0,
         };
         self.applied.insert(t.key.clone(), self.entries.len());
         self.entries.push(entry.clone());

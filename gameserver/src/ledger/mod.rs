@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod archive;
 pub mod durability;
+pub mod layout;
 pub mod memory;
 pub mod redis;
 
@@ -77,6 +78,14 @@ pub struct Entry {
     pub at_ms: u64,
     #[serde(default)]
     pub memo: String,
+    /// The audit stream the entry is in: the ledger shard (always 0 on a single Redis, and
+    /// then left out of the JSON). Sequence numbers count per shard.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shard: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 /// The result of [`Ledger::transfer`].
@@ -224,6 +233,15 @@ pub enum LedgerError {
     /// Nothing was written; bet intake halts until it is back.
     #[error("ledger identity lost: {0}")]
     IdentityLost(String),
+    /// A sharded ledger (Redis Cluster) moves money atomically only inside one shard: between a
+    /// player and a system account, or two players of the same shard.
+    #[error(
+        "{from} and {to} are in different ledger shards; no transfer moves money between them"
+    )]
+    CrossShard { from: String, to: String },
+    /// What this ledger does not offer in its configuration.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl LedgerError {
@@ -242,6 +260,8 @@ impl LedgerError {
             LedgerError::StaleOwner { .. } => "STALE_OWNER",
             LedgerError::RoundOpen(_) => "ROUND_OPEN",
             LedgerError::IdentityLost(_) => "LEDGER_IDENTITY_LOST",
+            LedgerError::CrossShard { .. } => "CROSS_SHARD",
+            LedgerError::Unsupported(_) => "UNSUPPORTED",
         }
     }
 }

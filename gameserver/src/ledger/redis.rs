@@ -29,9 +29,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation};
 
+use crate::redisx::Conn;
+
+use super::layout::{Layout, DEFAULT_CLUSTER_SHARDS};
 use super::{
     check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Fence, Ledger,
     LedgerError, Outcome, Placed, Posted, RoundState, SettleItem, Settlement, Transfer, Wager,
@@ -76,6 +78,10 @@ const REJECT_BET: &str = include_str!("lua/reject_bet.lua");
 /// Raises the room's owner epoch (KEYS[5]).
 const CLAIM_ROOM: &str = include_str!("lua/claim_room.lua");
 
+/// Raises a shard's copy of the room's epoch (KEYS[5]) to ARGV[4] (never lowers it): the fence
+/// of the room's bets in the shards other than the room's own.
+const RAISE_EPOCH: &str = include_str!("lua/raise_epoch.lua");
+
 /// KEYS[6]: the room's nonce counter. Fenced like every room write: on a forgotten ledger a
 /// counter starting again at 1 would repeat round ids and fairness nonces. Each round keeps
 /// the room's keys for another [`ROOM_IDLE`].
@@ -107,8 +113,8 @@ const TRIM_LOG: &str = include_str!("lua/trim_log.lua");
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 pub struct RedisLedger {
-    conn: ConnectionManager,
-    prefix: String,
+    conn: Conn,
+    layout: Layout,
     retention_ms: u64,
     /// The identity marker's value every script requires (unset: no check).
     identity: OnceLock<String>,
@@ -120,6 +126,7 @@ pub struct RedisLedger {
     settle_many: Script,
     reject: Script,
     claim: Script,
+    raise: Script,
     nonce: Script,
     open: Script,
     close: Script,
@@ -167,8 +174,9 @@ fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, LedgerError> {
         .map_err(|_| corrupt(format!("{what} is not a number: {s:?}")))
 }
 
-/// Entries are stored as JSON arrays of strings (Lua cannot print 64-bit integers in JSON).
-fn parse_entry(text: &str) -> Result<Entry, LedgerError> {
+/// Entries are stored as JSON arrays of strings (Lua cannot print 64-bit integers in JSON);
+/// `shard` is the stream the entry was read from.
+fn parse_entry(text: &str, shard: u16) -> Result<Entry, LedgerError> {
     let f: Vec<String> = serde_json::from_str(text).map_err(corrupt)?;
     let [seq, key, kind, from, to, amount, fb, tb, at, memo] = f.as_slice() else {
         return Err(corrupt(format!("entry {text}")));
@@ -184,6 +192,7 @@ fn parse_entry(text: &str) -> Result<Entry, LedgerError> {
         to_balance: num(tb, "balance")?,
         at_ms: num(at, "time")?,
         memo: memo.clone(),
+        shard,
     })
 }
 
@@ -254,12 +263,23 @@ fn settlement(r: &[String], user_id: &str, key: &str) -> Result<Settlement, Ledg
 }
 
 impl RedisLedger {
-    /// `prefix` namespaces every key (several fleets may share one Redis).
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+    /// `prefix` namespaces every key (several fleets may share one Redis). On a cluster
+    /// connection the keys are spread over [`DEFAULT_CLUSTER_SHARDS`] hash-tagged shards.
+    pub fn new(conn: Conn, prefix: impl Into<String>) -> Self {
+        let layout = if conn.is_cluster() {
+            Layout::sharded(prefix, DEFAULT_CLUSTER_SHARDS)
+        } else {
+            Layout::single(prefix)
+        };
+        Self::with_layout(conn, layout)
+    }
+
+    /// Keys placed by `layout` (one shard: a single Redis).
+    pub fn with_layout(conn: Conn, layout: Layout) -> Self {
         let script = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         Self {
             conn,
-            prefix: prefix.into(),
+            layout,
             retention_ms: DEFAULT_RETENTION.as_millis() as u64,
             identity: OnceLock::new(),
             waitaof: AtomicBool::new(false),
@@ -269,6 +289,7 @@ impl RedisLedger {
             settle_many: script(SETTLE_MANY),
             reject: script(REJECT_BET),
             claim: script(CLAIM_ROOM),
+            raise: script(RAISE_EPOCH),
             nonce: script(NEXT_NONCE),
             open: script(OPEN_ROUND),
             close: script(CLOSE_ROUND),
@@ -294,35 +315,52 @@ impl RedisLedger {
         self.waitaof.store(on, Ordering::Release);
     }
 
-    /// The name of the identity marker key.
+    /// The name of the identity marker key (of the first shard; every shard has one).
     pub fn identity_key(&self) -> String {
-        self.key("ledger:identity")
+        self.shard_identity_key(0)
     }
 
-    /// A script call with the fixed keys and arguments of [`PRELUDE`] filled in.
-    fn invocation<'a>(&self, script: &'a Script, fence: Option<&Fence>) -> ScriptInvocation<'a> {
+    pub(super) fn shard_identity_key(&self, shard: u16) -> String {
+        self.layout.key(shard, "ledger:identity")
+    }
+
+    /// The key layout (shards) this ledger uses.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// A script call in `shard` with the fixed keys and arguments of [`PRELUDE`] filled in.
+    fn invocation<'a>(
+        &self,
+        script: &'a Script,
+        shard: u16,
+        fence: Option<&Fence>,
+    ) -> ScriptInvocation<'a> {
         self.prelude(
             script,
+            shard,
             fence.map(|f| f.game_id.as_str()),
             fence.map(|f| f.epoch),
         )
     }
 
-    /// [`PRELUDE`]'s keys and arguments: `room` names the epoch key, `epoch` (if any) is
-    /// checked against it.
+    /// [`PRELUDE`]'s keys and arguments in `shard`: `room` names the epoch key (the shard's
+    /// copy of it), `epoch` (if any) is checked against it.
     fn prelude<'a>(
         &self,
         script: &'a Script,
+        shard: u16,
         room: Option<&str>,
         epoch: Option<u64>,
     ) -> ScriptInvocation<'a> {
         let mut inv = script.prepare_invoke();
-        let [balances, seq, log] = self.money_keys();
-        inv.key(balances).key(seq).key(log).key(self.identity_key());
+        let [balances, seq, log] = self.money_keys(shard);
+        let identity = self.shard_identity_key(shard);
+        inv.key(balances).key(seq).key(log).key(&identity);
         match room {
-            Some(game_id) => inv.key(self.room_key(game_id, "epoch")),
+            Some(game_id) => inv.key(self.epoch_key(shard, game_id)),
             // Never read: ARGV[3] is empty.
-            None => inv.key(self.identity_key()),
+            None => inv.key(identity),
         };
         inv.arg(self.retention_ms)
             .arg(self.identity())
@@ -363,10 +401,11 @@ impl RedisLedger {
         }
     }
 
-    /// Connect (lazily: Redis may come up later) to `url`.
+    /// Connect (lazily: Redis may come up later) to `url`: a single Redis, or a Redis Cluster
+    /// for a `redis+cluster://` URL.
     pub fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, LedgerError> {
         Ok(Self::new(
-            crate::redisx::manager(url).map_err(unavailable)?,
+            crate::redisx::connect(url).map_err(unavailable)?,
             prefix,
         ))
     }
@@ -377,43 +416,83 @@ impl RedisLedger {
         self
     }
 
-    fn key(&self, name: &str) -> String {
-        format!("{}:{name}", self.prefix)
+    fn key(&self, shard: u16, name: &str) -> String {
+        self.layout.key(shard, name)
     }
 
+    /// A bet record, in its player's shard.
     fn bet_key(&self, user_id: &str, key: &str) -> String {
         // The length prefix keeps ("a:b","c") and ("a","b:c") apart.
-        format!("{}:bet:{}:{user_id}:{key}", self.prefix, user_id.len())
+        self.key(
+            self.layout.user_shard(user_id),
+            &format!("bet:{}:{user_id}:{key}", user_id.len()),
+        )
     }
 
-    fn round_key(&self, round_id: &str) -> String {
-        format!("{}:round:{round_id}:bets", self.prefix)
+    fn round_key(&self, shard: u16, round_id: &str) -> String {
+        self.key(shard, &format!("round:{round_id}:bets"))
     }
 
-    fn closed_key(&self, round_id: &str) -> String {
-        format!("{}:round:{round_id}:closed", self.prefix)
+    fn closed_key(&self, shard: u16, round_id: &str) -> String {
+        self.key(shard, &format!("round:{round_id}:closed"))
     }
 
+    /// A key of the room itself, in the room's shard.
     fn room_key(&self, game_id: &str, what: &str) -> String {
-        format!("{}:room:{}:{game_id}:{what}", self.prefix, game_id.len())
+        self.room_key_in(self.layout.room_shard(game_id), game_id, what)
+    }
+
+    fn room_key_in(&self, shard: u16, game_id: &str, what: &str) -> String {
+        self.key(shard, &format!("room:{}:{game_id}:{what}", game_id.len()))
+    }
+
+    /// The room's owner epoch as `shard` holds it: the counter itself in the room's shard, a
+    /// copy raised by [`Ledger::claim_room`] in the others.
+    fn epoch_key(&self, shard: u16, game_id: &str) -> String {
+        self.room_key_in(shard, game_id, "epoch")
     }
 
     /// The keys every money-moving script starts with, in the order the Lua expects: the
     /// balances, the entry sequence and the audit stream.
-    fn money_keys(&self) -> [String; 3] {
+    fn money_keys(&self, shard: u16) -> [String; 3] {
         [
-            self.key("ledger:balances"),
-            self.key("ledger:seq"),
-            self.key("ledger:log"),
+            self.key(shard, "ledger:balances"),
+            self.key(shard, "ledger:seq"),
+            self.key(shard, "ledger:log"),
         ]
     }
 
-    fn conn(&self) -> ConnectionManager {
+    /// The shard a transfer moves money in: its player's (a system account has a sub-account
+    /// in every shard). Two players in different shards cannot be moved between atomically.
+    fn transfer_shard(&self, t: &Transfer) -> Result<u16, LedgerError> {
+        match (
+            self.layout.account_shard(&t.from),
+            self.layout.account_shard(&t.to),
+        ) {
+            (Some(a), Some(b)) if a != b => Err(LedgerError::CrossShard {
+                from: t.from.clone(),
+                to: t.to.clone(),
+            }),
+            (Some(a), _) | (None, Some(a)) => Ok(a),
+            (None, None) => Ok(0),
+        }
+    }
+
+    /// `account` as stored in `shard` (a system account's sub-account there).
+    fn stored(&self, account: &str, shard: u16) -> String {
+        if super::is_system(account) {
+            self.layout.sub_account(account, shard)
+        } else {
+            account.to_owned()
+        }
+    }
+
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
     /// A handle on the ledger's connection (for the durability checks).
-    pub(super) fn connection(&self) -> ConnectionManager {
+    pub(super) fn connection(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -430,11 +509,12 @@ impl RedisLedger {
     /// Refused for a `through` beyond the last recorded entry (it would drop entries that do
     /// not exist yet from nowhere, and misstate how far the archive goes).
     pub async fn trim_entries(&self, through: u64) -> Result<Trimmed, LedgerError> {
+        self.single_log("archiving")?;
         let (removed, through_now): (i64, u64) = self
             .trim
-            .key(self.key("ledger:seq"))
-            .key(self.key("ledger:log"))
-            .key(self.key("ledger:log:archived"))
+            .key(self.key(0, "ledger:seq"))
+            .key(self.key(0, "ledger:log"))
+            .key(self.key(0, "ledger:log:archived"))
             .arg(through)
             .invoke_async(&mut self.conn())
             .await
@@ -450,6 +530,120 @@ impl RedisLedger {
             archived_through: through_now,
         })
     }
+
+    /// The archive keeps one cursor (a sequence number), which only a single audit stream has.
+    fn single_log(&self, what: &str) -> Result<(), LedgerError> {
+        if self.layout.is_sharded() {
+            return Err(LedgerError::Unsupported(format!(
+                "{what} a sharded ledger ({} audit streams, one per shard) is not supported yet",
+                self.layout.shards()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on every shard at once; the first error wins.
+    async fn each_shard<T, F, Fut>(&self, f: F) -> Result<Vec<T>, LedgerError>
+    where
+        F: Fn(u16) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LedgerError>>,
+    {
+        futures_util::future::join_all(self.layout.all().map(f))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// One shard's balances, system sub-accounts as stored.
+    async fn shard_accounts(&self, shard: u16) -> Result<Vec<(String, i64)>, LedgerError> {
+        redis::cmd("HGETALL")
+            .arg(self.key(shard, "ledger:balances"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn shard_entries(
+        &self,
+        shard: u16,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let start = format!("{}-0", after.saturating_add(1));
+        let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(self.key(shard, "ledger:log"))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        rows.iter()
+            .filter_map(|(_, fields)| fields.iter().find(|(k, _)| k == "entry"))
+            .map(|(_, v)| parse_entry(v, shard))
+            .collect()
+    }
+
+    /// One shard's part of a round: its bet list, then each record.
+    async fn shard_round_bets(
+        &self,
+        shard: u16,
+        round_id: &str,
+    ) -> Result<Vec<BetRecord>, LedgerError> {
+        let keys: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.round_key(shard, round_id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The records are in the list's shard (one slot), so one pipeline reaches them all.
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("HGETALL").arg(k);
+        }
+        let all: Vec<Vec<String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        all.iter().map(|f| parse_record(f)).collect()
+    }
+
+    /// Settles the bets of one shard in one script call.
+    async fn settle_in_shard(
+        &self,
+        fence: &Fence,
+        shard: u16,
+        items: &[&SettleItem],
+    ) -> Vec<Result<Settlement, LedgerError>> {
+        let mut inv = self.invocation(&self.settle_many, shard, Some(fence));
+        inv.arg(now_ms())
+            .arg(MAX_BALANCE)
+            .arg(self.stored(HOUSE, shard));
+        for i in items {
+            let payout_key = super::memory::payout_key(&i.user_id, &i.key);
+            inv.key(self.bet_key(&i.user_id, &i.key));
+            inv.arg(payout_key)
+                .arg(user_account(&i.user_id))
+                .arg(i.payout)
+                .arg(i.roll);
+        }
+        match self.settle_replies(&inv, fence, items.len()).await {
+            Ok(replies) => replies
+                .iter()
+                .zip(items)
+                .map(|(r, i)| settlement(r, &i.user_id, &i.key))
+                .collect(),
+            Err(e) => items.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
 }
 
 /// The result of [`RedisLedger::trim_entries`].
@@ -463,14 +657,23 @@ pub struct Trimmed {
 
 #[async_trait]
 impl Ledger for RedisLedger {
+    /// A system account's balance is the sum of its sub-accounts in every shard.
     async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
-        let v: Option<i64> = redis::cmd("HGET")
-            .arg(self.key("ledger:balances"))
-            .arg(account)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(v.unwrap_or(0))
+        let shards: Vec<u16> = match self.layout.account_shard(account) {
+            Some(shard) => vec![shard],
+            None => self.layout.all().collect(),
+        };
+        let mut total = 0i64;
+        for shard in shards {
+            let v: Option<i64> = redis::cmd("HGET")
+                .arg(self.key(shard, "ledger:balances"))
+                .arg(self.stored(account, shard))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            total += v.unwrap_or(0);
+        }
+        Ok(total)
     }
 
     async fn transfer(&self, t: &Transfer) -> Result<Posted, LedgerError> {
@@ -479,13 +682,15 @@ impl Ledger for RedisLedger {
         if t.amount > MAX_BALANCE {
             return Err(LedgerError::InvalidAmount(t.amount));
         }
-        let mut inv = self.invocation(&self.transfer, None);
-        inv.key(format!("{}:ledger:applied:{}", self.prefix, t.key));
+        let shard = self.transfer_shard(t)?;
+        let (from, to) = (self.stored(&t.from, shard), self.stored(&t.to, shard));
+        let mut inv = self.invocation(&self.transfer, shard, None);
+        inv.key(self.key(shard, &format!("ledger:applied:{}", t.key)));
         let from_system = super::is_system(&t.from);
         inv.arg(&t.key)
             .arg(kind_str(t.kind))
-            .arg(&t.from)
-            .arg(&t.to)
+            .arg(&from)
+            .arg(&to)
             .arg(t.amount)
             .arg(&t.memo)
             .arg(now_ms())
@@ -495,12 +700,12 @@ impl Ledger for RedisLedger {
         let second = r.get(1).map_or("", String::as_str);
         match r.first().map(String::as_str) {
             Some("ok") => Ok(Posted {
-                entry: parse_entry(second)?,
+                entry: parse_entry(second, shard)?,
                 duplicate: false,
             }),
             Some("dup") => {
-                let e = parse_entry(second)?;
-                if e.from != t.from || e.to != t.to || e.amount != t.amount || e.kind != t.kind {
+                let e = parse_entry(second, shard)?;
+                if e.from != from || e.to != to || e.amount != t.amount || e.kind != t.kind {
                     return Err(LedgerError::KeyReused(t.key.clone()));
                 }
                 Ok(Posted {
@@ -518,21 +723,35 @@ impl Ledger for RedisLedger {
         }
     }
 
+    /// Raises the epoch in the room's shard, then its copy in every other shard: once this
+    /// returns, no earlier owner can write to any shard.
     async fn claim_room(&self, game_id: &str) -> Result<Fence, LedgerError> {
         let fence = Fence {
             game_id: game_id.to_owned(),
             epoch: 0,
         };
+        let home = self.layout.room_shard(game_id);
         // The room's epoch key, without a staleness check: this raises it.
-        let inv = self.prelude(&self.claim, Some(game_id), None);
+        let inv = self.prelude(&self.claim, home, Some(game_id), None);
         let r = self.call(&inv, Some(&fence)).await?;
-        match (r.first().map(String::as_str), r.get(1)) {
-            (Some("ok"), Some(epoch)) => Ok(Fence {
-                epoch: num(epoch, "epoch")?,
-                ..fence
-            }),
-            _ => Err(corrupt(format!("claim script answered {r:?}"))),
-        }
+        let epoch: u64 = match (r.first().map(String::as_str), r.get(1)) {
+            (Some("ok"), Some(epoch)) => num(epoch, "epoch")?,
+            _ => return Err(corrupt(format!("claim script answered {r:?}"))),
+        };
+        let fence = &fence;
+        self.each_shard(|shard| async move {
+            if shard == home {
+                return Ok(());
+            }
+            let mut inv = self.prelude(&self.raise, shard, Some(game_id), None);
+            inv.arg(epoch);
+            self.call(&inv, Some(fence)).await.map(|_| ())
+        })
+        .await?;
+        Ok(Fence {
+            epoch,
+            game_id: game_id.to_owned(),
+        })
     }
 
     async fn place_bet(&self, fence: &Fence, w: &Wager) -> Result<Placed, LedgerError> {
@@ -541,10 +760,11 @@ impl Ledger for RedisLedger {
         }
         let wager = serde_json::to_string(w).map_err(corrupt)?;
         let stake_key = super::memory::stake_key(&w.user_id, &w.key);
-        let mut inv = self.invocation(&self.place, Some(fence));
+        let shard = self.layout.user_shard(&w.user_id);
+        let mut inv = self.invocation(&self.place, shard, Some(fence));
         inv.key(self.bet_key(&w.user_id, &w.key))
-            .key(self.round_key(&w.round_id))
-            .key(self.closed_key(&w.round_id));
+            .key(self.round_key(shard, &w.round_id))
+            .key(self.closed_key(shard, &w.round_id));
         inv.arg(&stake_key)
             .arg(user_account(&w.user_id))
             .arg(w.amount)
@@ -552,7 +772,7 @@ impl Ledger for RedisLedger {
             .arg(&w.round_id)
             .arg(now_ms())
             .arg(MAX_BALANCE)
-            .arg(HOUSE);
+            .arg(self.stored(HOUSE, shard));
         let r = self.call(&inv, Some(fence)).await?;
         match r.first().map(String::as_str) {
             // The record is the wager as sent, pending: only the balance comes back.
@@ -581,7 +801,8 @@ impl Ledger for RedisLedger {
     ) -> Result<Settlement, LedgerError> {
         check_payout(user_id, payout)?;
         let payout_key = super::memory::payout_key(user_id, key);
-        let mut inv = self.invocation(&self.settle, Some(fence));
+        let shard = self.layout.user_shard(user_id);
+        let mut inv = self.invocation(&self.settle, shard, Some(fence));
         inv.key(self.bet_key(user_id, key));
         inv.arg(&payout_key)
             .arg(user_account(user_id))
@@ -589,13 +810,13 @@ impl Ledger for RedisLedger {
             .arg(roll)
             .arg(now_ms())
             .arg(MAX_BALANCE)
-            .arg(HOUSE);
+            .arg(self.stored(HOUSE, shard));
         let r = self.call(&inv, Some(fence)).await?;
         settlement(&r, user_id, key)
     }
 
-    /// One script call for the whole batch: one round trip and one script run instead of one
-    /// per bet (settling a round was most of the engines' Redis calls).
+    /// One script call per shard for the whole batch: one round trip and one script run
+    /// instead of one per bet (settling a round was most of the engines' Redis calls).
     async fn settle_bets(
         &self,
         fence: &Fence,
@@ -605,34 +826,22 @@ impl Ledger for RedisLedger {
             .iter()
             .map(|i| check_payout(&i.user_id, i.payout).err().map(Err))
             .collect();
-        let valid: Vec<&SettleItem> = items
-            .iter()
-            .zip(&out)
-            .filter(|(_, o)| o.is_none())
-            .map(|(i, _)| i)
-            .collect();
-        if !valid.is_empty() {
-            let mut inv = self.invocation(&self.settle_many, Some(fence));
-            inv.arg(now_ms()).arg(MAX_BALANCE).arg(HOUSE);
-            for i in &valid {
-                let payout_key = super::memory::payout_key(&i.user_id, &i.key);
-                inv.key(self.bet_key(&i.user_id, &i.key));
-                inv.arg(payout_key)
-                    .arg(user_account(&i.user_id))
-                    .arg(i.payout)
-                    .arg(i.roll);
+        let mut by_shard: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        for (n, item) in items.iter().enumerate() {
+            if out[n].is_none() {
+                by_shard
+                    .entry(self.layout.user_shard(&item.user_id))
+                    .or_default()
+                    .push(n);
             }
-            let replies = self.settle_replies(&inv, fence, valid.len()).await;
-            let mut replies = match replies {
-                Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => valid.iter().map(|_| Err(e.clone())).collect(),
-            }
-            .into_iter();
-            for (slot, item) in out.iter_mut().filter(|o| o.is_none()).zip(&valid) {
-                let reply = replies
-                    .next()
-                    .unwrap_or_else(|| Err(corrupt("missing reply")));
-                *slot = Some(reply.and_then(|r| settlement(&r, &item.user_id, &item.key)));
+        }
+        let batches = by_shard.iter().map(|(&shard, idx)| async move {
+            let batch: Vec<&SettleItem> = idx.iter().map(|&n| &items[n]).collect();
+            (idx, self.settle_in_shard(fence, shard, &batch).await)
+        });
+        for (idx, results) in futures_util::future::join_all(batches).await {
+            for (&n, r) in idx.iter().zip(results) {
+                out[n] = Some(r);
             }
         }
         out.into_iter()
@@ -647,7 +856,8 @@ impl Ledger for RedisLedger {
         reason: &str,
     ) -> Result<BetRecord, LedgerError> {
         let wager = serde_json::to_string(w).map_err(corrupt)?;
-        let mut inv = self.invocation(&self.reject, Some(fence));
+        let shard = self.layout.user_shard(&w.user_id);
+        let mut inv = self.invocation(&self.reject, shard, Some(fence));
         inv.key(self.bet_key(&w.user_id, &w.key));
         inv.arg(wager).arg(reason);
         let r = self.call(&inv, Some(fence)).await?;
@@ -670,68 +880,46 @@ impl Ledger for RedisLedger {
     }
 
     async fn round_bets(&self, round_id: &str) -> Result<Vec<BetRecord>, LedgerError> {
-        let keys: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.round_key(round_id))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for k in &keys {
-            pipe.cmd("HGETALL").arg(k);
-        }
-        let all: Vec<Vec<String>> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        all.iter().map(|f| parse_record(f)).collect()
+        let parts = self
+            .each_shard(|shard| self.shard_round_bets(shard, round_id))
+            .await?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
+    /// Every shard's entries with a sequence number above `after` (numbers are per shard on a
+    /// sharded ledger), ordered by number, then shard.
     async fn entries(&self, after: u64, limit: usize) -> Result<Vec<Entry>, LedgerError> {
-        let start = format!("{}-0", after.saturating_add(1));
-        let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(self.key("ledger:log"))
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.max(1))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        rows.iter()
-            .filter_map(|(_, fields)| fields.iter().find(|(k, _)| k == "entry"))
-            .map(|(_, v)| parse_entry(v))
-            .collect()
+        let parts = self
+            .each_shard(|shard| self.shard_entries(shard, after, limit))
+            .await?;
+        let mut all: Vec<Entry> = parts.into_iter().flatten().collect();
+        all.sort_by_key(|e| (e.seq, e.shard));
+        all.truncate(limit);
+        Ok(all)
     }
 
     async fn archived_through(&self) -> Result<u64, LedgerError> {
+        self.single_log("archiving")?;
         let v: Option<u64> = redis::cmd("GET")
-            .arg(self.key("ledger:log:archived"))
+            .arg(self.key(0, "ledger:log:archived"))
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(v.unwrap_or(0))
     }
 
+    /// Every account as stored: on a sharded ledger a system account appears as its
+    /// sub-accounts (`house:s0`, …), which sum to its balance.
     async fn accounts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
-        let mut all: Vec<(String, i64)> = redis::cmd("HGETALL")
-            .arg(self.key("ledger:balances"))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let parts = self.each_shard(|shard| self.shard_accounts(shard)).await?;
+        let mut all: Vec<(String, i64)> = parts.into_iter().flatten().collect();
         all.sort();
         Ok(all)
     }
 
     async fn next_nonce(&self, fence: &Fence) -> Result<u64, LedgerError> {
-        let mut inv = self.invocation(&self.nonce, Some(fence));
+        let shard = self.layout.room_shard(&fence.game_id);
+        let mut inv = self.invocation(&self.nonce, shard, Some(fence));
         inv.key(self.room_key(&fence.game_id, "nonce"));
         let r = self.call(&inv, Some(fence)).await?;
         match (
@@ -745,7 +933,8 @@ impl Ledger for RedisLedger {
 
     async fn open_round(&self, fence: &Fence, round: &RoundState) -> Result<(), LedgerError> {
         let json = serde_json::to_string(round).map_err(corrupt)?;
-        let mut inv = self.invocation(&self.open, Some(fence));
+        let shard = self.layout.room_shard(&fence.game_id);
+        let mut inv = self.invocation(&self.open, shard, Some(fence));
         inv.key(self.room_key(&fence.game_id, "round"));
         inv.arg(json).arg(&round.round_id);
         let r = self.call(&inv, Some(fence)).await?;
@@ -768,16 +957,36 @@ impl Ledger for RedisLedger {
             .transpose()
     }
 
+    /// Closed in every shard a bet of the round may land in.
     async fn close_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError> {
-        let mut inv = self.invocation(&self.close, Some(fence));
-        inv.key(self.closed_key(round_id));
-        self.call(&inv, Some(fence)).await.map(|_| ())
+        self.each_shard(|shard| async move {
+            let mut inv = self.invocation(&self.close, shard, Some(fence));
+            inv.key(self.closed_key(shard, round_id));
+            self.call(&inv, Some(fence)).await.map(|_| ())
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn finish_round(&self, fence: &Fence, round_id: &str) -> Result<(), LedgerError> {
-        let mut inv = self.invocation(&self.finish, Some(fence));
+        let home = self.layout.room_shard(&fence.game_id);
+        // The other shards' bet lists first: the open round (in the room's shard) goes last,
+        // so a retry after a failure finds it still open and finishes again.
+        self.each_shard(|shard| async move {
+            if shard == home {
+                return Ok(());
+            }
+            let mut inv = self.invocation(&self.finish, shard, Some(fence));
+            // No open round in this shard: a key that never holds one.
+            inv.key(self.room_key_in(shard, &fence.game_id, "round"))
+                .key(self.round_key(shard, round_id));
+            inv.arg(round_id);
+            self.call(&inv, Some(fence)).await.map(|_| ())
+        })
+        .await?;
+        let mut inv = self.invocation(&self.finish, home, Some(fence));
         inv.key(self.room_key(&fence.game_id, "round"))
-            .key(self.round_key(round_id));
+            .key(self.round_key(home, round_id));
         inv.arg(round_id);
         self.call(&inv, Some(fence)).await.map(|_| ())
     }
@@ -786,38 +995,87 @@ impl Ledger for RedisLedger {
         let Some(expected) = self.identity.get() else {
             return Ok(());
         };
-        match self.current_identity().await? {
-            Some(id) if &id == expected => Ok(()),
-            found => Err(LedgerError::IdentityLost(format!(
-                "{} holds {found:?}, this engine started on {expected:?}",
-                self.identity_key(),
-            ))),
+        for (shard, found) in self.shard_identities().await?.into_iter().enumerate() {
+            if found.as_ref() != Some(expected) {
+                return Err(LedgerError::IdentityLost(format!(
+                    "{} holds {found:?}, this engine started on {expected:?}",
+                    self.shard_identity_key(shard as u16),
+                )));
+            }
         }
+        Ok(())
     }
 
     async fn sync(&self) -> Result<(), LedgerError> {
         if !self.waitaof.load(Ordering::Acquire) {
             return Ok(());
         }
-        // Waits until this connection's writes so far are fsynced by the server itself
-        // (numlocal 1, no replicas asked for), at most a second.
-        let (local, _replicas): (i64, i64) = redis::cmd("WAITAOF")
-            .arg(1)
-            .arg(0)
-            .arg(1_000)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        if local < 1 {
+        if self.layout.is_sharded() {
+            // WAITAOF answers for the connection it runs on; a cluster connection's writes went
+            // to several nodes, so each shard's node is asked (by a key of the shard).
+            return self
+                .each_shard(|shard| self.waitaof_on(Some(shard)))
+                .await
+                .map(|_| ());
+        }
+        self.waitaof_on(None).await
+    }
+}
+
+impl RedisLedger {
+    /// `WAITAOF 1 0 1000` on the node of `shard` (or the single Redis): this connection's
+    /// writes so far are fsynced by that node itself, at most a second.
+    async fn waitaof_on(&self, shard: Option<u16>) -> Result<(), LedgerError> {
+        let cmd = {
+            let mut c = redis::cmd("WAITAOF");
+            c.arg(1).arg(0).arg(1_000);
+            c
+        };
+        let reply: (i64, i64) = self.query_on(shard, &cmd).await?;
+        if reply.0 < 1 {
             return Err(LedgerError::Unavailable(
                 "the ledger's AOF was not fsynced within 1 s".into(),
             ));
         }
         Ok(())
     }
-}
 
-impl RedisLedger {
+    /// Runs `cmd` on the node that holds `shard` (on a cluster; elsewhere on the one Redis).
+    pub(super) async fn query_on<T: redis::FromRedisValue>(
+        &self,
+        shard: Option<u16>,
+        cmd: &redis::Cmd,
+    ) -> Result<T, LedgerError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        match (shard, &self.conn) {
+            (Some(shard), Conn::Cluster(c)) => {
+                let slot = super::layout::cluster_slot(&self.key(shard, "ledger:seq"));
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(slot, SlotAddr::Master),
+                ));
+                let v = c
+                    .clone()
+                    .route_command(cmd.clone(), route)
+                    .await
+                    .map_err(unavailable)?;
+                redis::from_redis_value(v).map_err(corrupt)
+            }
+            _ => cmd.query_async(&mut self.conn()).await.map_err(unavailable),
+        }
+    }
+
+    /// Every shard's identity marker, in shard order.
+    pub(super) async fn shard_identities(&self) -> Result<Vec<Option<String>>, LedgerError> {
+        self.each_shard(|shard| async move {
+            redis::cmd("GET")
+                .arg(self.shard_identity_key(shard))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
     /// Runs the batch settle script: one reply per bet, or the guard's refusal for all.
     async fn settle_replies(
         &self,

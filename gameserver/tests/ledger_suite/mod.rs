@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use gameserver::ledger::Entry;
 use gameserver::ledger::{
     user_account, BetState, EntryKind, Ledger, LedgerError, Outcome, Placed, RoundState,
     SettleItem, Transfer, Wager, HOUSE, TREASURY,
@@ -114,10 +115,36 @@ pub async fn transfers_validate_and_are_idempotent(ledger: Arc<dyn Ledger>, max_
     assert_eq!(total(l).await, 0);
 
     let entries = l.entries(0, 100).await.unwrap();
-    assert_eq!(entries.len(), 2);
-    assert_eq!(entries[0].seq, 1);
-    assert_eq!(entries[1].seq, 2);
-    assert_eq!(l.entries(1, 100).await.unwrap()[0].key, "dep-max");
+    let mut keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["dep-1", "dep-max"]);
+    assert_numbered(&entries);
+    let at = |key: &str| {
+        entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| (e.shard, e.seq))
+    };
+    let (first, second) = (at("dep-1").unwrap(), at("dep-max").unwrap());
+    if first.0 == second.0 {
+        assert!(first.1 < second.1, "applied in order");
+    }
+    // `after` leaves out exactly the entries numbered up to it.
+    let later: Vec<Entry> = entries.iter().filter(|e| e.seq > 1).cloned().collect();
+    assert_eq!(l.entries(1, 100).await.unwrap(), later);
+}
+
+/// Each audit stream (one per ledger shard; one in all on a single store) numbers its entries
+/// 1, 2, 3, … in the order they were applied.
+pub fn assert_numbered(entries: &[Entry]) {
+    let mut next: HashMap<u16, u64> = HashMap::new();
+    let mut by_stream: Vec<&Entry> = entries.iter().collect();
+    by_stream.sort_by_key(|e| e.shard);
+    for e in by_stream {
+        let n = next.entry(e.shard).or_insert(1);
+        assert_eq!(e.seq, *n, "entry {} of stream {}", e.key, e.shard);
+        *n += 1;
+    }
 }
 
 pub async fn bets_have_one_final_outcome(ledger: Arc<dyn Ledger>) {

@@ -2,9 +2,12 @@
 //! optionally persisted with AOF, so that a SIGKILL and a restart keep its data.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fleet;
 pub mod proxy;
 
+#[allow(unused_imports)]
+pub use cluster::RedisCluster;
 #[allow(unused_imports)]
 pub use proxy::FaultProxy;
 

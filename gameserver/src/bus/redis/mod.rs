@@ -151,6 +151,15 @@ impl RedisBus {
     /// Connect lazily (Redis may be down at start) and start the subscriber task. Must be called
     /// inside a Tokio runtime.
     pub fn connect(cfg: RedisBusConfig) -> Result<Arc<Self>, BusError> {
+        if crate::redisx::is_cluster(&cfg.url) {
+            // The bus's scripts span a room's keys and the fleet-wide sets, and engines read
+            // many rooms' streams in one call: none of it is laid out for hash slots yet.
+            return Err(BusError::Protocol(
+                "the bus runs on a single Redis (--redis-url redis://…); a Redis Cluster is \
+                 taken by the ledger only (--ledger-redis-url redis+cluster://…)"
+                    .into(),
+            ));
+        }
         let conn = crate::redisx::manager(&cfg.url).map_err(unavailable)?;
         let blocking = crate::redisx::blocking_manager(&cfg.url).map_err(unavailable)?;
         let client = redis::Client::open(cfg.url.as_str()).map_err(unavailable)?;
