@@ -53,6 +53,8 @@ pub struct Tally {
     pub settle: Mutex<Option<Histogram<u64>>>,
     /// Close → `resumed` (µs).
     pub resume: Mutex<Option<Histogram<u64>>>,
+    /// `join_game` sent → `game_joined` received, per room joined (µs).
+    pub join: Mutex<Option<Histogram<u64>>>,
     /// Bets sent and not yet settled or rejected, across the worker's players.
     pub outstanding: std::sync::atomic::AtomicI64,
     /// Players that have stopped and counted their end state.
@@ -64,7 +66,7 @@ impl Tally {
         f(&mut self.report.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn latency(slot: &Mutex<Option<Histogram<u64>>>, micros: u64) {
+    pub(super) fn latency(slot: &Mutex<Option<Histogram<u64>>>, micros: u64) {
         let mut h = slot.lock().unwrap_or_else(|e| e.into_inner());
         let h = h.get_or_insert_with(super::report::new_histogram);
         record(h, micros);
@@ -178,6 +180,8 @@ pub struct Session {
     /// Set after the first resume: from then on a frame at or before the known position is
     /// a duplicate delivery.
     resumed_once: bool,
+    /// How long each `join_game` of the first join took to be answered (µs).
+    pub join_us: Vec<u64>,
 }
 
 /// Open the socket and get the player authenticated and into its room.
@@ -210,7 +214,9 @@ async fn join_inner(p: &Player, token: &str, s: &mut Session) -> Result<Ws, Conn
     s.inbox = authed.inbox.as_ref().and_then(Pos::from_json);
     s.rooms.clear();
     for room in &p.rooms {
+        let asked = Instant::now();
         let joined = join_room(&mut ws, room).await?;
+        s.join_us.push(asked.elapsed().as_micros() as u64);
         let pos = joined.position.map(|p| Pos {
             offset: p.offset,
             epoch: p.epoch,

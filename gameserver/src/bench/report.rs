@@ -59,6 +59,9 @@ pub struct WorkerReport {
     pub resilience: Resilience,
     #[serde(default)]
     pub resume: Samples,
+    /// `join_game` → `game_joined` (µs), each room of each player's first join.
+    #[serde(default)]
+    pub join: Samples,
 }
 
 /// Drain/reconnect/resume counters (with `--resume`) and the exactly-once bet accounting.
@@ -157,6 +160,8 @@ pub struct Report {
     pub resilience: Resilience,
     /// Close → `resumed`, per reconnect.
     pub resume: Percentiles,
+    /// `join_game` → `game_joined`, per room joined while connecting.
+    pub join: Percentiles,
     /// Server resident memory before connecting and with every connection up (KiB).
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_connected: Option<u64>,
@@ -171,6 +176,7 @@ impl Report {
         let mut ack = new_histogram();
         let mut settle = new_histogram();
         let mut resume = new_histogram();
+        let mut join = new_histogram();
         let mut r = Report {
             connections_requested,
             workers: workers.len(),
@@ -190,6 +196,7 @@ impl Report {
             w.ack.add_to(&mut ack);
             w.settle.add_to(&mut settle);
             w.resume.add_to(&mut resume);
+            w.join.add_to(&mut join);
             r.resilience.add(&w.resilience);
         }
         let per_sec = |n: u64| {
@@ -206,6 +213,7 @@ impl Report {
         r.ack = Percentiles::of(&ack);
         r.settle = Percentiles::of(&settle);
         r.resume = Percentiles::of(&resume);
+        r.join = Percentiles::of(&join);
         r
     }
 
@@ -252,6 +260,7 @@ impl Report {
             self.settles_per_sec,
             self.bets_rejected
         ));
+        s.push_str(&format!("game_joined: {}\n", p(&self.join)));
         s.push_str(&format!("bet ack:     {}\n", p(&self.ack)));
         s.push_str(&format!("bet settle:  {}\n", p(&self.settle)));
         let x = &self.resilience;
@@ -319,6 +328,7 @@ mod tests {
             connected,
             events: latencies_us.len() as u64,
             delivery: Samples::from_histogram(&h),
+            join: Samples::from_histogram(&h),
             measured_secs: 2.0,
             bets_rejected: BTreeMap::from([("ROUND_CLOSED".to_string(), 1)]),
             ..WorkerReport::default()
@@ -334,6 +344,7 @@ mod tests {
         assert_eq!(r.events_received, 100);
         assert_eq!(r.events_per_sec, 50.0);
         assert_eq!(r.delivery.count, 100);
+        assert_eq!(r.join, r.delivery, "join latencies merge the same way");
         assert!((r.delivery.p50_ms - 1.0).abs() < 0.01, "{:?}", r.delivery);
         assert!(r.delivery.p99_ms >= 49.9, "{:?}", r.delivery);
         assert!((r.delivery.max_ms - 90.0).abs() < 0.1, "{:?}", r.delivery);

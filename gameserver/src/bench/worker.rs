@@ -82,6 +82,9 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
         tokio::spawn(async move {
             match client::join(&player).await {
                 Ok((ws, session)) => {
+                    for us in &session.join_us {
+                        Tally::latency(&tally.join, *us);
+                    }
                     let _ = up.send(Ok(()));
                     client::play(ws, player, session, tally, phase, bet, resume).await;
                 }
@@ -184,6 +187,7 @@ impl Tally {
         r.ack = samples(&self.ack);
         r.settle = samples(&self.settle);
         r.resume = samples(&self.resume);
+        r.join = samples(&self.join);
         r
     }
 }
