@@ -103,7 +103,6 @@ pub struct Cluster {
     addr: SocketAddr,
     kubeconfig: PathBuf,
     temp_dir: Option<PathBuf>,
-    api: Arc<ApiServer>,
     logs: Arc<LogStore>,
     audit: Arc<AuditLog>,
     kubelet: Arc<Kubelet>,
@@ -170,7 +169,6 @@ impl Cluster {
             addr,
             kubeconfig,
             temp_dir,
-            api,
             logs,
             audit,
             kubelet,
@@ -185,11 +183,6 @@ impl Cluster {
 
     pub fn api_url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// The in-process API (for white-box tests).
-    pub fn api(&self) -> &Arc<ApiServer> {
-        &self.api
     }
 
     pub async fn client(&self) -> Result<kube::Client, Error> {

@@ -9,7 +9,6 @@ mod runtime;
 
 pub use logs::LogStore;
 pub use node::Kubelet;
-pub use runtime::{resolve_program, split_image};
 
 use crate::ctx::Ctx;
 use crate::meta::meta_str;

@@ -6,30 +6,30 @@
 //! Services as loopback TCP proxies, and Service names for pods through a
 //! per-pod `/etc/hosts` (as root). Not a Kubernetes distribution.
 
-pub mod apiserver;
+mod apiserver;
 pub mod audit;
-pub mod cel;
+mod cel;
 mod cluster;
-pub mod controllers;
-pub mod ctx;
-pub mod defaults;
-pub mod discovery;
-pub mod error;
-pub mod events;
-pub mod http;
-pub mod ipalloc;
-pub mod kubelet;
+mod controllers;
+mod ctx;
+mod defaults;
+mod discovery;
+mod error;
+mod events;
+mod http;
+mod ipalloc;
+mod kubelet;
 mod locate;
-pub mod merge;
-pub mod meta;
-pub mod openapi;
-pub mod protobuf;
-pub mod proxy;
-pub mod registry;
-pub mod schema;
-pub mod selector;
-pub mod ssa;
-pub mod store;
-pub mod table;
+mod merge;
+mod meta;
+mod openapi;
+mod protobuf;
+mod proxy;
+mod registry;
+mod schema;
+mod selector;
+mod ssa;
+mod store;
+mod table;
 
 pub use cluster::{Cluster, ClusterConfig, Error};

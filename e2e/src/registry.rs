@@ -53,10 +53,6 @@ impl ResourceDef {
         }
     }
 
-    pub fn group_version(&self) -> (String, String) {
-        (self.group.clone(), self.version.clone())
-    }
-
     /// True for events.k8s.io Events, which are a view on core Events.
     pub fn is_events_v1_view(&self) -> bool {
         self.group == "events.k8s.io"
@@ -392,13 +388,6 @@ impl Registry {
         self.all()
             .into_iter()
             .find(|d| d.group == group && d.version == version && d.plural == plural)
-    }
-
-    /// Finds a resource by apiVersion and kind (used to resolve owner references).
-    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<ResourceDef> {
-        self.all()
-            .into_iter()
-            .find(|d| d.api_version() == api_version && d.kind == kind)
     }
 
     /// The group/version pairs served, in discovery order (core first).

@@ -123,10 +123,6 @@ impl LabelSelector {
         Self(reqs)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn matches_map(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|r| match r {
             Req::Eq(k, v) => labels.get(k) == Some(v),

@@ -13,16 +13,6 @@ pub enum ChangeKind {
     Deleted,
 }
 
-impl ChangeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::Added => "ADDED",
-            ChangeKind::Modified => "MODIFIED",
-            ChangeKind::Deleted => "DELETED",
-        }
-    }
-}
-
 /// One committed write.
 #[derive(Debug)]
 pub struct Change {
@@ -90,10 +80,6 @@ impl Store {
         // A panic while holding the lock cannot leave the maps half-updated
         // (every mutation is a single insert/remove), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn current_rv(&self) -> u64 {
-        self.lock().rv
     }
 
     pub fn get(&self, storage: &str, ns: &str, name: &str) -> Option<Value> {
