@@ -15,19 +15,44 @@ use gameserver::bus::{BetRequest, GatewayBus, Target};
 use gameserver::ledger::{EntryKind, Ledger};
 use serde_json::{json, Value};
 use support::fleet::{
-    engine_command, engine_process, engine_process_with_lease, lease_owners, players_and_gateway,
-    players_and_gateway_with_ledger, redis_conn, rooms_shared_by, settlements, sigterm, Proc,
+    engine_command, engine_process_with_lease, lease_owners, players_and_gateway,
+    players_and_gateway_on, players_and_gateway_with_ledger, redis_conn, rooms_shared_by,
+    settlements, sigterm, Proc,
 };
-use support::RedisServer;
+use support::{RedisCluster, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
     let server = RedisServer::start();
+    sigkill_mid_traffic(&server, None).await;
+}
+
+/// The same with the ledger on a three-node Redis Cluster (the bus on its single Redis): the
+/// survivor recovers the killed engine's rounds from every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_an_engine_with_the_ledger_on_a_redis_cluster() {
+    let server = RedisServer::start();
+    let cluster = RedisCluster::start(3);
+    sigkill_mid_traffic(&server, Some(cluster.url())).await;
+}
+
+/// 120 bets over four rooms on two engines, one SIGKILLed after 50: every bet debited and
+/// settled once, money conserved. `ledger_url`: the engines' `LEDGER_REDIS_URL` (default: the
+/// bus's Redis).
+async fn sigkill_mid_traffic(server: &RedisServer, ledger_url: Option<String>) {
     let rooms = ["r1", "r2", "r3", "r4"];
-    let (ledger, gw, mut rx) = players_and_gateway(&server, &rooms, 100_000).await;
-    let mut conn = redis_conn(&server).await;
-    let mut doomed = engine_process(&server, "e1");
-    let mut survivor = engine_process(&server, "e2");
+    let ledger_at = ledger_url.clone().unwrap_or_else(|| server.url());
+    let (ledger, gw, mut rx) = players_and_gateway_on(server, &ledger_at, &rooms, 100_000).await;
+    let mut conn = redis_conn(server).await;
+    let engine = |id: &str| {
+        let mut cmd = engine_command(server, id, 1_000);
+        if let Some(url) = &ledger_url {
+            cmd.env("LEDGER_REDIS_URL", url);
+        }
+        Proc(cmd.spawn().unwrap())
+    };
+    let mut doomed = engine("e1");
+    let mut survivor = engine("e2");
     // Both engines run rooms before one is killed (a slow start must not make the kill moot).
     rooms_shared_by(&mut conn, &rooms, &["e1", "e2"], Duration::from_secs(30)).await;
 

@@ -20,10 +20,10 @@ use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
 use gameserver::ledger::{BetState, EntryKind, Ledger, RedisLedger};
 use serde_json::{json, Value};
 use support::fleet::{
-    engine_base, free_addr, http_get, lease_owners, metric, players_and_gateway_with_ledger,
-    redis_conn, rooms_shared_by, signal, Proc,
+    engine_base, free_addr, http_get, lease_owners, metric, players_and_gateway_on,
+    players_and_gateway_with_ledger, redis_conn, rooms_shared_by, signal, Proc,
 };
-use support::{FaultProxy, RedisServer};
+use support::{FaultProxy, RedisCluster, RedisServer};
 use tokio::sync::mpsc::Receiver;
 
 /// Bets submitted through the bus while a fault plays out: one every `every`, round-robin over
@@ -563,6 +563,74 @@ async fn an_ephemeral_ledger_redis_restarted_empty_halts_the_engines() {
     eprintln!(
         "ephemeral ledger restarted empty: engine halted, {untold} of {} bets left queued, \
          nothing written",
+        acked.len()
+    );
+    assert!(untold > 0);
+}
+
+/// (c'') One node of a three-node ledger cluster restarted empty (a node without persistence):
+/// the shards it serves forgot their money, and the engine halts instead of going on without
+/// it: nothing is written to that node, and the engine is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_cluster_node_restarted_empty_halts_the_engines() {
+    let bus = RedisServer::start();
+    let mut cluster = RedisCluster::start(3);
+    let (_, gw, rx) = players_and_gateway_on(&bus, &cluster.url(), &ROOMS, 10_000_000).await;
+    let (told, mut conn) = (listen(rx), redis_conn(&bus).await);
+    let admin = free_addr();
+    let mut cmd = engine_base(&bus.url(), "e1", LEASE_MS, &admin);
+    cmd.env("LEDGER_REDIS_URL", cluster.url())
+        .arg("--allow-ephemeral-ledger");
+    let _engine = Proc(cmd.spawn().unwrap());
+    rooms_shared_by(&mut conn, &ROOMS, &["e1"], Duration::from_secs(30)).await;
+    let flow = Flow::start(Arc::clone(&gw), "k", &ROOMS, Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let node_keys = |port: u16| async move {
+        let mut node = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("KEYS")
+            .arg("*")
+            .query_async::<Vec<String>>(&mut node)
+            .await
+            .unwrap()
+    };
+    let before = node_keys(cluster.ports[1]).await;
+    assert!(
+        before.iter().any(|k| k.ends_with(":ledger:identity")),
+        "node 1 serves ledger shards: {before:?}"
+    );
+    cluster.restart_node(1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while metric(&admin, "engine_ledger_halted").await != 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the engine went on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (acked, _) = flow.finish().await;
+    let keys = node_keys(cluster.ports[1]).await;
+    assert!(keys.is_empty(), "written to the forgotten node: {keys:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(&admin, "/readyz").await.unwrap();
+        if status == 503 && body.contains("ledger identity") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let untold = {
+        let t = told.lock().unwrap();
+        acked.iter().filter(|(_, k)| !t.contains_key(k)).count()
+    };
+    eprintln!(
+        "ledger cluster node restarted empty: engine halted, {untold} of {} bets left queued, \
+         nothing written to the node",
         acked.len()
     );
     assert!(untold > 0);

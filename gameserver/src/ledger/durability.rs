@@ -133,6 +133,9 @@ pub(crate) fn new_identity() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// How often (200 ms apart) a start-up re-reads shards that disagree before it refuses.
+const IDENTITY_SETTLE_ATTEMPTS: u32 = 10;
+
 /// The weakest of several nodes' persistence (a sharded ledger is as durable as its least
 /// durable node): AOF only if all have it, the weakest fsync policy, the oldest version.
 pub fn weakest(all: Vec<Persistence>) -> Option<Persistence> {
@@ -212,10 +215,17 @@ impl RedisLedger {
         } else {
             false
         };
-        let found = self.shard_identities().await?;
-        match agreed_identity(&found) {
-            Ok(id) => Ok((id.to_owned(), created)),
-            Err(why) => Err(LedgerError::IdentityLost(why)),
+        // Another engine starting at the same time may be between its shards: it finishes
+        // within milliseconds, a shard that lost its data stays without.
+        let mut attempts = 0;
+        loop {
+            let found = self.shard_identities().await?;
+            match agreed_identity(&found) {
+                Ok(id) => return Ok((id.to_owned(), created)),
+                Err(_) if attempts < IDENTITY_SETTLE_ATTEMPTS => attempts += 1,
+                Err(why) => return Err(LedgerError::IdentityLost(why)),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 

@@ -29,7 +29,14 @@ impl RedisCluster {
             dir,
         };
         for i in 0..n {
-            cluster.spawn(i);
+            // A port picked free may be taken before the server binds it (the ephemeral range
+            // is shared with outgoing connections): pick again.
+            let mut attempts = 0;
+            while let Err(why) = cluster.spawn(i) {
+                attempts += 1;
+                assert!(attempts < 5, "{why}");
+                cluster.ports[i] = free_port();
+            }
         }
         let nodes: Vec<String> = cluster
             .ports
@@ -61,7 +68,8 @@ impl RedisCluster {
         format!("redis+cluster://{}", nodes.join(","))
     }
 
-    fn spawn(&mut self, i: usize) {
+    /// Starts node `i`; its log when it does not come up.
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
         let port = self.ports[i];
         let node_dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&node_dir).unwrap();
@@ -80,8 +88,10 @@ impl RedisCluster {
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
+                // Long enough that a loaded test machine never has nodes declare each other failed
+                // (the cluster would refuse every command); a restarted node rejoins at once.
                 "--cluster-node-timeout",
-                "2000",
+                "15000",
                 "--save",
                 "",
                 "--appendonly",
@@ -96,12 +106,36 @@ impl RedisCluster {
         self.children[i] = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.answers(port, "PING").starts_with("+PONG") {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server {port} did not start"
-            );
+            let exited = self.children[i]
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() > deadline {
+                if let Some(mut c) = self.children[i].take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(format!(
+                    "redis-server {port} did not start: {}",
+                    std::fs::read_to_string(node_dir.join("log")).unwrap_or_default()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
+    }
+
+    /// SIGKILL node `i` and start it again on the same port and cluster config: it keeps its
+    /// slots and comes back empty (the nodes keep no data on disk), like a cluster node
+    /// restarted without persistence.
+    pub fn restart_node(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Err(why) = self.spawn(i) {
+            panic!("{why}");
+        }
+        self.wait_ok();
     }
 
     /// Every node sees every slot served.

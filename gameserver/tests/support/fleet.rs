@@ -91,7 +91,17 @@ pub async fn players_and_gateway_with_ledger(
     rooms: &[&str],
     balance: i64,
 ) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
-    let ledger = RedisLedger::connect(&ledger_server.url(), "gf").unwrap();
+    players_and_gateway_on(server, &ledger_server.url(), rooms, balance).await
+}
+
+/// [`players_and_gateway`] with the ledger at `ledger_url` (a single Redis or a cluster).
+pub async fn players_and_gateway_on(
+    server: &RedisServer,
+    ledger_url: &str,
+    rooms: &[&str],
+    balance: i64,
+) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
+    let ledger = RedisLedger::connect(ledger_url, "gf").unwrap();
     for u in 0..8 {
         ledger
             .transfer(&Transfer {
