@@ -275,14 +275,32 @@ impl PodRt {
         );
     }
 
+    /// Starts a container, or notes why it could not start (retried later).
     fn start(&self, idx: usize, c: &mut Ctr) {
+        let Some((program, mut cmd)) = self.command(c) else {
+            return;
+        };
+        match cmd.spawn() {
+            Ok(child) => self.running(idx, c, child),
+            Err(e) => {
+                let msg = format!("starting {}: {e}", program.display());
+                c.state = State::Waiting("RunContainerError".into(), msg.clone());
+                c.next_start = Instant::now() + Duration::from_secs(2);
+                self.event(EventType::Warning, Reason::Failed, &msg);
+            }
+        }
+    }
+
+    /// The container's program and its process setup (environment, own
+    /// process group, the pod's hosts file); `None` when it cannot be built.
+    fn command(&self, c: &mut Ctr) -> Option<(PathBuf, Command)> {
         let env = match build_env(&self.k, &self.ctx, &self.pod, &c.spec, &self.ip) {
             Ok(e) => e,
             Err(msg) => {
                 c.state = State::Waiting("CreateContainerConfigError".into(), msg.clone());
                 c.next_start = Instant::now() + Duration::from_secs(1);
                 self.event(EventType::Warning, Reason::Failed, &format!("Error: {msg}"));
-                return;
+                return None;
             }
         };
         let command: Vec<String> = str_list(&c.spec["command"])
@@ -300,7 +318,7 @@ impl PodRt {
                 c.state = State::Waiting("ErrImagePull".into(), msg.clone());
                 c.next_start = Instant::now() + Duration::from_secs(2);
                 self.event(EventType::Warning, Reason::Failed, &msg);
-                return;
+                return None;
             }
         };
         args = argv;
@@ -344,68 +362,63 @@ impl PodRt {
                 Ok(())
             });
         }
-        match cmd.spawn() {
-            Ok(mut child) => {
-                let pid = child.id().map(|p| p as i32);
-                if let Some(pg) = pid {
-                    self.k
-                        .pgids
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(pg);
+        Some((program, cmd))
+    }
+
+    /// A container whose process started: its logs captured, its probes running.
+    fn running(&self, idx: usize, c: &mut Ctr, mut child: Child) {
+        let pid = child.id().map(|p| p as i32);
+        if let Some(pg) = pid {
+            self.k
+                .pgids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(pg);
+        }
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = self.k.logs.clone();
+            let (ns, name) = (self.ns.clone(), self.name.clone());
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.append(&ns, &name, &line);
                 }
-                for out in [
-                    child
-                        .stdout
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                    child
-                        .stderr
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    let logs = self.k.logs.clone();
-                    let (ns, name) = (self.ns.clone(), self.name.clone());
-                    tokio::spawn(async move {
-                        let mut lines = BufReader::new(out).lines();
-                        while let Ok(Some(line)) = lines.next_line().await {
-                            logs.append(&ns, &name, &line);
-                        }
-                    });
-                }
-                c.child = Some(child);
-                c.pgid = pid;
-                c.state = State::Running(now());
-                c.ready = c.spec.get("readinessProbe").is_none();
-                self.event(
-                    EventType::Normal,
-                    Reason::Started,
-                    &format!("Started container {}", c.name),
-                );
-                for (key, kind) in [
-                    ("readinessProbe", ProbeKind::Readiness),
-                    ("livenessProbe", ProbeKind::Liveness),
-                ] {
-                    if let Some(p) = c.spec.get(key).cloned() {
-                        c.probes.push(tokio::spawn(probe_loop(
-                            p,
-                            c.spec.clone(),
-                            self.ip.clone(),
-                            idx,
-                            kind,
-                            self.probe_tx.clone(),
-                        )));
-                    }
-                }
-            }
-            Err(e) => {
-                let msg = format!("starting {}: {e}", program.display());
-                c.state = State::Waiting("RunContainerError".into(), msg.clone());
-                c.next_start = Instant::now() + Duration::from_secs(2);
-                self.event(EventType::Warning, Reason::Failed, &msg);
+            });
+        }
+        c.child = Some(child);
+        c.pgid = pid;
+        c.state = State::Running(now());
+        c.ready = c.spec.get("readinessProbe").is_none();
+        self.event(
+            EventType::Normal,
+            Reason::Started,
+            &format!("Started container {}", c.name),
+        );
+        for (key, kind) in [
+            ("readinessProbe", ProbeKind::Readiness),
+            ("livenessProbe", ProbeKind::Liveness),
+        ] {
+            if let Some(p) = c.spec.get(key).cloned() {
+                c.probes.push(tokio::spawn(probe_loop(
+                    p,
+                    c.spec.clone(),
+                    self.ip.clone(),
+                    idx,
+                    kind,
+                    self.probe_tx.clone(),
+                )));
             }
         }
     }
