@@ -351,7 +351,7 @@ pub struct RedisSpec {
     pub url_secret_ref: Option<SecretKeyRef>,
     /// A separate Redis for the ledger (balances, bet records, rounds, audit stream), passed to
     /// engines as `LEDGER_REDIS_URL`; the one above then carries only the bus. Unset: one Redis
-    /// for both.
+    /// for both. May be a Redis Cluster: `redis+cluster://h1:6379,h2:6379,h3:6379`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<RedisEndpoint>,
     /// Let engines run their ledger on a Redis without AOF persistence (development and tests
@@ -366,11 +366,13 @@ pub struct RedisSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.urlSecretRef)").message("redis.ledger: set exactly one of url or urlSecretRef"))]
 pub struct RedisEndpoint {
-    /// Redis URL, e.g. `redis://ledger-redis:6379`.
+    /// Redis URL, e.g. `redis://ledger-redis:6379`, or a Redis Cluster's nodes,
+    /// `redis+cluster://[user:pass@]ledger-0:6379,ledger-1:6379` (any of them; the rest are
+    /// learned from the cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub url: Option<String>,
-    /// Secret key holding the Redis URL.
+    /// Secret key holding the Redis URL (either form; use it when the URL carries a password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_secret_ref: Option<SecretKeyRef>,
 }

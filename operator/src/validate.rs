@@ -70,19 +70,23 @@ impl Problems {
         }
     }
 
-    /// A Redis URL given as exactly one of `url` or `urlSecretRef`.
-    fn redis(&mut self, field: &str, url: Option<&str>, secret: Option<&SecretKeyRef>) {
+    /// A Redis URL given as exactly one of `url` or `urlSecretRef`; `cluster_ok` also takes a
+    /// Redis Cluster (`redis+cluster://`).
+    fn redis(
+        &mut self,
+        field: &str,
+        url: Option<&str>,
+        secret: Option<&SecretKeyRef>,
+        cluster_ok: bool,
+    ) {
         match (url, secret) {
             (Some(_), Some(_)) => {
                 self.add(field, "set exactly one of url or urlSecretRef, got both")
             }
             (None, None) => self.add(field, "set exactly one of url or urlSecretRef, got neither"),
             (Some(url), None) => {
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    self.add(
-                        format!("{field}.url"),
-                        format!("must start with redis:// or rediss://, got {url:?}"),
-                    );
+                if let Err(why) = check_redis_url(url, cluster_ok) {
+                    self.add(format!("{field}.url"), why);
                 }
             }
             (None, Some(r)) => self.secret_ref(&format!("{field}.urlSecretRef"), r),
@@ -133,6 +137,49 @@ impl Problems {
 }
 
 /// Checks a spec; `Err` lists every problem, not only the first.
+/// Cluster URLs list their nodes: `redis+cluster://[user:pass@]h1:p1,h2:p2`.
+const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// What a Redis URL must look like (a single Redis; with `cluster_ok` also a cluster's node
+/// list). The bus runs on a single Redis only: its scripts and stream reads are not laid out
+/// for hash slots.
+pub fn check_redis_url(url: &str, cluster_ok: bool) -> Result<(), String> {
+    if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+        if !cluster_ok {
+            return Err(format!(
+                "the bus runs on a single Redis (redis:// or rediss://); a Redis Cluster \
+                 ({CLUSTER_SCHEME}) can hold the ledger only (redis.ledger), got {url:?}"
+            ));
+        }
+        let hosts = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let bad: Vec<&str> = hosts
+            .trim_end_matches('/')
+            .split(',')
+            .map(str::trim)
+            .filter(|h| {
+                h.rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            })
+            .collect();
+        if !bad.is_empty() {
+            return Err(format!(
+                "a cluster URL lists its nodes as host:port separated by commas \
+                 ({CLUSTER_SCHEME}h1:6379,h2:6379), got {bad:?} in {url:?}"
+            ));
+        }
+        return Ok(());
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(());
+    }
+    let schemes = if cluster_ok {
+        "redis://, rediss:// or redis+cluster://"
+    } else {
+        "redis:// or rediss://"
+    };
+    Err(format!("must start with {schemes}, got {url:?}"))
+}
+
 pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
     let mut p = Problems::default();
 
@@ -218,9 +265,15 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
         "redis",
         spec.redis.url.as_deref(),
         spec.redis.url_secret_ref.as_ref(),
+        false,
     );
     if let Some(l) = &spec.redis.ledger {
-        p.redis("redis.ledger", l.url.as_deref(), l.url_secret_ref.as_ref());
+        p.redis(
+            "redis.ledger",
+            l.url.as_deref(),
+            l.url_secret_ref.as_ref(),
+            true,
+        );
     }
     p.secret_ref("auth.jwtSecretRef", &spec.auth.jwt_secret_ref);
     if let Some(r) = &spec.auth.admin_token_secret_ref {
@@ -529,6 +582,29 @@ mod tests {
             text.contains("spec.rooms.namePattern: is not a regular expression:"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_redis_cluster_holds_the_ledger_but_not_the_bus() {
+        let mut s = spec();
+        s.redis.ledger = Some(crate::crd::RedisEndpoint {
+            url: Some("redis+cluster://ledger-0:6379,ledger-1:6379,ledger-2:6379".into()),
+            url_secret_ref: None,
+        });
+        assert_eq!(validate(&s), Ok(()));
+        assert_eq!(
+            check_redis_url("redis+cluster://:pw@a:1,b:2/", true),
+            Ok(())
+        );
+        let e = check_redis_url("redis+cluster://a:1,b", true).unwrap_err();
+        assert!(e.contains("[\"b\"]"), "{e}");
+        assert!(check_redis_url("redis+cluster://", true).is_err());
+        assert!(check_redis_url("http://a", true)
+            .unwrap_err()
+            .contains("redis+cluster://"));
+        s.redis.url = Some("redis+cluster://a:1,b:2".into());
+        let e = validate(&s).unwrap_err().to_string();
+        assert!(e.contains("redis.url") && e.contains("ledger only"), "{e}");
     }
 
     #[test]
