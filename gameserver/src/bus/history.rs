@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Target;
+use super::types::Target;
 
 /// Where a frame sits in its stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use prometheus::{IntCounter, IntGauge, Registry};
+use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::Script;
 
-use super::{lease, lock, unavailable, RedisBus, RedisBusConfig};
-use crate::bus::{BetRequest, BusError, Delivery, EngineBus, MarkedNotice, QueuedBet};
+use super::conn::unavailable;
+use super::{keys, lease, presence};
+use crate::bus::{BetRequest, BusError, QueuedBet};
+use crate::sync::lock;
 
 const GROUP: &str = "engines";
 
@@ -56,7 +58,17 @@ impl EngineBusMetrics {
     }
 }
 
+/// The engine side of [`super::RedisBus`]: its `EngineBus` calls are handed here, but for
+/// publishing (which goes through the histories, as a gateway's does).
 pub(super) struct EngineSide {
+    /// Namespace for every key (the bus's prefix).
+    prefix: String,
+    /// A bet pending this long with a consumer is taken over.
+    claim_idle: Duration,
+    lease_ttl: Duration,
+    conn: ConnectionManager,
+    /// Only for blocking stream reads.
+    blocking: ConnectionManager,
     /// Lease value and consumer name: unique to this process.
     owner: String,
     owned: Mutex<BTreeMap<String, u64>>,
@@ -79,14 +91,27 @@ pub(super) struct EngineSide {
 }
 
 impl EngineSide {
-    pub(super) fn new(cfg: &RedisBusConfig) -> prometheus::Result<Self> {
+    /// `node_id` names this process; `conn` serves every command but the blocking reads.
+    pub(super) fn new(
+        node_id: &str,
+        prefix: String,
+        claim_idle: Duration,
+        lease_ttl: Duration,
+        conn: ConnectionManager,
+        blocking: ConnectionManager,
+    ) -> prometheus::Result<Self> {
         let mut nonce = [0u8; 6];
         // Uniqueness across restarts of the same node id; the time is a fallback.
         if getrandom::fill(&mut nonce).is_err() {
             nonce.copy_from_slice(&crate::redisx::now_ms().to_be_bytes()[2..]);
         }
         Ok(Self {
-            owner: format!("{}-{}", cfg.node_id, hex::encode(nonce)),
+            prefix,
+            claim_idle,
+            lease_ttl,
+            conn,
+            blocking,
+            owner: format!("{node_id}-{}", hex::encode(nonce)),
             owned: Mutex::new(BTreeMap::new()),
             valid_until: Mutex::new(HashMap::new()),
             lost: Mutex::new(Vec::new()),
@@ -100,21 +125,19 @@ impl EngineSide {
             metrics: EngineBusMetrics::new()?,
         })
     }
-}
 
-impl RedisBus {
     fn owned_rooms(&self) -> Vec<String> {
-        lock(&self.engine.owned).keys().cloned().collect()
+        lock(&self.owned).keys().cloned().collect()
     }
 
     async fn ensure_group(&self, game_id: &str) -> Result<(), BusError> {
-        if lock(&self.engine.groups).contains(game_id) {
+        if lock(&self.groups).contains(game_id) {
             return Ok(());
         }
         // From id 0: bets submitted before any engine read this room are not skipped.
         let r = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(Self::bets_key(&self.cfg.prefix, game_id))
+            .arg(keys::bets_key(&self.prefix, game_id))
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -125,7 +148,7 @@ impl RedisBus {
             Err(e) if e.code() == Some("BUSYGROUP") => {}
             Err(e) => return Err(unavailable(e)),
         }
-        lock(&self.engine.groups).insert(game_id.to_owned());
+        lock(&self.groups).insert(game_id.to_owned());
         Ok(())
     }
 
@@ -170,10 +193,10 @@ impl RedisBus {
         let mut out = Vec::new();
         for game_id in rooms {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(Self::bets_key(&self.cfg.prefix, game_id))
+                .arg(keys::bets_key(&self.prefix, game_id))
                 .arg(GROUP)
-                .arg(&self.engine.owner)
-                .arg(self.cfg.claim_idle.as_millis() as u64)
+                .arg(&self.owner)
+                .arg(self.claim_idle.as_millis() as u64)
                 .arg("0-0")
                 .arg("COUNT")
                 .arg(max)
@@ -181,10 +204,7 @@ impl RedisBus {
                 .await
                 .map_err(unavailable)?;
             if !reply.claimed.is_empty() {
-                self.engine
-                    .metrics
-                    .claimed
-                    .inc_by(reply.claimed.len() as u64);
+                self.metrics.claimed.inc_by(reply.claimed.len() as u64);
                 tracing::info!(game_id, n = reply.claimed.len(), "took over stale bets");
             }
             self.collect(game_id, &reply.claimed, true, &mut out).await;
@@ -199,17 +219,17 @@ impl RedisBus {
     /// read here are handed off, and its room task is told to stop.
     fn lose(&self, room: &str) {
         if self.stop_owning(room) {
-            lock(&self.engine.lost).push(room.to_owned());
+            lock(&self.lost).push(room.to_owned());
         }
     }
 
     /// No longer own `room` here; its bets read by this engine are handed off on the next
     /// refreshes. True if it was owned.
     fn stop_owning(&self, room: &str) -> bool {
-        let was_owned = lock(&self.engine.owned).remove(room).is_some();
-        lock(&self.engine.valid_until).remove(room);
+        let was_owned = lock(&self.owned).remove(room).is_some();
+        lock(&self.valid_until).remove(room);
         if was_owned {
-            lock(&self.engine.released).insert(room.to_owned(), RELEASE_HAND_OFF_PASSES);
+            lock(&self.released).insert(room.to_owned(), RELEASE_HAND_OFF_PASSES);
         }
         was_owned
     }
@@ -220,10 +240,9 @@ impl RedisBus {
         for room in rooms {
             let sent = Instant::now();
             let kept: i64 = self
-                .engine
                 .renew
-                .key(format!("{}:lease:{room}", self.cfg.prefix))
-                .arg(&self.engine.owner)
+                .key(format!("{}:lease:{room}", self.prefix))
+                .arg(&self.owner)
                 .arg(ttl)
                 .invoke_async(&mut conn)
                 .await
@@ -232,8 +251,7 @@ impl RedisBus {
                 self.lose(room);
                 tracing::warn!(room, "room lease lost");
             } else {
-                lock(&self.engine.valid_until)
-                    .insert(room.clone(), sent + Duration::from_millis(ttl));
+                lock(&self.valid_until).insert(room.clone(), sent + Duration::from_millis(ttl));
             }
         }
         Ok(())
@@ -247,7 +265,7 @@ impl RedisBus {
     /// Make this engine's pending entries of a room look long idle, so the next owner's first
     /// claim pass takes them (they were read but never taken into the ledger).
     async fn hand_off_pending(&self, game_id: &str) -> Result<usize, BusError> {
-        let key = Self::bets_key(&self.cfg.prefix, game_id);
+        let key = keys::bets_key(&self.prefix, game_id);
         let mut conn = self.conn.clone();
         let mut total = 0;
         let mut start = "-".to_owned();
@@ -258,7 +276,7 @@ impl RedisBus {
                 .arg(&start)
                 .arg("+")
                 .arg(HAND_OFF_BATCH)
-                .arg(&self.engine.owner)
+                .arg(&self.owner)
                 .query_async(&mut conn)
                 .await
             {
@@ -275,7 +293,7 @@ impl RedisBus {
             redis::cmd("XCLAIM")
                 .arg(&key)
                 .arg(GROUP)
-                .arg(&self.engine.owner)
+                .arg(&self.owner)
                 .arg(0)
                 .arg(&ids)
                 .arg("IDLE")
@@ -293,7 +311,7 @@ impl RedisBus {
 
     /// One hand-off pass over the recently released rooms.
     async fn hand_off_released(&self) {
-        let rooms: Vec<String> = lock(&self.engine.released).keys().cloned().collect();
+        let rooms: Vec<String> = lock(&self.released).keys().cloned().collect();
         for room in rooms {
             // A failed pass is not retried beyond the pass count: such entries are still
             // claimed once idle for `claim_idle`.
@@ -302,7 +320,7 @@ impl RedisBus {
                 Ok(n) => tracing::debug!(room, n, "bets of a released room handed off"),
                 Err(e) => tracing::debug!(room, error = %e, "hand-off pass failed"),
             }
-            let mut released = lock(&self.engine.released);
+            let mut released = lock(&self.released);
             if let Some(left) = released.get_mut(&room) {
                 *left = left.saturating_sub(1);
                 if *left == 0 {
@@ -313,22 +331,23 @@ impl RedisBus {
     }
 
     fn game_of_key<'a>(&self, key: &'a str) -> &'a str {
-        key.strip_prefix(&format!("{}:bets:", self.cfg.prefix))
+        key.strip_prefix(&format!("{}:bets:", self.prefix))
             .unwrap_or(key)
     }
-}
 
-#[async_trait]
-impl EngineBus for RedisBus {
-    async fn next_bets(&self, max: usize, wait: Duration) -> Result<Vec<QueuedBet>, BusError> {
+    pub(super) async fn next_bets(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<QueuedBet>, BusError> {
         let rooms = self.owned_rooms();
         if rooms.is_empty() {
             tokio::time::sleep(wait).await;
             return Ok(Vec::new());
         }
         let claim_due = {
-            let mut last = lock(&self.engine.last_claim);
-            let due = last.is_none_or(|t| t.elapsed() >= self.cfg.claim_idle / 2);
+            let mut last = lock(&self.last_claim);
+            let due = last.is_none_or(|t| t.elapsed() >= self.claim_idle / 2);
             if due {
                 *last = Some(Instant::now());
             }
@@ -343,14 +362,14 @@ impl EngineBus for RedisBus {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
-            .arg(&self.engine.owner)
+            .arg(&self.owner)
             .arg("COUNT")
             .arg(max)
             .arg("BLOCK")
             .arg(wait.as_millis().max(1) as u64)
             .arg("STREAMS");
         for g in &rooms {
-            cmd.arg(Self::bets_key(&self.cfg.prefix, g));
+            cmd.arg(keys::bets_key(&self.prefix, g));
         }
         for _ in &rooms {
             cmd.arg(">");
@@ -360,7 +379,7 @@ impl EngineBus for RedisBus {
             Ok(r) => r,
             Err(e) if e.code() == Some("NOGROUP") => {
                 // Redis lost the groups (restart): create them again.
-                lock(&self.engine.groups).clear();
+                lock(&self.groups).clear();
                 for g in &rooms {
                     self.ensure_group(g).await?;
                 }
@@ -376,13 +395,13 @@ impl EngineBus for RedisBus {
         Ok(out)
     }
 
-    async fn ack_bet(&self, delivery_id: &str) -> Result<(), BusError> {
+    pub(super) async fn ack_bet(&self, delivery_id: &str) -> Result<(), BusError> {
         let Some((game_id, id)) = delivery_id.split_once('\n') else {
             return Err(BusError::Protocol(format!(
                 "bad delivery id {delivery_id:?}"
             )));
         };
-        let key = Self::bets_key(&self.cfg.prefix, game_id);
+        let key = keys::bets_key(&self.prefix, game_id);
         // Acknowledged entries are deleted too, so a stream's length is its backlog.
         redis::pipe()
             .cmd("XACK")
@@ -399,7 +418,7 @@ impl EngineBus for RedisBus {
             .map_err(unavailable)
     }
 
-    async fn ack_bets(&self, delivery_ids: &[String]) -> Result<(), BusError> {
+    pub(super) async fn ack_bets(&self, delivery_ids: &[String]) -> Result<(), BusError> {
         let mut by_room: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for d in delivery_ids {
             let Some((game_id, id)) = d.split_once('\n') else {
@@ -410,7 +429,7 @@ impl EngineBus for RedisBus {
         // One pipeline: per room, one XACK and one XDEL for all its entries.
         let mut pipe = redis::pipe();
         for (game_id, ids) in &by_room {
-            let key = Self::bets_key(&self.cfg.prefix, game_id);
+            let key = keys::bets_key(&self.prefix, game_id);
             pipe.cmd("XACK").arg(&key).arg(GROUP).arg(ids).ignore();
             pipe.cmd("XDEL").arg(&key).arg(ids).ignore();
         }
@@ -419,37 +438,22 @@ impl EngineBus for RedisBus {
             .map_err(unavailable)
     }
 
-    async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
-        self.publish_delivery(&delivery).await
-    }
-
-    async fn publish_outcomes(&self, notices: Vec<MarkedNotice>) -> Result<(), BusError> {
-        self.histories
-            .publish_marked(&mut self.conn.clone(), &notices)
-            .await
-    }
-
-    fn redelivers(&self) -> bool {
-        true
-    }
-
-    async fn give_up(&self, game_id: &str) -> Result<(), BusError> {
+    pub(super) async fn give_up(&self, game_id: &str) -> Result<(), BusError> {
         self.stop_owning(game_id);
         self.hand_off_pending(game_id).await?;
         let _: i64 = self
-            .engine
             .release
-            .key(format!("{}:lease:{game_id}", self.cfg.prefix))
-            .arg(&self.engine.owner)
+            .key(format!("{}:lease:{game_id}", self.prefix))
+            .arg(&self.owner)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
-    fn lost_rooms(&self) -> Vec<String> {
+    pub(super) fn lost_rooms(&self) -> Vec<String> {
         let now = Instant::now();
-        let expired: Vec<String> = lock(&self.engine.valid_until)
+        let expired: Vec<String> = lock(&self.valid_until)
             .iter()
             .filter(|(_, until)| **until <= now)
             .map(|(room, _)| room.clone())
@@ -458,29 +462,26 @@ impl EngineBus for RedisBus {
             tracing::warn!(room, "room lease not renewed within its lifetime");
             self.lose(&room);
         }
-        std::mem::take(&mut *lock(&self.engine.lost))
+        std::mem::take(&mut *lock(&self.lost))
     }
 
-    async fn begin_drain(&self) -> Result<(), BusError> {
-        self.engine.draining.store(true, Ordering::Release);
+    pub(super) async fn begin_drain(&self) -> Result<(), BusError> {
+        self.draining.store(true, Ordering::Release);
         // Out of the live set, so the other engines' fair share grows to cover these rooms.
         redis::cmd("ZREM")
-            .arg(format!("{}:engines", self.cfg.prefix))
-            .arg(&self.engine.owner)
+            .arg(format!("{}:engines", self.prefix))
+            .arg(&self.owner)
             .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
 
-    async fn stand_down(&self) -> Result<(), BusError> {
-        self.engine.draining.store(true, Ordering::Release);
-        let p = &self.cfg.prefix;
+    pub(super) async fn stand_down(&self) -> Result<(), BusError> {
+        self.draining.store(true, Ordering::Release);
+        let p = &self.prefix;
         let mut conn = self.conn.clone();
         let mut first_error = None;
-        let recent: Vec<String> = lock(&self.engine.released)
-            .drain()
-            .map(|(r, _)| r)
-            .collect();
+        let recent: Vec<String> = lock(&self.released).drain().map(|(r, _)| r).collect();
         for room in recent {
             if let Err(e) = self.hand_off_pending(&room).await {
                 first_error.get_or_insert(e);
@@ -497,29 +498,25 @@ impl EngineBus for RedisBus {
                 }
             }
             let r: Result<i64, _> = self
-                .engine
                 .release
                 .key(format!("{p}:lease:{room}"))
-                .arg(&self.engine.owner)
+                .arg(&self.owner)
                 .invoke_async(&mut conn)
                 .await;
             match r {
                 Ok(_) => {
-                    lock(&self.engine.owned).remove(&room);
-                    lock(&self.engine.valid_until).remove(&room);
+                    lock(&self.owned).remove(&room);
+                    lock(&self.valid_until).remove(&room);
                 }
                 Err(e) => {
                     first_error.get_or_insert(unavailable(e));
                 }
             }
         }
-        self.engine
-            .metrics
-            .leases
-            .set(self.owned_rooms().len() as i64);
+        self.metrics.leases.set(self.owned_rooms().len() as i64);
         let r = redis::cmd("ZREM")
             .arg(format!("{p}:engines"))
-            .arg(&self.engine.owner)
+            .arg(&self.owner)
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable);
@@ -530,21 +527,20 @@ impl EngineBus for RedisBus {
     }
 
     /// Renew, release and acquire room leases, then return the rooms this engine owns.
-    async fn active_rooms(&self) -> Result<Vec<String>, BusError> {
-        let p = &self.cfg.prefix;
+    /// `live_rooms` is the presence script listing the rooms with live members.
+    pub(super) async fn active_rooms(&self, live_rooms: &Script) -> Result<Vec<String>, BusError> {
+        let p = &self.prefix;
         let now = crate::redisx::now_ms();
-        let ttl = self.cfg.lease_ttl.as_millis() as u64;
-        if self.engine.draining.load(Ordering::Acquire) {
+        let ttl = self.lease_ttl.as_millis() as u64;
+        if self.draining.load(Ordering::Acquire) {
             // Only keep the rooms whose rounds are finishing.
             self.renew_owned(ttl).await?;
             return Ok(self.owned_rooms());
         }
         // Rooms with live members (expired presence is pruned on the way).
-        let rooms: BTreeSet<String> = self
-            .presence_scripts
-            .live_rooms
+        let rooms: BTreeSet<String> = live_rooms
             .key(format!("{p}:rooms"))
-            .arg(super::presence::key_prefix(p))
+            .arg(presence::key_prefix(p))
             .invoke_async::<Vec<String>>(&mut self.conn.clone())
             .await
             .map_err(unavailable)?
@@ -554,7 +550,7 @@ impl EngineBus for RedisBus {
             .cmd("ZADD")
             .arg(format!("{p}:engines"))
             .arg(now)
-            .arg(&self.engine.owner)
+            .arg(&self.owner)
             .ignore()
             .cmd("ZREMRANGEBYSCORE")
             .arg(format!("{p}:engines"))
@@ -567,16 +563,15 @@ impl EngineBus for RedisBus {
             .await
             .map(|(n,)| n)
             .map_err(unavailable)?;
-        let owned = lock(&self.engine.owned).clone();
-        let plan = lease::plan(&self.engine.owner, &owned, &rooms, engines);
+        let owned = lock(&self.owned).clone();
+        let plan = lease::plan(&self.owner, &owned, &rooms, engines);
         let mut conn = self.conn.clone();
         for room in &plan.release {
             self.stop_owning(room);
             let _: i64 = self
-                .engine
                 .release
                 .key(format!("{p}:lease:{room}"))
-                .arg(&self.engine.owner)
+                .arg(&self.owner)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -591,23 +586,21 @@ impl EngineBus for RedisBus {
             }
             let sent = Instant::now();
             let token: u64 = self
-                .engine
                 .acquire
                 .key(format!("{p}:lease:{room}"))
                 .key(format!("{p}:fence:{room}"))
-                .arg(&self.engine.owner)
+                .arg(&self.owner)
                 .arg(ttl)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
             if token > 0 {
                 self.ensure_group(room).await?;
-                lock(&self.engine.owned).insert(room.clone(), token);
-                lock(&self.engine.valid_until)
-                    .insert(room.clone(), sent + Duration::from_millis(ttl));
-                lock(&self.engine.released).remove(room);
+                lock(&self.owned).insert(room.clone(), token);
+                lock(&self.valid_until).insert(room.clone(), sent + Duration::from_millis(ttl));
+                lock(&self.released).remove(room);
                 // Claim what a previous owner left pending without waiting for the next pass.
-                *lock(&self.engine.last_claim) = None;
+                *lock(&self.last_claim) = None;
                 budget -= 1;
                 tracing::info!(room, token, "room lease acquired");
             }
@@ -616,15 +609,15 @@ impl EngineBus for RedisBus {
         if !rooms.is_empty() {
             let mut pipe = redis::pipe();
             for room in &rooms {
-                pipe.cmd("XLEN").arg(Self::bets_key(p, room));
+                pipe.cmd("XLEN").arg(keys::bets_key(p, room));
             }
             let lens: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-            self.engine.metrics.backlog.set(lens.iter().sum());
+            self.metrics.backlog.set(lens.iter().sum());
         } else {
-            self.engine.metrics.backlog.set(0);
+            self.metrics.backlog.set(0);
         }
         let owned = self.owned_rooms();
-        self.engine.metrics.leases.set(owned.len() as i64);
+        self.metrics.leases.set(owned.len() as i64);
         Ok(owned)
     }
 }

@@ -15,7 +15,8 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use super::{unavailable, RedisBus};
+use super::conn::unavailable;
+use super::keys;
 use crate::bus::history::{self, Entry, HistoryLimits, Position, Recovery};
 use crate::bus::{BusError, Delivery, MarkedNotice, Target};
 
@@ -199,7 +200,7 @@ impl Histories {
             inv.key(meta)
                 .key(stream)
                 .key(format!("{}:sent:{}", self.prefix, n.key));
-            inv.arg(RedisBus::channel(&self.prefix, &n.delivery.target))
+            inv.arg(keys::channel(&self.prefix, &n.delivery.target))
                 .arg(payload)
                 .arg(self.limits.entries_for(&n.delivery.target))
                 .arg(if n.only_if_unsent { "once" } else { "mark" });

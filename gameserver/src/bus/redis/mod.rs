@@ -19,8 +19,10 @@
 //! Every Redis failure surfaces as [`BusError::Unavailable`]; connections are re-established in
 //! the background.
 
+mod conn;
 mod engine;
 mod history;
+mod keys;
 pub mod lease;
 mod presence;
 mod pubsub;
@@ -33,8 +35,13 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
+use self::conn::unavailable;
 use super::history::HistoryLimits;
-use super::{BetRequest, Bound, BusError, Delivery, GatewayBus, Position, Recovery, Target};
+use super::{
+    BetRequest, Bound, BusError, Delivery, EngineBus, GatewayBus, MarkedNotice, Position,
+    QueuedBet, Recovery, Target,
+};
+use crate::sync::lock;
 
 /// How a process joins the Redis bus.
 #[derive(Clone, Debug)]
@@ -120,18 +127,12 @@ pub fn claim_idle(lease_ttl: Duration, result_pause: Duration) -> Duration {
 /// than this, so they are claimed at once whatever the configuration.
 pub const MAX_CLAIM_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-pub(crate) fn unavailable(e: redis::RedisError) -> BusError {
-    BusError::Unavailable(e.to_string())
-}
-
 /// Deliveries queued towards the gateway before the subscriber waits.
 const DELIVERY_QUEUE: usize = 16_384;
 
 pub struct RedisBus {
     cfg: RedisBusConfig,
     conn: ConnectionManager,
-    /// Only for blocking stream reads.
-    blocking: ConnectionManager,
     presence_scripts: presence::Scripts,
     submit: redis::Script,
     /// Stops the presence refresher when the bus is dropped.
@@ -144,8 +145,6 @@ pub struct RedisBus {
     engine: engine::EngineSide,
     histories: history::Histories,
 }
-
-pub(crate) use crate::sync::lock;
 
 impl RedisBus {
     /// Connect lazily (Redis may be down at start) and start the subscriber task. Must be called
@@ -183,11 +182,18 @@ impl RedisBus {
             presence_stop.clone(),
         );
         Ok(Arc::new(Self {
-            engine: engine::EngineSide::new(&cfg).map_err(|e| BusError::Protocol(e.to_string()))?,
+            engine: engine::EngineSide::new(
+                &cfg.node_id,
+                cfg.prefix.clone(),
+                cfg.claim_idle,
+                cfg.lease_ttl,
+                conn.clone(),
+                blocking,
+            )
+            .map_err(|e| BusError::Protocol(e.to_string()))?,
             histories: history::Histories::new(cfg.prefix.clone(), cfg.history.clone()),
             cfg,
             conn,
-            blocking,
             presence_scripts: presence::Scripts::new(),
             submit: redis::Script::new(SUBMIT_BET),
             _presence: presence_stop.drop_guard(),
@@ -207,25 +213,13 @@ impl RedisBus {
         format!("{}:{name}", self.cfg.prefix)
     }
 
-    pub(crate) fn bets_key(prefix: &str, game_id: &str) -> String {
-        format!("{prefix}:bets:{game_id}")
-    }
-
-    pub(crate) fn channel(prefix: &str, target: &Target) -> String {
-        match target {
-            Target::Room(g) => format!("{prefix}:room:{g}"),
-            Target::User(u) => format!("{prefix}:user:{u}"),
-            Target::All => format!("{prefix}:all"),
-        }
-    }
-
     /// Publishes a delivery; room and user frames are appended to their history first (in
     /// the same atomic step).
     async fn publish_delivery(&self, delivery: &Delivery) -> Result<(), BusError> {
         self.histories
             .publish(
                 &mut self.conn.clone(),
-                Self::channel(&self.cfg.prefix, &delivery.target),
+                keys::channel(&self.cfg.prefix, &delivery.target),
                 delivery,
             )
             .await
@@ -275,7 +269,7 @@ impl GatewayBus for RedisBus {
                 bet.user_id.len(),
                 bet.user_id
             )))
-            .key(Self::bets_key(&self.cfg.prefix, &bet.game_id))
+            .key(keys::bets_key(&self.cfg.prefix, &bet.game_id))
             .arg(self.cfg.bets_per_user_per_second)
             .arg(self.cfg.max_bet_backlog)
             .arg(json)
@@ -296,7 +290,7 @@ impl GatewayBus for RedisBus {
 
     async fn subscribe_room(&self, game_id: &str) -> Result<(), BusError> {
         self.subscriber
-            .subscribe(Self::channel(
+            .subscribe(keys::channel(
                 &self.cfg.prefix,
                 &Target::Room(game_id.into()),
             ))
@@ -306,7 +300,7 @@ impl GatewayBus for RedisBus {
 
     async fn unsubscribe_room(&self, game_id: &str) -> Result<(), BusError> {
         self.subscriber
-            .unsubscribe(Self::channel(
+            .unsubscribe(keys::channel(
                 &self.cfg.prefix,
                 &Target::Room(game_id.into()),
             ))
@@ -369,7 +363,7 @@ impl GatewayBus for RedisBus {
 
     async fn subscribe_user(&self, user_id: &str) -> Result<(), BusError> {
         self.subscriber
-            .subscribe(Self::channel(
+            .subscribe(keys::channel(
                 &self.cfg.prefix,
                 &Target::User(user_id.into()),
             ))
@@ -379,7 +373,7 @@ impl GatewayBus for RedisBus {
 
     async fn unsubscribe_user(&self, user_id: &str) -> Result<(), BusError> {
         self.subscriber
-            .unsubscribe(Self::channel(
+            .unsubscribe(keys::channel(
                 &self.cfg.prefix,
                 &Target::User(user_id.into()),
             ))
@@ -412,14 +406,57 @@ impl GatewayBus for RedisBus {
     }
 }
 
-/// Re-add this gateway's memberships (after Redis lost them).
-pub(crate) async fn restore_presence(
-    conn: &mut ConnectionManager,
-    prefix: &str,
-    ttl: Duration,
-    members: &Mutex<HashMap<String, HashSet<String>>>,
-) -> Result<(), BusError> {
-    presence::refresh(conn, prefix, ttl, members).await
+/// The engine side lives in [`engine`]; deliveries go through the histories, as a gateway's do.
+#[async_trait]
+impl EngineBus for RedisBus {
+    async fn next_bets(&self, max: usize, wait: Duration) -> Result<Vec<QueuedBet>, BusError> {
+        self.engine.next_bets(max, wait).await
+    }
+
+    async fn ack_bet(&self, delivery_id: &str) -> Result<(), BusError> {
+        self.engine.ack_bet(delivery_id).await
+    }
+
+    async fn ack_bets(&self, delivery_ids: &[String]) -> Result<(), BusError> {
+        self.engine.ack_bets(delivery_ids).await
+    }
+
+    async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
+        self.publish_delivery(&delivery).await
+    }
+
+    async fn publish_outcomes(&self, notices: Vec<MarkedNotice>) -> Result<(), BusError> {
+        self.histories
+            .publish_marked(&mut self.conn.clone(), &notices)
+            .await
+    }
+
+    fn redelivers(&self) -> bool {
+        true
+    }
+
+    async fn give_up(&self, game_id: &str) -> Result<(), BusError> {
+        self.engine.give_up(game_id).await
+    }
+
+    fn lost_rooms(&self) -> Vec<String> {
+        self.engine.lost_rooms()
+    }
+
+    async fn begin_drain(&self) -> Result<(), BusError> {
+        self.engine.begin_drain().await
+    }
+
+    async fn stand_down(&self) -> Result<(), BusError> {
+        self.engine.stand_down().await
+    }
+
+    /// Renew, release and acquire room leases, then return the rooms this engine owns.
+    async fn active_rooms(&self) -> Result<Vec<String>, BusError> {
+        self.engine
+            .active_rooms(&self.presence_scripts.live_rooms)
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
-use super::{lock, unavailable};
+use super::conn::unavailable;
 use crate::bus::BusError;
+use crate::sync::lock;
 
 /// Milliseconds a presence entry lives without a refresh, unless configured.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);

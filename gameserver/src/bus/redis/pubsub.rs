@@ -17,7 +17,8 @@ use redis::aio::{ConnectionManager, PubSubSink};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{restore_presence, unavailable, RedisBus};
+use super::conn::unavailable;
+use super::{keys, presence};
 use crate::bus::{BusError, Delivery, Target};
 
 #[derive(Clone)]
@@ -117,7 +118,7 @@ impl Subscriber {
     ) -> prometheus::Result<Self> {
         let stop = CancellationToken::new();
         let state = Arc::new(tokio::sync::Mutex::new(State {
-            wanted: HashSet::from([RedisBus::channel(&prefix, &Target::All)]),
+            wanted: HashSet::from([keys::channel(&prefix, &Target::All)]),
             live: None,
         }));
         let (up_tx, up) = watch::channel(false);
@@ -334,7 +335,7 @@ async fn restore_presence_until_done(
 ) {
     let mut delay = Duration::from_millis(100);
     loop {
-        let attempt = restore_presence(&mut conn, &prefix, ttl, &members);
+        let attempt = presence::refresh(&mut conn, &prefix, ttl, &members);
         let failed = tokio::select! {
             _ = session.cancelled() => return,
             r = attempt => match r {
