@@ -15,6 +15,7 @@ pub mod durability;
 pub mod layout;
 pub mod memory;
 pub mod redis;
+mod reply;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

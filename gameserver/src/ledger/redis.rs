@@ -34,10 +34,10 @@ use redis::{Script, ScriptInvocation};
 use crate::redisx::Conn;
 
 use super::layout::{Layout, DEFAULT_CLUSTER_SHARDS};
+use super::reply::{corrupt, kind_str, parse_entry, parse_record, settlement, Reply, Tag};
 use super::{
-    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Fence, Ledger,
-    LedgerError, Outcome, Placed, Posted, RoundState, SettleItem, Settlement, Transfer, Wager,
-    HOUSE,
+    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, Fence, Ledger, LedgerError,
+    Placed, Posted, RoundState, SettleItem, Settlement, Transfer, Wager, HOUSE,
 };
 
 /// Largest balance magnitude representable exactly in Redis Lua.
@@ -138,97 +138,6 @@ fn unavailable(e: redis::RedisError) -> LedgerError {
     LedgerError::Unavailable(e.to_string())
 }
 
-fn corrupt(what: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Corrupt(what.to_string())
-}
-
-/// The audit stream refused the next entry (`ledger:seq` behind the log): nothing was written.
-fn log_refused(r: &[String]) -> LedgerError {
-    corrupt(format!(
-        "the audit stream refused the next entry, nothing was written ({})",
-        r.get(1).map_or("", String::as_str)
-    ))
-}
-
-fn kind_str(kind: EntryKind) -> &'static str {
-    match kind {
-        EntryKind::Bet => "bet",
-        EntryKind::Payout => "payout",
-        EntryKind::Deposit => "deposit",
-        EntryKind::Withdrawal => "withdrawal",
-    }
-}
-
-fn parse_kind(s: &str) -> Result<EntryKind, LedgerError> {
-    Ok(match s {
-        "bet" => EntryKind::Bet,
-        "payout" => EntryKind::Payout,
-        "deposit" => EntryKind::Deposit,
-        "withdrawal" => EntryKind::Withdrawal,
-        other => return Err(corrupt(format!("entry kind {other:?}"))),
-    })
-}
-
-fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, LedgerError> {
-    s.parse()
-        .map_err(|_| corrupt(format!("{what} is not a number: {s:?}")))
-}
-
-/// Entries are stored as JSON arrays of strings (Lua cannot print 64-bit integers in JSON);
-/// `shard` is the stream the entry was read from.
-fn parse_entry(text: &str, shard: u16) -> Result<Entry, LedgerError> {
-    let f: Vec<String> = serde_json::from_str(text).map_err(corrupt)?;
-    let [seq, key, kind, from, to, amount, fb, tb, at, memo] = f.as_slice() else {
-        return Err(corrupt(format!("entry {text}")));
-    };
-    Ok(Entry {
-        seq: num(seq, "seq")?,
-        key: key.clone(),
-        kind: parse_kind(kind)?,
-        from: from.clone(),
-        to: to.clone(),
-        amount: num(amount, "amount")?,
-        from_balance: num(fb, "balance")?,
-        to_balance: num(tb, "balance")?,
-        at_ms: num(at, "time")?,
-        memo: memo.clone(),
-        shard,
-    })
-}
-
-/// A bet record from its hash fields (flat name/value list).
-fn parse_record(fields: &[String]) -> Result<BetRecord, LedgerError> {
-    let get = |name: &str| {
-        fields
-            .chunks_exact(2)
-            .find(|p| p[0] == name)
-            .map(|p| p[1].as_str())
-    };
-    let need = |name: &str| get(name).ok_or_else(|| corrupt(format!("bet record lacks {name}")));
-    let wager: Wager = serde_json::from_str(need("wager")?).map_err(corrupt)?;
-    let state = match need("state")? {
-        "pending" => BetState::Pending {
-            balance: num(need("balance")?, "balance")?,
-        },
-        "settled" => BetState::Settled {
-            roll: num(need("roll")?, "roll")?,
-            outcome: if need("outcome")? == "win" {
-                Outcome::Win
-            } else {
-                Outcome::Lose
-            },
-            payout: num(need("payout")?, "payout")?,
-            balance: num(need("balance")?, "balance")?,
-        },
-        "rejected" => BetState::Rejected {
-            reason: need("reason")?.to_owned(),
-            balance: get("balance").map(|b| num(b, "balance")).transpose()?,
-        },
-        other => return Err(corrupt(format!("bet state {other:?}"))),
-    };
-    Ok(BetRecord { wager, state })
-}
-
 /// Payouts the scripts can hold exactly.
 fn check_payout(user_id: &str, payout: i64) -> Result<(), LedgerError> {
     if payout < 0 {
@@ -238,28 +147,6 @@ fn check_payout(user_id: &str, payout: i64) -> Result<(), LedgerError> {
         return Err(LedgerError::Overflow(user_account(user_id)));
     }
     Ok(())
-}
-
-/// A settle script's answer: the record's previous state ("now" when this call settled it)
-/// and the record, or why it could not be settled.
-fn settlement(r: &[String], user_id: &str, key: &str) -> Result<Settlement, LedgerError> {
-    match r.first().map(String::as_str) {
-        Some("now") => Ok(Settlement {
-            record: parse_record(&r[1..])?,
-            now: true,
-        }),
-        Some("settled" | "rejected") => Ok(Settlement {
-            record: parse_record(&r[1..])?,
-            now: false,
-        }),
-        Some("unknown") => Err(LedgerError::UnknownBet {
-            user_id: user_id.into(),
-            key: key.into(),
-        }),
-        Some("overflow") => Err(LedgerError::Overflow(r.get(1).cloned().unwrap_or_default())),
-        Some("log") => Err(log_refused(r)),
-        _ => Err(corrupt(format!("settle script answered {r:?}"))),
-    }
 }
 
 impl RedisLedger {
@@ -368,35 +255,36 @@ impl RedisLedger {
         inv
     }
 
-    /// Runs a script whose answer is a flat list of strings; the guard's refusals become
-    /// errors here.
+    /// Runs a script whose answer is a tag and strings; the guard's refusals become errors
+    /// here.
     async fn call(
         &self,
         inv: &ScriptInvocation<'_>,
         fence: Option<&Fence>,
-    ) -> Result<Vec<String>, LedgerError> {
-        let r: Vec<String> = inv
+    ) -> Result<Reply, LedgerError> {
+        let v: redis::Value = inv
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        let r = Reply::parse(v)?;
         self.refusal(&r, fence)?;
         Ok(r)
     }
 
     /// The refusals any script may answer with instead of its own reply.
-    fn refusal(&self, r: &[String], fence: Option<&Fence>) -> Result<(), LedgerError> {
-        match (r.first().map(String::as_str), fence) {
-            (Some("identity"), _) => Err(LedgerError::IdentityLost(format!(
+    fn refusal(&self, r: &Reply, fence: Option<&Fence>) -> Result<(), LedgerError> {
+        match (r.tag, fence) {
+            (Tag::Identity, _) => Err(LedgerError::IdentityLost(format!(
                 "{} no longer holds {:?}",
                 self.identity_key(),
                 self.identity()
             ))),
-            (Some("stale"), Some(f)) => Err(LedgerError::StaleOwner {
+            (Tag::Stale, Some(f)) => Err(LedgerError::StaleOwner {
                 game_id: f.game_id.clone(),
                 epoch: f.epoch,
-                current: r.get(1).and_then(|c| c.parse().ok()).unwrap_or(0),
+                current: r.number(0, "epoch").unwrap_or(0),
             }),
-            (Some("log"), _) => Err(log_refused(r)),
+            (Tag::Log, _) => Err(r.log_refused()),
             _ => Ok(()),
         }
     }
@@ -697,14 +585,13 @@ impl Ledger for RedisLedger {
             .arg(if from_system { "1" } else { "0" })
             .arg(MAX_BALANCE);
         let r = self.call(&inv, None).await?;
-        let second = r.get(1).map_or("", String::as_str);
-        match r.first().map(String::as_str) {
-            Some("ok") => Ok(Posted {
-                entry: parse_entry(second, shard)?,
+        match r.tag {
+            Tag::Ok => Ok(Posted {
+                entry: parse_entry(r.field(0, "entry")?, shard)?,
                 duplicate: false,
             }),
-            Some("dup") => {
-                let e = parse_entry(second, shard)?;
+            Tag::Dup => {
+                let e = parse_entry(r.field(0, "entry")?, shard)?;
                 if e.from != from || e.to != to || e.amount != t.amount || e.kind != t.kind {
                     return Err(LedgerError::KeyReused(t.key.clone()));
                 }
@@ -713,13 +600,13 @@ impl Ledger for RedisLedger {
                     duplicate: true,
                 })
             }
-            Some("insufficient") => Err(LedgerError::InsufficientBalance {
+            Tag::Insufficient => Err(LedgerError::InsufficientBalance {
                 account: t.from.clone(),
-                balance: num(second, "balance")?,
+                balance: r.number(0, "balance")?,
                 needed: t.amount,
             }),
-            Some("overflow") => Err(LedgerError::Overflow(second.to_owned())),
-            _ => Err(corrupt(format!("transfer script answered {r:?}"))),
+            Tag::Overflow => Err(LedgerError::Overflow(r.field(0, "account")?.to_owned())),
+            _ => Err(r.unexpected("transfer")),
         }
     }
 
@@ -734,9 +621,9 @@ impl Ledger for RedisLedger {
         // The room's epoch key, without a staleness check: this raises it.
         let inv = self.prelude(&self.claim, home, Some(game_id), None);
         let r = self.call(&inv, Some(&fence)).await?;
-        let epoch: u64 = match (r.first().map(String::as_str), r.get(1)) {
-            (Some("ok"), Some(epoch)) => num(epoch, "epoch")?,
-            _ => return Err(corrupt(format!("claim script answered {r:?}"))),
+        let epoch: u64 = match r.tag {
+            Tag::Ok => r.number(0, "epoch")?,
+            _ => return Err(r.unexpected("claim")),
         };
         let fence = &fence;
         self.each_shard(|shard| async move {
@@ -774,20 +661,19 @@ impl Ledger for RedisLedger {
             .arg(MAX_BALANCE)
             .arg(self.stored(HOUSE, shard));
         let r = self.call(&inv, Some(fence)).await?;
-        match r.first().map(String::as_str) {
+        match r.tag {
             // The record is the wager as sent, pending: only the balance comes back.
-            Some("accepted") => {
-                let balance = num(r.get(1).map_or("", String::as_str), "balance")?;
-                Ok(Placed::Accepted(BetRecord {
-                    wager: w.clone(),
-                    state: BetState::Pending { balance },
-                }))
-            }
-            Some("existing") => Ok(Placed::Existing(parse_record(&r[1..])?)),
-            Some("insufficient") => Ok(Placed::Insufficient(parse_record(&r[1..])?)),
-            Some("closed") => Ok(Placed::RoundClosed),
-            Some("overflow") => Err(LedgerError::Overflow(r.get(1).cloned().unwrap_or_default())),
-            _ => Err(corrupt(format!("place_bet script answered {r:?}"))),
+            Tag::Accepted => Ok(Placed::Accepted(BetRecord {
+                wager: w.clone(),
+                state: BetState::Pending {
+                    balance: r.number(0, "balance")?,
+                },
+            })),
+            Tag::Existing => Ok(Placed::Existing(r.record()?)),
+            Tag::Insufficient => Ok(Placed::Insufficient(r.record()?)),
+            Tag::Closed => Ok(Placed::RoundClosed),
+            Tag::Overflow => Err(LedgerError::Overflow(r.field(0, "account")?.to_owned())),
+            _ => Err(r.unexpected("place_bet")),
         }
     }
 
@@ -861,9 +747,9 @@ impl Ledger for RedisLedger {
         inv.key(self.bet_key(&w.user_id, &w.key));
         inv.arg(wager).arg(reason);
         let r = self.call(&inv, Some(fence)).await?;
-        match r.first().map(String::as_str) {
-            Some("ok") => parse_record(&r[1..]),
-            _ => Err(corrupt(format!("reject script answered {r:?}"))),
+        match r.tag {
+            Tag::Ok => r.record(),
+            _ => Err(r.unexpected("reject")),
         }
     }
 
@@ -922,12 +808,9 @@ impl Ledger for RedisLedger {
         let mut inv = self.invocation(&self.nonce, shard, Some(fence));
         inv.key(self.room_key(&fence.game_id, "nonce"));
         let r = self.call(&inv, Some(fence)).await?;
-        match (
-            r.first().map(String::as_str),
-            r.get(1).map(|n| n.parse::<u64>()),
-        ) {
-            (Some("ok"), Some(Ok(n))) => Ok(n),
-            _ => Err(corrupt(format!("next_nonce script answered {r:?}"))),
+        match r.tag {
+            Tag::Ok => r.number(0, "nonce"),
+            _ => Err(r.unexpected("next_nonce")),
         }
     }
 
@@ -938,12 +821,10 @@ impl Ledger for RedisLedger {
         inv.key(self.room_key(&fence.game_id, "round"));
         inv.arg(json).arg(&round.round_id);
         let r = self.call(&inv, Some(fence)).await?;
-        match r.first().map(String::as_str) {
-            Some("ok") => Ok(()),
-            Some("open") => Err(LedgerError::RoundOpen(
-                r.get(1).cloned().unwrap_or_default(),
-            )),
-            _ => Err(corrupt(format!("open_round script answered {r:?}"))),
+        match r.tag {
+            Tag::Ok => Ok(()),
+            Tag::Open => Err(LedgerError::RoundOpen(r.field(0, "round id")?.to_owned())),
+            _ => Err(r.unexpected("open_round")),
         }
     }
 
@@ -1082,28 +963,29 @@ impl RedisLedger {
         inv: &ScriptInvocation<'_>,
         fence: &Fence,
         n: usize,
-    ) -> Result<Vec<Vec<String>>, LedgerError> {
+    ) -> Result<Vec<Reply>, LedgerError> {
         let v: redis::Value = inv
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let redis::Value::Array(items) = v else {
+        let redis::Value::Array(mut items) = v else {
             return Err(corrupt(format!("settle script answered {v:?}")));
         };
+        // 'ok' and one reply per bet, or a refusal's flat reply.
         let head: Option<String> = items
             .first()
             .and_then(|h| redis::from_redis_value_ref(h).ok());
-        if head.as_deref() != Some("ok") {
-            let flat: Vec<String> = items
-                .iter()
-                .filter_map(|i| redis::from_redis_value_ref(i).ok())
-                .collect();
-            self.refusal(&flat, Some(fence))?;
-            return Err(corrupt(format!("settle script answered {flat:?}")));
+        let nested = head.as_deref() == Some("ok")
+            && items.len() > 1
+            && matches!(items[1], redis::Value::Array(_));
+        if !nested {
+            let r = Reply::parse(redis::Value::Array(items))?;
+            self.refusal(&r, Some(fence))?;
+            return Err(r.unexpected("settle_many"));
         }
-        let replies = items[1..]
-            .iter()
-            .map(|i| redis::from_redis_value_ref::<Vec<String>>(i).map_err(corrupt))
+        let replies = items
+            .drain(1..)
+            .map(Reply::parse)
             .collect::<Result<Vec<_>, _>>()?;
         if replies.len() != n {
             return Err(corrupt(format!("{} replies for {n} bets", replies.len())));
