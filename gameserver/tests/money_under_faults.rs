@@ -544,11 +544,23 @@ async fn an_ephemeral_ledger_redis_restarted_empty_halts_the_engines() {
         .unwrap();
     assert!(keys.is_empty(), "written to the forgotten ledger: {keys:?}");
     // Not ready either, once the readiness grace for a lost dependency is over.
+    wait_not_ready_for_identity(&admin).await;
+    let untold = untold(&told, &acked);
+    eprintln!(
+        "ephemeral ledger restarted empty: engine halted, {untold} of {} bets left queued, \
+         nothing written",
+        acked.len()
+    );
+    assert!(untold > 0);
+}
+
+/// Waits (at most 10 s) until the engine's `/readyz` says 503 for its ledger identity.
+async fn wait_not_ready_for_identity(admin: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, body) = http_get(&admin, "/readyz").await.unwrap();
+        let (status, body) = http_get(admin, "/readyz").await.unwrap();
         if status == 503 && body.contains("ledger identity") {
-            break;
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -556,16 +568,12 @@ async fn an_ephemeral_ledger_redis_restarted_empty_halts_the_engines() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let untold = {
-        let t = told.lock().unwrap();
-        acked.iter().filter(|(_, k)| !t.contains_key(k)).count()
-    };
-    eprintln!(
-        "ephemeral ledger restarted empty: engine halted, {untold} of {} bets left queued, \
-         nothing written",
-        acked.len()
-    );
-    assert!(untold > 0);
+}
+
+/// How many acknowledged bets' players were never told.
+fn untold(told: &Told, acked: &[(String, String)]) -> usize {
+    let t = told.lock().unwrap();
+    acked.iter().filter(|(_, k)| !t.contains_key(k)).count()
 }
 
 /// (c'') One node of a three-node ledger cluster restarted empty (a node without persistence):
@@ -612,22 +620,8 @@ async fn a_ledger_cluster_node_restarted_empty_halts_the_engines() {
     let (acked, _) = flow.finish().await;
     let keys = node_keys(cluster.ports[1]).await;
     assert!(keys.is_empty(), "written to the forgotten node: {keys:?}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = http_get(&admin, "/readyz").await.unwrap();
-        if status == 503 && body.contains("ledger identity") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still ready: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let untold = {
-        let t = told.lock().unwrap();
-        acked.iter().filter(|(_, k)| !t.contains_key(k)).count()
-    };
+    wait_not_ready_for_identity(&admin).await;
+    let untold = untold(&told, &acked);
     eprintln!(
         "ledger cluster node restarted empty: engine halted, {untold} of {} bets left queued, \
          nothing written to the node",

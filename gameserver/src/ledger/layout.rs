@@ -56,10 +56,6 @@ impl Layout {
         0..self.shards
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The shard of a player (by user id).
     pub fn user_shard(&self, user_id: &str) -> u16 {
         self.shard_of(user_id.as_bytes())
@@ -109,18 +105,6 @@ impl Layout {
             format!("{account}:s{shard}")
         }
     }
-
-    /// The system account a stored account name belongs to (`house:s3` → `house`), or the name
-    /// itself.
-    pub fn owner_account<'a>(&self, stored: &'a str) -> &'a str {
-        if self.shards == 1 || stored.starts_with("user:") {
-            return stored;
-        }
-        match stored.rsplit_once(":s") {
-            Some((owner, n)) if n.parse::<u16>().is_ok() => owner,
-            _ => stored,
-        }
-    }
 }
 
 /// FNV-1a: stable across processes and versions (the std hasher is neither).
@@ -165,7 +149,6 @@ mod tests {
         assert_eq!(l.user_shard("alice"), 0);
         assert_eq!(l.room_shard("dice-1"), 0);
         assert_eq!(l.sub_account("house", 0), "house");
-        assert_eq!(l.owner_account("house"), "house");
         assert_eq!(Layout::sharded("gf", 0), l);
     }
 
@@ -199,13 +182,10 @@ mod tests {
     }
 
     #[test]
-    fn sub_accounts_name_their_owner() {
+    fn sub_accounts_name_their_shard() {
         let l = Layout::sharded("gf", 4);
         assert_eq!(l.sub_account("house", 3), "house:s3");
-        assert_eq!(l.owner_account("house:s3"), "house");
-        assert_eq!(l.owner_account("treasury:s0"), "treasury");
-        assert_eq!(l.owner_account("user:bob:s1"), "user:bob:s1");
-        assert_eq!(l.owner_account("house:sx"), "house:sx");
+        assert_eq!(l.sub_account("treasury", 0), "treasury:s0");
     }
 
     #[test]

@@ -547,21 +547,19 @@ pub struct Trimmed {
 impl Ledger for RedisLedger {
     /// A system account's balance is the sum of its sub-accounts in every shard.
     async fn balance(&self, account: &str) -> Result<i64, LedgerError> {
-        let shards: Vec<u16> = match self.layout.account_shard(account) {
-            Some(shard) => vec![shard],
-            None => self.layout.all().collect(),
-        };
-        let mut total = 0i64;
-        for shard in shards {
+        let balance_in = |shard: u16| async move {
             let v: Option<i64> = redis::cmd("HGET")
                 .arg(self.key(shard, "ledger:balances"))
                 .arg(self.stored(account, shard))
                 .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            total += v.unwrap_or(0);
+            Ok(v.unwrap_or(0))
+        };
+        match self.layout.account_shard(account) {
+            Some(shard) => balance_in(shard).await,
+            None => Ok(self.each_shard(balance_in).await?.into_iter().sum()),
         }
-        Ok(total)
     }
 
     async fn transfer(&self, t: &Transfer) -> Result<Posted, LedgerError> {
