@@ -115,21 +115,40 @@ pub fn connect(url: &str) -> redis::RedisResult<Conn> {
     if !is_cluster(url) {
         return manager(url).map(Conn::Single);
     }
+    let client = cluster_builder(url)?.build()?;
+    Ok(Conn::Cluster(
+        client.get_pending_async_connection_with_config(cluster_config()),
+    ))
+}
+
+/// A cluster connection that receives shard-channel messages (`SSUBSCRIBE`) on `pushes`. It
+/// speaks RESP3 (pushes need it) and subscribes its channels again after a node comes back.
+pub fn cluster_pubsub(
+    url: &str,
+    pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
+    let client = cluster_builder(url)?
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(pushes)
+        .build()?;
+    Ok(client.get_pending_async_connection_with_config(cluster_config()))
+}
+
+fn cluster_builder(url: &str) -> redis::RedisResult<redis::cluster::ClusterClientBuilder> {
     let nodes = cluster_nodes(url).map_err(|e| {
         redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "cluster URL", e))
     })?;
-    let client = redis::cluster::ClusterClient::builder(nodes)
+    Ok(redis::cluster::ClusterClient::builder(nodes)
         .connection_timeout(Duration::from_secs(1))
         .response_timeout(Duration::from_secs(2))
         .retries(3)
-        .max_retry_wait(500)
-        .build()?;
-    let config = redis::cluster::ClusterConfig::new()
+        .max_retry_wait(500))
+}
+
+fn cluster_config() -> redis::cluster::ClusterConfig {
+    redis::cluster::ClusterConfig::new()
         .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(Duration::from_secs(2));
-    Ok(Conn::Cluster(
-        client.get_pending_async_connection_with_config(config),
-    ))
+        .set_response_timeout(Duration::from_secs(2))
 }
 
 #[cfg(test)]

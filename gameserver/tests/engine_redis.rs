@@ -17,12 +17,12 @@ use gameserver::ledger::{
     RoundState, Settlement, Transfer, Wager,
 };
 use serde_json::{json, Value};
-use support::RedisServer;
+use support::{RedisCluster, RedisServer};
 use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
-fn bus_cfg(server: &RedisServer, node: &str) -> RedisBusConfig {
-    bus_cfg_url(&server.url(), node)
+fn bus_cfg(url: &str, node: &str) -> RedisBusConfig {
+    bus_cfg_url(url, node)
 }
 
 fn bus_cfg_url(url: &str, node: &str) -> RedisBusConfig {
@@ -39,8 +39,8 @@ struct Gateway {
     rx: Receiver<Delivery>,
 }
 
-async fn gateway(server: &RedisServer, node: &str, rooms: &[&str]) -> Gateway {
-    let bus = RedisBus::connect(bus_cfg(server, node)).unwrap();
+async fn gateway(url: &str, node: &str, rooms: &[&str]) -> Gateway {
+    let bus = RedisBus::connect(bus_cfg(url, node)).unwrap();
     let rx = bus.take_deliveries().unwrap();
     for room in rooms {
         bus.subscribe_room(room).await.unwrap();
@@ -81,22 +81,22 @@ impl Engine {
     }
 }
 
-fn start_engine(server: &RedisServer, node: &str) -> Engine {
-    start_engine_with(server, node, |l| Arc::new(l))
+fn start_engine(url: &str, node: &str) -> Engine {
+    start_engine_with(url, node, |l| Arc::new(l))
 }
 
 /// An engine whose ledger is `wrap`ped (to stop it at a chosen step).
 fn start_engine_with(
-    server: &RedisServer,
+    url: &str,
     node: &str,
     wrap: impl FnOnce(RedisLedger) -> Arc<dyn Ledger> + Send + 'static,
 ) -> Engine {
-    start_engine_wrapped(server, node, |b| b as Arc<dyn EngineBus>, wrap)
+    start_engine_wrapped(url, node, |b| b as Arc<dyn EngineBus>, wrap)
 }
 
 /// An engine whose bus and ledger are wrapped.
 fn start_engine_wrapped(
-    server: &RedisServer,
+    url: &str,
     node: &str,
     wrap_bus: impl FnOnce(Arc<RedisBus>) -> Arc<dyn EngineBus> + Send + 'static,
     wrap: impl FnOnce(RedisLedger) -> Arc<dyn Ledger> + Send + 'static,
@@ -110,7 +110,7 @@ fn start_engine_wrapped(
     let stop = CancellationToken::new();
     let (tx, done) = tokio::sync::oneshot::channel();
     let (url, node, reg, token) = (
-        server.url(),
+        url.to_owned(),
         node.to_owned(),
         registry.clone(),
         stop.clone(),
@@ -168,8 +168,8 @@ async fn next(rx: &mut Receiver<Delivery>) -> (Target, Value) {
     (d.target.clone(), serde_json::from_str(&d.frame).unwrap())
 }
 
-async fn ledger_total(server: &RedisServer) -> (i64, usize) {
-    let l = RedisLedger::connect(&server.url(), "gf").unwrap();
+async fn ledger_total(url: &str) -> (i64, usize) {
+    let l = RedisLedger::connect(url, "gf").unwrap();
     let total = l.accounts().await.unwrap().iter().map(|(_, b)| b).sum();
     let stakes = l
         .entries(0, 1_000_000)
@@ -183,12 +183,21 @@ async fn ledger_total(server: &RedisServer) -> (i64, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_on_three_gateways_see_every_event_once() {
-    let server = RedisServer::start();
+    players_on_three_gateways_see_every_event_once_on(&RedisServer::start().url()).await;
+}
+
+/// The same on a three-node Redis Cluster, bus and ledger alike: each room's frames go over its shard channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_three_gateways_see_every_event_once_on_a_redis_cluster() {
+    players_on_three_gateways_see_every_event_once_on(&RedisCluster::start(3).url()).await;
+}
+
+async fn players_on_three_gateways_see_every_event_once_on(url: &str) {
     let mut gws = Vec::new();
     for i in 0..3 {
-        gws.push(gateway(&server, &format!("gw{i}"), &["g1"]).await);
+        gws.push(gateway(url, &format!("gw{i}"), &["g1"]).await);
     }
-    let engine = start_engine(&server, "e1");
+    let engine = start_engine(url, "e1");
     // Per gateway: how often each (event, roundId) arrived, over three rounds.
     for gw in gws.iter_mut() {
         let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -224,15 +233,24 @@ async fn players_on_three_gateways_see_every_event_once() {
         }
     }
     engine.stop().await;
-    assert_eq!(ledger_total(&server).await, (0, 1));
+    assert_eq!(ledger_total(url).await, (0, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_bet_through_two_gateways_debits_once() {
-    let server = RedisServer::start();
-    let mut a = gateway(&server, "gwa", &["g1"]).await;
-    let b = gateway(&server, "gwb", &["g1"]).await;
-    let engine = start_engine(&server, "e1");
+    the_same_bet_through_two_gateways_debits_once_on(&RedisServer::start().url()).await;
+}
+
+/// The same with bus and ledger on a three-node Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bet_through_two_gateways_debits_once_on_a_redis_cluster() {
+    the_same_bet_through_two_gateways_debits_once_on(&RedisCluster::start(3).url()).await;
+}
+
+async fn the_same_bet_through_two_gateways_debits_once_on(url: &str) {
+    let mut a = gateway(url, "gwa", &["g1"]).await;
+    let b = gateway(url, "gwb", &["g1"]).await;
+    let engine = start_engine(url, "e1");
     let (a_bus, b_bus) = (a.bus.clone(), b.bus.clone());
     let x = bet("bo", "dup", "g1");
     let (r1, r2) = tokio::join!(a_bus.submit_bet(&x), b_bus.submit_bet(&x));
@@ -253,17 +271,27 @@ async fn the_same_bet_through_two_gateways_debits_once() {
     }
     assert_eq!(settled.len(), 1, "{settled:?}");
     engine.stop().await;
-    assert_eq!(ledger_total(&server).await, (0, 1));
+    assert_eq!(ledger_total(url).await, (0, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_engine_s_rooms_move_and_every_bet_settles_once() {
-    let server = RedisServer::start();
+    a_crashed_engine_s_rooms_move_and_every_bet_settles_once_on(&RedisServer::start().url()).await;
+}
+
+/// The same with bus and ledger on a three-node Redis Cluster: rooms in different slots move, their streams polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_engine_s_rooms_move_and_every_bet_settles_once_on_a_redis_cluster() {
+    a_crashed_engine_s_rooms_move_and_every_bet_settles_once_on(&RedisCluster::start(3).url())
+        .await;
+}
+
+async fn a_crashed_engine_s_rooms_move_and_every_bet_settles_once_on(url: &str) {
     let rooms = ["r1", "r2", "r3", "r4"];
-    let mut gw = gateway(&server, "gw", &rooms).await;
-    let e1 = start_engine(&server, "e1");
+    let mut gw = gateway(url, "gw", &rooms).await;
+    let e1 = start_engine(url, "e1");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let e2 = start_engine(&server, "e2");
+    let e2 = start_engine(url, "e2");
     // Rooms spread over both engines.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !(leases(&e1) == 2 && leases(&e2) == 2) {
@@ -308,7 +336,7 @@ async fn a_crashed_engine_s_rooms_move_and_every_bet_settles_once() {
     }
     assert_eq!(leases(&e2), 4, "the survivor owns every room");
     e2.stop().await;
-    let (total, stakes) = ledger_total(&server).await;
+    let (total, stakes) = ledger_total(url).await;
     assert_eq!(total, 0, "money conserved");
     assert_eq!(stakes, keys.len(), "every bet debited exactly once");
 }
@@ -316,8 +344,8 @@ async fn a_crashed_engine_s_rooms_move_and_every_bet_settles_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_is_survived() {
     let mut server = RedisServer::start();
-    let mut gw = gateway(&server, "gw", &["g1"]).await;
-    let engine = start_engine(&server, "e1");
+    let mut gw = gateway(&server.url(), "gw", &["g1"]).await;
+    let engine = start_engine(&server.url(), "e1");
     loop {
         let (_, v) = next(&mut gw.rx).await;
         if v["event"] == "round_started" {
@@ -368,7 +396,7 @@ async fn a_dead_gateway_s_members_drop_out_of_rooms() {
     use gameserver::bus::EngineBus;
     let server = RedisServer::start();
     let cfg = |node: &str| {
-        let mut c = bus_cfg(&server, node);
+        let mut c = bus_cfg(&server.url(), node);
         c.presence_ttl = Duration::from_millis(600);
         c
     };
@@ -482,9 +510,9 @@ impl Ledger for StopAfterFirstSettlement {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_whose_engine_died_before_telling_the_player_is_told_once() {
     let server = RedisServer::start();
-    let mut gw = gateway(&server, "gw", &["g1"]).await;
+    let mut gw = gateway(&server.url(), "gw", &["g1"]).await;
     let (tx, stopped) = tokio::sync::oneshot::channel();
-    let doomed = start_engine_with(&server, "e1", move |inner| {
+    let doomed = start_engine_with(&server.url(), "e1", move |inner| {
         Arc::new(StopAfterFirstSettlement {
             inner,
             stopped: tokio::sync::Mutex::new(Some(tx)),
@@ -503,7 +531,7 @@ async fn a_settlement_whose_engine_died_before_telling_the_player_is_told_once()
         .unwrap();
     // The ledger holds the settlement of `first`; its engine dies before publishing it.
     doomed.crash();
-    let survivor = start_engine(&server, "e2");
+    let survivor = start_engine(&server.url(), "e2");
 
     let mut told: HashMap<String, usize> = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -535,7 +563,7 @@ async fn a_settlement_whose_engine_died_before_telling_the_player_is_told_once()
         "told more than once: {told:?}"
     );
     survivor.stop().await;
-    assert_eq!(ledger_total(&server).await, (0, keys.len()));
+    assert_eq!(ledger_total(&server.url()).await, (0, keys.len()));
 }
 
 /// The bus of an owner that no longer learns of its leases, as if its renewals and their
@@ -611,11 +639,11 @@ fn counter(e: &Engine, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_that_missed_losing_its_lease_writes_nothing_after_the_takeover() {
     let server = RedisServer::start();
-    let mut gw = gateway(&server, "gw", &["g1"]).await;
+    let mut gw = gateway(&server.url(), "gw", &["g1"]).await;
     let blind = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::clone(&blind);
     let stale = start_engine_wrapped(
-        &server,
+        &server.url(),
         "e1",
         move |inner| {
             Arc::new(BlindToLeases {
@@ -641,7 +669,7 @@ async fn an_owner_that_missed_losing_its_lease_writes_nothing_after_the_takeover
     }
     // From here e1 believes it owns g1 for ever; its lease runs out within a second.
     blind.store(true, std::sync::atomic::Ordering::Release);
-    let taker = start_engine(&server, "e2");
+    let taker = start_engine(&server.url(), "e2");
     for i in 20..200 {
         gw.bus.submit_bet(&submit(i)).await.unwrap();
         keys.push(format!("k{i}"));
@@ -688,7 +716,7 @@ async fn an_owner_that_missed_losing_its_lease_writes_nothing_after_the_takeover
     assert_eq!(leases(&taker), 1, "the new owner keeps the room");
     stale.crash();
     taker.stop().await;
-    assert_eq!(ledger_total(&server).await, (0, keys.len()));
+    assert_eq!(ledger_total(&server.url()).await, (0, keys.len()));
     let l = RedisLedger::connect(&server.url(), "gf").unwrap();
     for (i, k) in keys.iter().enumerate() {
         let rec = l.bet(users[i % 3], k).await.unwrap().unwrap();

@@ -6,14 +6,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures_util::future::try_join_all;
 use prometheus::{IntCounter, IntGauge, Registry};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::Script;
 
 use super::conn::unavailable;
-use super::{keys, lease, presence};
+use super::keys::Keys;
+use super::{lease, presence};
 use crate::bus::{BetRequest, BusError, QueuedBet};
+use crate::redisx::Conn;
 use crate::sync::lock;
 
 const GROUP: &str = "engines";
@@ -28,6 +31,14 @@ const RELEASE_HAND_OFF_PASSES: u32 = 2;
 
 /// Most pending entries handed off per room in one step.
 const HAND_OFF_BATCH: usize = 1_000;
+
+/// Cluster: how long to wait between two reads of the owned rooms' streams while all are
+/// empty. A read costs one command per room, so the interval grows with the rooms (at most
+/// 1,000 commands a second while an engine owns up to 50 rooms), but a bet never waits more
+/// than 50 ms for its engine (beyond 50 rooms: 20 commands per room per second).
+pub(super) fn poll_interval(rooms: usize) -> Duration {
+    Duration::from_millis(rooms as u64).clamp(Duration::from_millis(5), Duration::from_millis(50))
+}
 
 #[derive(Clone)]
 pub(super) struct EngineBusMetrics {
@@ -61,14 +72,14 @@ impl EngineBusMetrics {
 /// The engine side of [`super::RedisBus`]: its `EngineBus` calls are handed here, but for
 /// publishing (which goes through the histories, as a gateway's does).
 pub(super) struct EngineSide {
-    /// Namespace for every key (the bus's prefix).
-    prefix: String,
+    keys: Keys,
     /// A bet pending this long with a consumer is taken over.
     claim_idle: Duration,
     lease_ttl: Duration,
-    conn: ConnectionManager,
-    /// Only for blocking stream reads.
-    blocking: ConnectionManager,
+    conn: Conn,
+    /// Only for blocking stream reads (single Redis). A cluster cannot block on many rooms'
+    /// streams at once (each is in its own slot), so there the streams are polled.
+    blocking: Option<ConnectionManager>,
     /// Lease value and consumer name: unique to this process.
     owner: String,
     owned: Mutex<BTreeMap<String, u64>>,
@@ -94,11 +105,11 @@ impl EngineSide {
     /// `node_id` names this process; `conn` serves every command but the blocking reads.
     pub(super) fn new(
         node_id: &str,
-        prefix: String,
+        keys: Keys,
         claim_idle: Duration,
         lease_ttl: Duration,
-        conn: ConnectionManager,
-        blocking: ConnectionManager,
+        conn: Conn,
+        blocking: Option<ConnectionManager>,
     ) -> prometheus::Result<Self> {
         let mut nonce = [0u8; 6];
         // Uniqueness across restarts of the same node id; the time is a fallback.
@@ -106,7 +117,7 @@ impl EngineSide {
             nonce.copy_from_slice(&crate::redisx::now_ms().to_be_bytes()[2..]);
         }
         Ok(Self {
-            prefix,
+            keys,
             claim_idle,
             lease_ttl,
             conn,
@@ -137,7 +148,7 @@ impl EngineSide {
         // From id 0: bets submitted before any engine read this room are not skipped.
         let r = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(keys::bets_key(&self.prefix, game_id))
+            .arg(self.keys.bets(game_id))
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -193,7 +204,7 @@ impl EngineSide {
         let mut out = Vec::new();
         for game_id in rooms {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(keys::bets_key(&self.prefix, game_id))
+                .arg(self.keys.bets(game_id))
                 .arg(GROUP)
                 .arg(&self.owner)
                 .arg(self.claim_idle.as_millis() as u64)
@@ -241,7 +252,7 @@ impl EngineSide {
             let sent = Instant::now();
             let kept: i64 = self
                 .renew
-                .key(format!("{}:lease:{room}", self.prefix))
+                .key(self.keys.lease(room))
                 .arg(&self.owner)
                 .arg(ttl)
                 .invoke_async(&mut conn)
@@ -265,7 +276,7 @@ impl EngineSide {
     /// Make this engine's pending entries of a room look long idle, so the next owner's first
     /// claim pass takes them (they were read but never taken into the ledger).
     async fn hand_off_pending(&self, game_id: &str) -> Result<usize, BusError> {
-        let key = keys::bets_key(&self.prefix, game_id);
+        let key = self.keys.bets(game_id);
         let mut conn = self.conn.clone();
         let mut total = 0;
         let mut start = "-".to_owned();
@@ -330,11 +341,6 @@ impl EngineSide {
         }
     }
 
-    fn game_of_key<'a>(&self, key: &'a str) -> &'a str {
-        key.strip_prefix(&format!("{}:bets:", self.prefix))
-            .unwrap_or(key)
-    }
-
     pub(super) async fn next_bets(
         &self,
         max: usize,
@@ -359,6 +365,41 @@ impl EngineSide {
                 return Ok(claimed);
             }
         }
+        match &self.blocking {
+            Some(blocking) => self.read_blocking(blocking, &rooms, max, wait).await,
+            None => self.read_polling(&rooms, max, wait).await,
+        }
+    }
+
+    /// The entries read from each room's stream, as bets.
+    async fn to_bets(&self, reply: Option<StreamReadReply>) -> Vec<QueuedBet> {
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(game_id) = self.keys.game_of_bets(&key.key) else {
+                continue;
+            };
+            self.collect(&game_id, &key.ids, false, &mut out).await;
+        }
+        out
+    }
+
+    /// Groups and streams lost by Redis (a restart): create them again.
+    async fn recreate_groups(&self, rooms: &[String]) -> Result<(), BusError> {
+        lock(&self.groups).clear();
+        for g in rooms {
+            self.ensure_group(g).await?;
+        }
+        Ok(())
+    }
+
+    /// Single Redis: one blocking read over every owned room's stream.
+    async fn read_blocking(
+        &self,
+        blocking: &ConnectionManager,
+        rooms: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<QueuedBet>, BusError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
@@ -368,31 +409,71 @@ impl EngineSide {
             .arg("BLOCK")
             .arg(wait.as_millis().max(1) as u64)
             .arg("STREAMS");
-        for g in &rooms {
-            cmd.arg(keys::bets_key(&self.prefix, g));
+        for g in rooms {
+            cmd.arg(self.keys.bets(g));
         }
-        for _ in &rooms {
+        for _ in rooms {
             cmd.arg(">");
         }
-        let reply: Option<StreamReadReply> = match cmd.query_async(&mut self.blocking.clone()).await
-        {
-            Ok(r) => r,
+        match cmd.query_async(&mut blocking.clone()).await {
+            Ok(reply) => Ok(self.to_bets(reply).await),
             Err(e) if e.code() == Some("NOGROUP") => {
-                // Redis lost the groups (restart): create them again.
-                lock(&self.groups).clear();
-                for g in &rooms {
-                    self.ensure_group(g).await?;
-                }
-                return Ok(Vec::new());
+                self.recreate_groups(rooms).await?;
+                Ok(Vec::new())
             }
-            Err(e) => return Err(unavailable(e)),
-        };
-        let mut out = Vec::new();
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            let game_id = self.game_of_key(&key.key).to_owned();
-            self.collect(&game_id, &key.ids, false, &mut out).await;
+            Err(e) => Err(unavailable(e)),
         }
-        Ok(out)
+    }
+
+    /// Cluster: every owned room's stream read at once (one slot each), again after
+    /// [`poll_interval`] while all are empty, until `wait` has passed.
+    async fn read_polling(
+        &self,
+        rooms: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<QueuedBet>, BusError> {
+        let deadline = Instant::now() + wait;
+        let per_room = max.div_ceil(rooms.len()).max(1);
+        loop {
+            let replies = try_join_all(rooms.iter().map(|g| {
+                let mut conn = self.conn.clone();
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.owner)
+                    .arg("COUNT")
+                    .arg(per_room)
+                    .arg("STREAMS")
+                    .arg(self.keys.bets(g))
+                    .arg(">");
+                async move {
+                    match cmd.query_async::<Option<StreamReadReply>>(&mut conn).await {
+                        Ok(r) => Ok(r),
+                        Err(e) if e.code() == Some("NOGROUP") => Err(None),
+                        Err(e) => Err(Some(unavailable(e))),
+                    }
+                }
+            }))
+            .await;
+            let replies = match replies {
+                Ok(r) => r,
+                Err(None) => {
+                    self.recreate_groups(rooms).await?;
+                    return Ok(Vec::new());
+                }
+                Err(Some(e)) => return Err(e),
+            };
+            let mut out = Vec::new();
+            for reply in replies {
+                out.extend(self.to_bets(reply).await);
+            }
+            let now = Instant::now();
+            if !out.is_empty() || now >= deadline {
+                return Ok(out);
+            }
+            tokio::time::sleep(poll_interval(rooms.len()).min(deadline - now)).await;
+        }
     }
 
     pub(super) async fn ack_bet(&self, delivery_id: &str) -> Result<(), BusError> {
@@ -401,7 +482,7 @@ impl EngineSide {
                 "bad delivery id {delivery_id:?}"
             )));
         };
-        let key = keys::bets_key(&self.prefix, game_id);
+        let key = self.keys.bets(game_id);
         // Acknowledged entries are deleted too, so a stream's length is its backlog.
         redis::pipe()
             .cmd("XACK")
@@ -418,6 +499,33 @@ impl EngineSide {
             .map_err(unavailable)
     }
 
+    /// Bets queued over `rooms` (pending + unread: acknowledged entries are deleted).
+    async fn backlog(&self, rooms: &BTreeSet<String>) -> Result<i64, BusError> {
+        if rooms.is_empty() {
+            return Ok(0);
+        }
+        if !self.keys.cluster() {
+            let mut pipe = redis::pipe();
+            for room in rooms {
+                pipe.cmd("XLEN").arg(self.keys.bets(room));
+            }
+            let lens: Vec<i64> = pipe
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            return Ok(lens.iter().sum());
+        }
+        let lens = try_join_all(rooms.iter().map(|room| {
+            let mut conn = self.conn.clone();
+            let mut cmd = redis::cmd("XLEN");
+            cmd.arg(self.keys.bets(room));
+            async move { cmd.query_async::<i64>(&mut conn).await }
+        }))
+        .await
+        .map_err(unavailable)?;
+        Ok(lens.iter().sum())
+    }
+
     pub(super) async fn ack_bets(&self, delivery_ids: &[String]) -> Result<(), BusError> {
         let mut by_room: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for d in delivery_ids {
@@ -429,7 +537,7 @@ impl EngineSide {
         // One pipeline: per room, one XACK and one XDEL for all its entries.
         let mut pipe = redis::pipe();
         for (game_id, ids) in &by_room {
-            let key = keys::bets_key(&self.prefix, game_id);
+            let key = self.keys.bets(game_id);
             pipe.cmd("XACK").arg(&key).arg(GROUP).arg(ids).ignore();
             pipe.cmd("XDEL").arg(&key).arg(ids).ignore();
         }
@@ -443,7 +551,7 @@ impl EngineSide {
         self.hand_off_pending(game_id).await?;
         let _: i64 = self
             .release
-            .key(format!("{}:lease:{game_id}", self.prefix))
+            .key(self.keys.lease(game_id))
             .arg(&self.owner)
             .invoke_async(&mut self.conn.clone())
             .await
@@ -469,7 +577,7 @@ impl EngineSide {
         self.draining.store(true, Ordering::Release);
         // Out of the live set, so the other engines' fair share grows to cover these rooms.
         redis::cmd("ZREM")
-            .arg(format!("{}:engines", self.prefix))
+            .arg(self.keys.engines())
             .arg(&self.owner)
             .query_async::<()>(&mut self.conn.clone())
             .await
@@ -478,7 +586,6 @@ impl EngineSide {
 
     pub(super) async fn stand_down(&self) -> Result<(), BusError> {
         self.draining.store(true, Ordering::Release);
-        let p = &self.prefix;
         let mut conn = self.conn.clone();
         let mut first_error = None;
         let recent: Vec<String> = lock(&self.released).drain().map(|(r, _)| r).collect();
@@ -499,7 +606,7 @@ impl EngineSide {
             }
             let r: Result<i64, _> = self
                 .release
-                .key(format!("{p}:lease:{room}"))
+                .key(self.keys.lease(&room))
                 .arg(&self.owner)
                 .invoke_async(&mut conn)
                 .await;
@@ -515,7 +622,7 @@ impl EngineSide {
         }
         self.metrics.leases.set(self.owned_rooms().len() as i64);
         let r = redis::cmd("ZREM")
-            .arg(format!("{p}:engines"))
+            .arg(self.keys.engines())
             .arg(&self.owner)
             .query_async::<()>(&mut conn)
             .await
@@ -527,9 +634,11 @@ impl EngineSide {
     }
 
     /// Renew, release and acquire room leases, then return the rooms this engine owns.
-    /// `live_rooms` is the presence script listing the rooms with live members.
-    pub(super) async fn active_rooms(&self, live_rooms: &Script) -> Result<Vec<String>, BusError> {
-        let p = &self.prefix;
+    /// `presence` lists the rooms with live members.
+    pub(super) async fn active_rooms(
+        &self,
+        presence: &presence::Scripts,
+    ) -> Result<Vec<String>, BusError> {
         let now = crate::redisx::now_ms();
         let ttl = self.lease_ttl.as_millis() as u64;
         if self.draining.load(Ordering::Acquire) {
@@ -538,27 +647,24 @@ impl EngineSide {
             return Ok(self.owned_rooms());
         }
         // Rooms with live members (expired presence is pruned on the way).
-        let rooms: BTreeSet<String> = live_rooms
-            .key(format!("{p}:rooms"))
-            .arg(presence::key_prefix(p))
-            .invoke_async::<Vec<String>>(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?
+        let rooms: BTreeSet<String> = presence
+            .live_rooms(&mut self.conn.clone(), &self.keys)
+            .await?
             .into_iter()
             .collect();
         let engines: usize = redis::pipe()
             .cmd("ZADD")
-            .arg(format!("{p}:engines"))
+            .arg(self.keys.engines())
             .arg(now)
             .arg(&self.owner)
             .ignore()
             .cmd("ZREMRANGEBYSCORE")
-            .arg(format!("{p}:engines"))
+            .arg(self.keys.engines())
             .arg("-inf")
             .arg(now.saturating_sub(ttl * 2))
             .ignore()
             .cmd("ZCARD")
-            .arg(format!("{p}:engines"))
+            .arg(self.keys.engines())
             .query_async::<(usize,)>(&mut self.conn.clone())
             .await
             .map(|(n,)| n)
@@ -570,7 +676,7 @@ impl EngineSide {
             self.stop_owning(room);
             let _: i64 = self
                 .release
-                .key(format!("{p}:lease:{room}"))
+                .key(self.keys.lease(room))
                 .arg(&self.owner)
                 .invoke_async(&mut conn)
                 .await
@@ -587,8 +693,8 @@ impl EngineSide {
             let sent = Instant::now();
             let token: u64 = self
                 .acquire
-                .key(format!("{p}:lease:{room}"))
-                .key(format!("{p}:fence:{room}"))
+                .key(self.keys.lease(room))
+                .key(self.keys.fence(room))
                 .arg(&self.owner)
                 .arg(ttl)
                 .invoke_async(&mut conn)
@@ -606,18 +712,29 @@ impl EngineSide {
             }
         }
         // Backlog over every active room (fleet-wide), for scaling decisions.
-        if !rooms.is_empty() {
-            let mut pipe = redis::pipe();
-            for room in &rooms {
-                pipe.cmd("XLEN").arg(keys::bets_key(p, room));
-            }
-            let lens: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-            self.metrics.backlog.set(lens.iter().sum());
-        } else {
-            self.metrics.backlog.set(0);
-        }
+        self.metrics.backlog.set(self.backlog(&rooms).await?);
         let owned = self.owned_rooms();
         self.metrics.leases.set(owned.len() as i64);
         Ok(owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::poll_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn polling_costs_at_most_a_thousand_reads_a_second_and_waits_at_most_50_ms() {
+        let ms = Duration::from_millis;
+        assert_eq!(poll_interval(1), ms(5));
+        assert_eq!(poll_interval(5), ms(5));
+        assert_eq!(poll_interval(20), ms(20));
+        assert_eq!(poll_interval(50), ms(50));
+        assert_eq!(poll_interval(10_000), ms(50));
+        for rooms in [1usize, 4, 10, 30, 49] {
+            let reads_per_second = rooms as f64 / poll_interval(rooms).as_secs_f64();
+            assert!(reads_per_second <= 1_000.0, "{rooms}: {reads_per_second}");
+        }
     }
 }

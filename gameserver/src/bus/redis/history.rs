@@ -11,14 +11,17 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use std::collections::BTreeMap;
+
+use futures_util::future::try_join_all;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::conn::unavailable;
-use super::keys;
+use super::keys::Keys;
 use crate::bus::history::{self, Entry, HistoryLimits, Position, Recovery};
 use crate::bus::{BusError, Delivery, MarkedNotice, Target};
+use crate::redisx::Conn;
 
 /// `ensure` creates the meta hash (and drops an orphaned stream) when the stream is new or
 /// expired, and returns the epoch; `append` appends a payload and publishes it.
@@ -34,35 +37,37 @@ local function ensure(meta, stream, new_epoch, ttl)
   return epoch
 end
 
-local function append(meta, stream, epoch, ttl, channel, payload, maxlen, now)
+local function append(meta, stream, epoch, ttl, channel, payload, maxlen, now, publish)
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   local p = '{"offset":' .. seq .. ',"epoch":"' .. epoch .. '",' .. string.sub(payload, 2)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 't', now, 'd', p)
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', stream, ttl)
-  return redis.call('PUBLISH', channel, p)
+  return redis.call(publish, channel, p)
 end
 "#;
 
-/// KEYS: meta, stream. ARGV: new epoch, ttl ms, channel, payload, maxlen, now ms.
+/// KEYS: meta, stream. ARGV: new epoch, ttl ms, channel, payload, maxlen, now ms, publish
+/// command (`PUBLISH`, or `SPUBLISH` on a cluster).
 const PUBLISH_BODY: &str = r#"
 local epoch = ensure(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-return append(KEYS[1], KEYS[2], epoch, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+return append(KEYS[1], KEYS[2], epoch, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 "#;
 
 /// Notices sent at most once per key, several per call. KEYS: per notice its meta, stream and
-/// marker (kept as long as the history). ARGV: new epoch, ttl ms, now ms, then per notice its
+/// marker (kept as long as the history). ARGV: new epoch, ttl ms, now ms, publish command,
+/// then per notice its
 /// channel, payload, maxlen and mode: `mark` (always publish; a first outcome, or one a player
 /// asked again for) or `once` (publish unless the key was published already).
 const PUBLISH_MARKED_BODY: &str = r#"
 for i = 0, #KEYS / 3 - 1 do
   local meta, stream, marker = KEYS[1 + 3 * i], KEYS[2 + 3 * i], KEYS[3 + 3 * i]
-  local a = 4 + 4 * i
+  local a = 5 + 4 * i
   local fresh = redis.call('SET', marker, '1', 'NX', 'PX', ARGV[2])
   if fresh or ARGV[a + 3] ~= 'once' then
     if not fresh then redis.call('PEXPIRE', marker, ARGV[2]) end
     local epoch = ensure(meta, stream, ARGV[1], ARGV[2])
-    append(meta, stream, epoch, ARGV[2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[3])
+    append(meta, stream, epoch, ARGV[2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[3], ARGV[4])
   end
 end
 return 1
@@ -91,7 +96,7 @@ return out
 "#;
 
 pub(super) struct Histories {
-    prefix: String,
+    keys: Keys,
     limits: HistoryLimits,
     publish: Script,
     publish_marked: Script,
@@ -121,9 +126,9 @@ pub(super) fn decode(payload: &str) -> Result<Delivery, serde_json::Error> {
 }
 
 impl Histories {
-    pub(super) fn new(prefix: String, limits: HistoryLimits) -> Self {
+    pub(super) fn new(keys: Keys, limits: HistoryLimits) -> Self {
         Self {
-            prefix,
+            keys,
             limits,
             publish: Script::new(&format!("{FUNCTIONS}{PUBLISH_BODY}")),
             publish_marked: Script::new(&format!("{FUNCTIONS}{PUBLISH_MARKED_BODY}")),
@@ -131,30 +136,21 @@ impl Histories {
         }
     }
 
-    fn keys(&self, target: &Target) -> Option<(String, String)> {
-        let stream = match target {
-            Target::Room(g) => format!("{}:hist:{g}", self.prefix),
-            Target::User(u) => format!("{}:inbox:{u}", self.prefix),
-            Target::All => return None,
-        };
-        Some((format!("{stream}:meta"), stream))
-    }
-
     fn ttl_ms(&self) -> u64 {
         self.limits.max_age.as_millis().max(1) as u64
     }
 
-    /// Appends to the target's history and publishes on `channel` (plain `PUBLISH` for `All`).
+    /// Appends to the target's history and publishes on its channel (no history for `All`).
     pub(super) async fn publish(
         &self,
-        conn: &mut ConnectionManager,
-        channel: String,
+        conn: &mut Conn,
         delivery: &Delivery,
     ) -> Result<(), BusError> {
+        let channel = self.keys.channel(&delivery.target);
         let payload =
             serde_json::to_string(delivery).map_err(|e| BusError::Protocol(e.to_string()))?;
-        let Some((meta, stream)) = self.keys(&delivery.target) else {
-            return redis::cmd("PUBLISH")
+        let Some((meta, stream)) = self.keys.history(&delivery.target) else {
+            return redis::cmd(self.keys.publish_command())
                 .arg(channel)
                 .arg(payload)
                 .query_async::<()>(conn)
@@ -170,6 +166,7 @@ impl Histories {
             .arg(payload)
             .arg(self.limits.entries_for(&delivery.target))
             .arg(crate::clock::now_ms())
+            .arg(self.keys.publish_command())
             .invoke_async::<i64>(conn)
             .await
             .map(|_| ())
@@ -181,26 +178,51 @@ impl Histories {
     /// the others are published and marked.
     pub(super) async fn publish_marked(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         notices: &[MarkedNotice],
     ) -> Result<(), BusError> {
         if notices.is_empty() {
             return Ok(());
         }
+        if !self.keys.cluster() {
+            return self.publish_marked_in_one_slot(conn, notices).await;
+        }
+        // A cluster runs one script per user (their keys share a slot), in order within each.
+        let mut by_user: BTreeMap<&str, Vec<MarkedNotice>> = BTreeMap::new();
+        for n in notices {
+            let Target::User(user) = &n.delivery.target else {
+                return Err(BusError::Protocol("only users' notices are marked".into()));
+            };
+            by_user.entry(user).or_default().push(n.clone());
+        }
+        try_join_all(by_user.values().map(|batch| {
+            let mut conn = conn.clone();
+            async move { self.publish_marked_in_one_slot(&mut conn, batch).await }
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    async fn publish_marked_in_one_slot(
+        &self,
+        conn: &mut Conn,
+        notices: &[MarkedNotice],
+    ) -> Result<(), BusError> {
         let mut inv = self.publish_marked.prepare_invoke();
         inv.arg(history::new_epoch())
             .arg(self.ttl_ms())
-            .arg(crate::clock::now_ms());
+            .arg(crate::clock::now_ms())
+            .arg(self.keys.publish_command());
         for n in notices {
-            let Some((meta, stream)) = self.keys(&n.delivery.target) else {
-                return Err(BusError::Protocol("broadcasts are not marked".into()));
+            let (Some((meta, stream)), Target::User(user)) =
+                (self.keys.history(&n.delivery.target), &n.delivery.target)
+            else {
+                return Err(BusError::Protocol("only users' notices are marked".into()));
             };
             let payload = serde_json::to_string(&n.delivery)
                 .map_err(|e| BusError::Protocol(e.to_string()))?;
-            inv.key(meta)
-                .key(stream)
-                .key(format!("{}:sent:{}", self.prefix, n.key));
-            inv.arg(keys::channel(&self.prefix, &n.delivery.target))
+            inv.key(meta).key(stream).key(self.keys.sent(user, &n.key));
+            inv.arg(self.keys.channel(&n.delivery.target))
                 .arg(payload)
                 .arg(self.limits.entries_for(&n.delivery.target))
                 .arg(if n.only_if_unsent { "once" } else { "mark" });
@@ -214,11 +236,11 @@ impl Histories {
     /// The stream's position and the entries after `since` (up to the replay limit + 1).
     async fn read(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         target: &Target,
         since: Option<u64>,
     ) -> Result<(Position, Vec<Entry>), BusError> {
-        let Some((meta, stream)) = self.keys(target) else {
+        let Some((meta, stream)) = self.keys.history(target) else {
             return Err(BusError::Protocol("broadcasts have no history".into()));
         };
         let out: Vec<String> = self
@@ -261,7 +283,7 @@ impl Histories {
 
     pub(super) async fn position(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         target: &Target,
     ) -> Result<Position, BusError> {
         Ok(self.read(conn, target, None).await?.0)
@@ -269,7 +291,7 @@ impl Histories {
 
     pub(super) async fn history(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         target: &Target,
         since: Option<&Position>,
     ) -> Result<Recovery, BusError> {

@@ -26,21 +26,23 @@ mod keys;
 pub mod lease;
 mod presence;
 mod pubsub;
+mod sharded;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use self::conn::unavailable;
+use self::keys::Keys;
 use super::history::HistoryLimits;
 use super::{
     BetRequest, Bound, BusError, Delivery, EngineBus, GatewayBus, MarkedNotice, Position,
     QueuedBet, Recovery, Target,
 };
+use crate::redisx::Conn;
 use crate::sync::lock;
 
 /// How a process joins the Redis bus.
@@ -111,6 +113,23 @@ redis.call('XADD', KEYS[2], '*', 'bet', ARGV[3])
 return 'ok'
 "#;
 
+/// Cluster, the player's slot: [`SUBMIT_BET`]'s rate check. KEYS: the counter. ARGV: limit.
+const CHECK_RATE: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], 2000) end
+if n > tonumber(ARGV[1]) then return 'rate' end
+return 'ok'
+"#;
+
+/// Cluster, the room's slot: [`SUBMIT_BET`]'s backlog check and append. KEYS: the bet stream.
+/// ARGV: backlog cap (0 = unlimited), the bet JSON.
+const ENQUEUE_BET: &str = r#"
+local cap = tonumber(ARGV[1])
+if cap > 0 and redis.call('XLEN', KEYS[1]) >= cap then return 'backlog' end
+redis.call('XADD', KEYS[1], '*', 'bet', ARGV[2])
+return 'ok'
+"#;
+
 /// How long a bet may stay pending before another engine (or this one, after a restart) takes
 /// it over: two thirds of the lease, so a dead engine's bets move about when its rooms do, but
 /// never less than a result pause plus a second. A room holds the bets that arrive during its
@@ -130,17 +149,70 @@ pub const MAX_CLAIM_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Deliveries queued towards the gateway before the subscriber waits.
 const DELIVERY_QUEUE: usize = 16_384;
 
+/// A gateway's subscriptions: plain pub/sub on a single Redis, sharded on a cluster.
+enum Subscriber {
+    Single(pubsub::Subscriber),
+    Sharded(sharded::Subscriber),
+}
+
+impl Subscriber {
+    async fn subscribe(&self, channel: String) {
+        match self {
+            Self::Single(s) => s.subscribe(channel).await,
+            Self::Sharded(s) => s.subscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&self, channel: String) {
+        match self {
+            Self::Single(s) => s.unsubscribe(channel).await,
+            Self::Sharded(s) => s.unsubscribe(channel).await,
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        match self {
+            Self::Single(s) => s.is_up(),
+            Self::Sharded(s) => s.is_up(),
+        }
+    }
+
+    async fn wait_up(&self, timeout: Duration) -> Result<(), BusError> {
+        match self {
+            Self::Single(s) => s.wait_up(timeout).await,
+            Self::Sharded(s) => s.wait_up(timeout).await,
+        }
+    }
+
+    fn metrics(&self) -> &pubsub::PubSubMetrics {
+        match self {
+            Self::Single(s) => &s.metrics,
+            Self::Sharded(s) => &s.metrics,
+        }
+    }
+}
+
+/// The bet-submission scripts: one on a single Redis, two steps (player's slot, then room's
+/// slot) on a cluster. The rate counter only ever over-counts either way: it is raised before
+/// the backlog check, as the single script does.
+struct SubmitScripts {
+    submit: redis::Script,
+    check_rate: redis::Script,
+    enqueue: redis::Script,
+}
+
 pub struct RedisBus {
     cfg: RedisBusConfig,
-    conn: ConnectionManager,
+    keys: Keys,
+    conn: Conn,
     presence_scripts: presence::Scripts,
-    submit: redis::Script,
+    submit: SubmitScripts,
     /// Stops the presence refresher when the bus is dropped.
     _presence: tokio_util::sync::DropGuard,
     /// This gateway's memberships (room → connections), refreshed in Redis several times per
     /// presence TTL and re-written after a Redis restart.
     members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
-    subscriber: pubsub::Subscriber,
+    subscriber: Subscriber,
     deliveries_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
     engine: engine::EngineSide,
     histories: history::Histories,
@@ -148,35 +220,42 @@ pub struct RedisBus {
 
 impl RedisBus {
     /// Connect lazily (Redis may be down at start) and start the subscriber task. Must be called
-    /// inside a Tokio runtime.
+    /// inside a Tokio runtime. `cfg.url` names a single Redis or (`redis+cluster://`) a Redis
+    /// Cluster, whose keys are then hash-tagged (see [`keys`]).
     pub fn connect(cfg: RedisBusConfig) -> Result<Arc<Self>, BusError> {
-        if crate::redisx::is_cluster(&cfg.url) {
-            // The bus's scripts span a room's keys and the fleet-wide sets, and engines read
-            // many rooms' streams in one call: none of it is laid out for hash slots yet.
-            return Err(BusError::Protocol(
-                "the bus runs on a single Redis (--redis-url redis://…); a Redis Cluster is \
-                 taken by the ledger only (--ledger-redis-url redis+cluster://…)"
-                    .into(),
-            ));
-        }
-        let conn = crate::redisx::manager(&cfg.url).map_err(unavailable)?;
-        let blocking = crate::redisx::blocking_manager(&cfg.url).map_err(unavailable)?;
-        let client = redis::Client::open(cfg.url.as_str()).map_err(unavailable)?;
+        let cluster = crate::redisx::is_cluster(&cfg.url);
+        let keys = Keys::new(cfg.prefix.clone(), cluster);
+        let conn = crate::redisx::connect(&cfg.url).map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
         let members = Arc::new(Mutex::new(HashMap::new()));
-        let subscriber = pubsub::Subscriber::start(
-            client,
-            cfg.prefix.clone(),
-            tx,
-            conn.clone(),
-            Arc::clone(&members),
-            cfg.presence_ttl,
-        )
-        .map_err(|e| BusError::Protocol(e.to_string()))?;
+        let (subscriber, blocking) = if cluster {
+            let s = sharded::Subscriber::start(
+                &cfg.url,
+                keys.clone(),
+                tx,
+                conn.clone(),
+                Arc::clone(&members),
+                cfg.presence_ttl,
+            )?;
+            (Subscriber::Sharded(s), None)
+        } else {
+            let client = redis::Client::open(cfg.url.as_str()).map_err(unavailable)?;
+            let s = pubsub::Subscriber::start(
+                client,
+                keys.clone(),
+                tx,
+                conn.clone(),
+                Arc::clone(&members),
+                cfg.presence_ttl,
+            )
+            .map_err(|e| BusError::Protocol(e.to_string()))?;
+            let blocking = crate::redisx::blocking_manager(&cfg.url).map_err(unavailable)?;
+            (Subscriber::Single(s), Some(blocking))
+        };
         let presence_stop = tokio_util::sync::CancellationToken::new();
         presence::spawn_refresher(
             conn.clone(),
-            cfg.prefix.clone(),
+            keys.clone(),
             cfg.presence_ttl,
             Arc::downgrade(&members),
             presence_stop.clone(),
@@ -184,18 +263,23 @@ impl RedisBus {
         Ok(Arc::new(Self {
             engine: engine::EngineSide::new(
                 &cfg.node_id,
-                cfg.prefix.clone(),
+                keys.clone(),
                 cfg.claim_idle,
                 cfg.lease_ttl,
                 conn.clone(),
                 blocking,
             )
             .map_err(|e| BusError::Protocol(e.to_string()))?,
-            histories: history::Histories::new(cfg.prefix.clone(), cfg.history.clone()),
+            histories: history::Histories::new(keys.clone(), cfg.history.clone()),
             cfg,
+            keys,
             conn,
             presence_scripts: presence::Scripts::new(),
-            submit: redis::Script::new(SUBMIT_BET),
+            submit: SubmitScripts {
+                submit: redis::Script::new(SUBMIT_BET),
+                check_rate: redis::Script::new(CHECK_RATE),
+                enqueue: redis::Script::new(ENQUEUE_BET),
+            },
             _presence: presence_stop.drop_guard(),
             members,
             subscriber,
@@ -205,23 +289,15 @@ impl RedisBus {
 
     /// Register the bus metrics (pub/sub lag, bet backlog, leases) on a registry.
     pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
-        self.subscriber.metrics.register(registry)?;
+        self.subscriber.metrics().register(registry)?;
         self.engine.metrics.register(registry)
-    }
-
-    fn key(&self, name: &str) -> String {
-        format!("{}:{name}", self.cfg.prefix)
     }
 
     /// Publishes a delivery; room and user frames are appended to their history first (in
     /// the same atomic step).
     async fn publish_delivery(&self, delivery: &Delivery) -> Result<(), BusError> {
         self.histories
-            .publish(
-                &mut self.conn.clone(),
-                keys::channel(&self.cfg.prefix, &delivery.target),
-                delivery,
-            )
+            .publish(&mut self.conn.clone(), delivery)
             .await
     }
 
@@ -242,13 +318,66 @@ impl RedisBus {
         }
         Ok(())
     }
+
+    /// This gateway no longer holds `connection_id` in `game_id`.
+    fn forget_member(&self, game_id: &str, connection_id: &str) {
+        let mut m = lock(&self.members);
+        if let Some(set) = m.get_mut(game_id) {
+            set.remove(connection_id);
+            if set.is_empty() {
+                m.remove(game_id);
+            }
+        }
+    }
+
+    /// Queues a bet: the rate and backlog checks, then the append.
+    async fn enqueue(&self, bet: &BetRequest, json: String) -> Result<String, BusError> {
+        let second = crate::clock::now_ms() / 1000;
+        let rate_key = self.keys.rate(&bet.user_id, second);
+        let stream = self.keys.bets(&bet.game_id);
+        let mut conn = self.conn.clone();
+        if !self.keys.cluster() {
+            return self
+                .submit
+                .submit
+                .key(rate_key)
+                .key(stream)
+                .arg(self.cfg.bets_per_user_per_second)
+                .arg(self.cfg.max_bet_backlog)
+                .arg(json)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable);
+        }
+        if self.cfg.bets_per_user_per_second > 0 {
+            let rate: String = self
+                .submit
+                .check_rate
+                .key(rate_key)
+                .arg(self.cfg.bets_per_user_per_second)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if rate != "ok" {
+                return Ok(rate);
+            }
+        }
+        self.submit
+            .enqueue
+            .key(stream)
+            .arg(self.cfg.max_bet_backlog)
+            .arg(json)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
 }
 
 #[async_trait]
 impl GatewayBus for RedisBus {
     async fn use_once(&self, id: &str, expires_at_ms: u64) -> Result<bool, BusError> {
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.key(&format!("once:{id}")))
+            .arg(self.keys.once(id))
             .arg(1)
             .arg("NX")
             .arg("PXAT")
@@ -261,21 +390,7 @@ impl GatewayBus for RedisBus {
 
     async fn submit_bet(&self, bet: &BetRequest) -> Result<(), BusError> {
         let json = serde_json::to_string(bet).map_err(|e| BusError::Protocol(e.to_string()))?;
-        let second = crate::clock::now_ms() / 1000;
-        let answer: String = self
-            .submit
-            .key(self.key(&format!(
-                "rate:{}:{}:{second}",
-                bet.user_id.len(),
-                bet.user_id
-            )))
-            .key(keys::bets_key(&self.cfg.prefix, &bet.game_id))
-            .arg(self.cfg.bets_per_user_per_second)
-            .arg(self.cfg.max_bet_backlog)
-            .arg(json)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let answer = self.enqueue(bet, json).await?;
         match answer.as_str() {
             "ok" => Ok(()),
             "rate" => Err(BusError::Refused(Bound::BetRate)),
@@ -290,20 +405,14 @@ impl GatewayBus for RedisBus {
 
     async fn subscribe_room(&self, game_id: &str) -> Result<(), BusError> {
         self.subscriber
-            .subscribe(keys::channel(
-                &self.cfg.prefix,
-                &Target::Room(game_id.into()),
-            ))
+            .subscribe(self.keys.channel(&Target::Room(game_id.into())))
             .await;
         Ok(())
     }
 
     async fn unsubscribe_room(&self, game_id: &str) -> Result<(), BusError> {
         self.subscriber
-            .unsubscribe(keys::channel(
-                &self.cfg.prefix,
-                &Target::Room(game_id.into()),
-            ))
+            .unsubscribe(self.keys.channel(&Target::Room(game_id.into())))
             .await;
         Ok(())
     }
@@ -313,70 +422,43 @@ impl GatewayBus for RedisBus {
             .entry(game_id.to_owned())
             .or_default()
             .insert(connection_id.to_owned());
-        let joined: i64 = self
+        let joined = self
             .presence_scripts
-            .join
-            .key(presence::key(&self.cfg.prefix, game_id))
-            .key(self.key("rooms"))
-            .arg(connection_id)
-            .arg(game_id)
-            .arg(presence::ttl_ms(self.cfg.presence_ttl))
-            .arg(self.cfg.max_live_rooms)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        match u64::try_from(joined) {
-            Ok(n) => Ok(n),
-            Err(_) => {
-                let mut m = lock(&self.members);
-                if let Some(set) = m.get_mut(game_id) {
-                    set.remove(connection_id);
-                    if set.is_empty() {
-                        m.remove(game_id);
-                    }
-                }
+            .join(
+                &mut self.conn.clone(),
+                &self.keys,
+                game_id,
+                connection_id,
+                self.cfg.presence_ttl,
+                self.cfg.max_live_rooms,
+            )
+            .await?;
+        match joined {
+            Some(n) => Ok(n),
+            None => {
+                self.forget_member(game_id, connection_id);
                 Err(BusError::Refused(Bound::LiveRooms))
             }
         }
     }
 
     async fn leave_room(&self, game_id: &str, connection_id: &str) -> Result<u64, BusError> {
-        {
-            let mut m = lock(&self.members);
-            if let Some(set) = m.get_mut(game_id) {
-                set.remove(connection_id);
-                if set.is_empty() {
-                    m.remove(game_id);
-                }
-            }
-        }
+        self.forget_member(game_id, connection_id);
         self.presence_scripts
-            .leave
-            .key(presence::key(&self.cfg.prefix, game_id))
-            .key(self.key("rooms"))
-            .arg(connection_id)
-            .arg(game_id)
-            .invoke_async(&mut self.conn.clone())
+            .leave(&mut self.conn.clone(), &self.keys, game_id, connection_id)
             .await
-            .map_err(unavailable)
     }
 
     async fn subscribe_user(&self, user_id: &str) -> Result<(), BusError> {
         self.subscriber
-            .subscribe(keys::channel(
-                &self.cfg.prefix,
-                &Target::User(user_id.into()),
-            ))
+            .subscribe(self.keys.channel(&Target::User(user_id.into())))
             .await;
         Ok(())
     }
 
     async fn unsubscribe_user(&self, user_id: &str) -> Result<(), BusError> {
         self.subscriber
-            .unsubscribe(keys::channel(
-                &self.cfg.prefix,
-                &Target::User(user_id.into()),
-            ))
+            .unsubscribe(self.keys.channel(&Target::User(user_id.into())))
             .await;
         Ok(())
     }
@@ -453,9 +535,7 @@ impl EngineBus for RedisBus {
 
     /// Renew, release and acquire room leases, then return the rooms this engine owns.
     async fn active_rooms(&self) -> Result<Vec<String>, BusError> {
-        self.engine
-            .active_rooms(&self.presence_scripts.live_rooms)
-            .await
+        self.engine.active_rooms(&self.presence_scripts).await
     }
 }
 

@@ -13,22 +13,24 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::PubSubSink;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::conn::unavailable;
-use super::{keys, presence};
+use super::keys::Keys;
+use super::presence;
 use crate::bus::{BusError, Delivery, Target};
+use crate::redisx::Conn;
 
 #[derive(Clone)]
 pub(super) struct PubSubMetrics {
     lag: Histogram,
-    connected: IntGauge,
+    pub(super) connected: IntGauge,
 }
 
 impl PubSubMetrics {
-    fn new() -> prometheus::Result<Self> {
+    pub(super) fn new() -> prometheus::Result<Self> {
         let lag = Histogram::with_opts(
             HistogramOpts::new(
                 "redis_pubsub_lag_ms",
@@ -110,15 +112,15 @@ pub(super) struct Subscriber {
 impl Subscriber {
     pub(super) fn start(
         client: redis::Client,
-        prefix: String,
+        keys: Keys,
         tx: mpsc::Sender<Delivery>,
-        conn: ConnectionManager,
+        conn: Conn,
         members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
         presence_ttl: Duration,
     ) -> prometheus::Result<Self> {
         let stop = CancellationToken::new();
         let state = Arc::new(tokio::sync::Mutex::new(State {
-            wanted: HashSet::from([keys::channel(&prefix, &Target::All)]),
+            wanted: HashSet::from([keys.channel(&Target::All)]),
             live: None,
         }));
         let (up_tx, up) = watch::channel(false);
@@ -126,7 +128,7 @@ impl Subscriber {
         let metrics = PubSubMetrics::new()?;
         let task = Task {
             client,
-            prefix,
+            keys,
             tx,
             conn,
             members,
@@ -195,26 +197,33 @@ impl Subscriber {
     /// Resolves once a connection is up that receives every channel subscribed so far, or
     /// fails after `timeout`.
     pub(super) async fn wait_up(&self, timeout: Duration) -> Result<(), BusError> {
-        let mut up = self.up.clone();
-        let waited = tokio::time::timeout(timeout, up.wait_for(|up| *up))
-            .await
-            .map(|r| r.map(|_| ()));
-        match waited {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(BusError::Unavailable("pub/sub subscriber stopped".into())),
-            Err(_) => Err(BusError::Unavailable(format!(
-                "pub/sub connection not up within {} ms",
-                timeout.as_millis()
-            ))),
-        }
+        wait_for_up(self.up.clone(), timeout).await
+    }
+}
+
+/// Resolves once `up` is true, or fails after `timeout`.
+pub(super) async fn wait_for_up(
+    mut up: watch::Receiver<bool>,
+    timeout: Duration,
+) -> Result<(), BusError> {
+    let waited = tokio::time::timeout(timeout, up.wait_for(|up| *up))
+        .await
+        .map(|r| r.map(|_| ()));
+    match waited {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(BusError::Unavailable("pub/sub subscriber stopped".into())),
+        Err(_) => Err(BusError::Unavailable(format!(
+            "pub/sub connection not up within {} ms",
+            timeout.as_millis()
+        ))),
     }
 }
 
 struct Task {
     client: redis::Client,
-    prefix: String,
+    keys: Keys,
     tx: mpsc::Sender<Delivery>,
-    conn: ConnectionManager,
+    conn: Conn,
     members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     presence_ttl: Duration,
     state: Arc<tokio::sync::Mutex<State>>,
@@ -287,7 +296,7 @@ impl Task {
         // session, so a slow or failed write never takes a working subscription down.
         tokio::spawn(restore_presence_until_done(
             self.conn.clone(),
-            self.prefix.clone(),
+            self.keys.clone(),
             self.presence_ttl,
             Arc::clone(&self.members),
             broken.clone(),
@@ -309,15 +318,9 @@ impl Task {
                     continue;
                 }
             };
-            let delivery: Delivery = match super::history::decode(&payload) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, channel = msg.get_channel_name(), "malformed delivery");
-                    continue;
-                }
+            let Some(delivery) = decode_delivery(&payload, &self.metrics) else {
+                continue;
             };
-            let lag = crate::redisx::now_ms().saturating_sub(delivery.emitted_at_ms);
-            self.metrics.lag.observe(lag as f64);
             if self.tx.send(delivery).await.is_err() {
                 return Ok(()); // the gateway stopped
             }
@@ -325,17 +328,32 @@ impl Task {
     }
 }
 
+/// A published payload as a delivery, its lag observed; `None` (logged) if malformed.
+pub(super) fn decode_delivery(payload: &str, metrics: &PubSubMetrics) -> Option<Delivery> {
+    match super::history::decode(payload) {
+        Ok(d) => {
+            let lag = crate::redisx::now_ms().saturating_sub(d.emitted_at_ms);
+            metrics.lag.observe(lag as f64);
+            Some(d)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed delivery");
+            None
+        }
+    }
+}
+
 /// Writes this gateway's memberships again, retrying until it worked or the session ended.
 async fn restore_presence_until_done(
-    mut conn: ConnectionManager,
-    prefix: String,
+    mut conn: Conn,
+    keys: Keys,
     ttl: Duration,
     members: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     session: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(100);
     loop {
-        let attempt = presence::refresh(&mut conn, &prefix, ttl, &members);
+        let attempt = presence::refresh(&mut conn, &keys, ttl, &members);
         let failed = tokio::select! {
             _ = session.cancelled() => return,
             r = attempt => match r {
