@@ -15,16 +15,16 @@ use gameserver::bus::{BetRequest, GatewayBus, Target};
 use gameserver::ledger::{EntryKind, Ledger};
 use serde_json::{json, Value};
 use support::fleet::{
-    engine_command, engine_process_with_lease, lease_owners, players_and_gateway,
-    players_and_gateway_on, players_and_gateway_with_ledger, redis_conn, rooms_shared_by,
-    settlements, sigterm, Proc,
+    bus_conn, engine_command, engine_command_url, engine_process_with_lease, lease_owners,
+    players_and_gateway, players_and_gateway_at, players_and_gateway_with_ledger, redis_conn,
+    rooms_shared_by, settlements, sigterm, Proc,
 };
 use support::{RedisCluster, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
     let server = RedisServer::start();
-    sigkill_mid_traffic(&server, None).await;
+    sigkill_mid_traffic(&server.url(), None).await;
 }
 
 /// The same with the ledger on a three-node Redis Cluster (the bus on its single Redis): the
@@ -33,19 +33,27 @@ async fn sigkill_of_an_engine_loses_and_doubles_nothing() {
 async fn sigkill_of_an_engine_with_the_ledger_on_a_redis_cluster() {
     let server = RedisServer::start();
     let cluster = RedisCluster::start(3);
-    sigkill_mid_traffic(&server, Some(cluster.url())).await;
+    sigkill_mid_traffic(&server.url(), Some(cluster.url())).await;
+}
+
+/// The same with bus and ledger on one three-node Redis Cluster: the killed engine's pending
+/// bets are claimed from their rooms' slots by the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_an_engine_with_bus_and_ledger_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3);
+    sigkill_mid_traffic(&cluster.url(), None).await;
 }
 
 /// 120 bets over four rooms on two engines, one SIGKILLed after 50: every bet debited and
-/// settled once, money conserved. `ledger_url`: the engines' `LEDGER_REDIS_URL` (default: the
-/// bus's Redis).
-async fn sigkill_mid_traffic(server: &RedisServer, ledger_url: Option<String>) {
+/// settled once, money conserved. `bus_url`: the engines' `REDIS_URL`; `ledger_url`: their
+/// `LEDGER_REDIS_URL` (default: the bus's Redis).
+async fn sigkill_mid_traffic(bus_url: &str, ledger_url: Option<String>) {
     let rooms = ["r1", "r2", "r3", "r4"];
-    let ledger_at = ledger_url.clone().unwrap_or_else(|| server.url());
-    let (ledger, gw, mut rx) = players_and_gateway_on(server, &ledger_at, &rooms, 100_000).await;
-    let mut conn = redis_conn(server).await;
+    let ledger_at = ledger_url.clone().unwrap_or_else(|| bus_url.to_owned());
+    let (ledger, gw, mut rx) = players_and_gateway_at(bus_url, &ledger_at, &rooms, 100_000).await;
+    let mut conn = bus_conn(bus_url);
     let engine = |id: &str| {
-        let mut cmd = engine_command(server, id, 1_000);
+        let mut cmd = engine_command_url(bus_url, id, 1_000);
         if let Some(url) = &ledger_url {
             cmd.env("LEDGER_REDIS_URL", url);
         }

@@ -336,6 +336,18 @@ async fn a_crashed_engine_s_rooms_move_and_every_bet_settles_once_on(url: &str) 
     }
     assert_eq!(leases(&e2), 4, "the survivor owns every room");
     e2.stop().await;
+    // Every bet taken into the ledger was acknowledged and deleted from its room's stream.
+    let mut conn = gameserver::redisx::connect(url).unwrap();
+    for room in rooms {
+        for key in [format!("gf:bets:{room}"), format!("gf:{{r.{room}}}:bets")] {
+            let queued: usize = redis::cmd("XLEN")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(queued, 0, "{key}");
+        }
+    }
     let (total, stakes) = ledger_total(url).await;
     assert_eq!(total, 0, "money conserved");
     assert_eq!(stakes, keys.len(), "every bet debited exactly once");
@@ -393,10 +405,20 @@ async fn redis_restart_is_survived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_gateway_s_members_drop_out_of_rooms() {
+    a_dead_gateway_s_members_drop_out_of_rooms_on(&RedisServer::start().url()).await;
+}
+
+/// The same on a Redis Cluster, where a room's presence and the room set are in different
+/// slots (the room set is pruned by generation, never by a cross-slot script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_gateway_s_members_drop_out_of_rooms_on_a_redis_cluster() {
+    a_dead_gateway_s_members_drop_out_of_rooms_on(&RedisCluster::start(3).url()).await;
+}
+
+async fn a_dead_gateway_s_members_drop_out_of_rooms_on(url: &str) {
     use gameserver::bus::EngineBus;
-    let server = RedisServer::start();
     let cfg = |node: &str| {
-        let mut c = bus_cfg(&server.url(), node);
+        let mut c = bus_cfg(url, node);
         c.presence_ttl = Duration::from_millis(600);
         c
     };
@@ -429,6 +451,54 @@ async fn a_dead_gateway_s_members_drop_out_of_rooms() {
     assert_eq!(engine.active_rooms().await.unwrap(), ["r"]);
     assert_eq!(live.leave_room("r", "l1").await.unwrap(), 1);
     assert_eq!(live.leave_room("r", "l2").await.unwrap(), 0);
+    // The last member gone, the room is no longer live: its engine lets it go.
+    assert!(engine.active_rooms().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_s_live_room_cap_refuses_one_room_more() {
+    the_fleet_s_live_room_cap_refuses_one_room_more_on(&RedisServer::start().url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_s_live_room_cap_refuses_one_room_more_on_a_redis_cluster() {
+    the_fleet_s_live_room_cap_refuses_one_room_more_on(&RedisCluster::start(3).url()).await;
+}
+
+/// Two gateways sharing a cap of two live rooms: a third room is refused on either (with
+/// nothing left counted for it), a room already live still takes members, and a room whose
+/// last member left makes room for another.
+async fn the_fleet_s_live_room_cap_refuses_one_room_more_on(url: &str) {
+    let cfg = |node: &str| {
+        let mut c = bus_cfg(url, node);
+        c.max_live_rooms = 2;
+        c
+    };
+    let a = RedisBus::connect(cfg("gwa")).unwrap();
+    let b = RedisBus::connect(cfg("gwb")).unwrap();
+    assert_eq!(a.join_room("r1", "a1").await.unwrap(), 1);
+    assert_eq!(b.join_room("r2", "b1").await.unwrap(), 1);
+    for (bus, conn) in [(&a, "a2"), (&b, "b2")] {
+        let refused = bus.join_room("r3", conn).await;
+        assert!(
+            matches!(
+                refused,
+                Err(BusError::Refused(gameserver::bus::Bound::LiveRooms))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        b.join_room("r1", "b3").await.unwrap(),
+        2,
+        "a live room takes members"
+    );
+    assert_eq!(a.leave_room("r1", "a1").await.unwrap(), 1);
+    assert_eq!(b.leave_room("r1", "b3").await.unwrap(), 0);
+    // r3's refused joins left nothing behind: it starts at one member.
+    assert_eq!(a.join_room("r3", "a4").await.unwrap(), 1);
+    let refused = b.join_room("r4", "b4").await;
+    assert!(matches!(refused, Err(BusError::Refused(_))), "{refused:?}");
 }
 
 /// A ledger that stops its engine for good right after its first settlement is stored, before

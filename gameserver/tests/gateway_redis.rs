@@ -288,15 +288,26 @@ fn names(v: &Value, key: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_coalesced_on_every_gateway_of_the_room() {
-    let redis = RedisServer::start();
+    presence_is_coalesced_on_every_gateway_of_the_room_on(&RedisServer::start().url()).await;
+}
+
+/// The same with the bus on a three-node Redis Cluster: real WebSocket players on two
+/// gateways, the room's frames over its shard channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_coalesced_on_every_gateway_of_the_room_on_a_redis_cluster() {
+    presence_is_coalesced_on_every_gateway_of_the_room_on(&support::RedisCluster::start(3).url())
+        .await;
+}
+
+async fn presence_is_coalesced_on_every_gateway_of_the_room_on(url: &str) {
     let stop = CancellationToken::new();
     let interval = Duration::from_millis(1500);
     let cfg = || GatewayConfig {
         presence_interval: interval,
         ..GatewayConfig::default()
     };
-    let a = gateway_with(&redis.url(), cfg(), &stop).await;
-    let b = gateway_with(&redis.url(), cfg(), &stop).await;
+    let a = gateway_with(url, cfg(), &stop).await;
+    let b = gateway_with(url, cfg(), &stop).await;
     let (mut alice, _) = join(a, "alice".into(), "lobby".into()).await;
     let (mut bob, _) = join(b, "bob".into(), "lobby".into()).await;
     // Once the room has been quiet for an interval, a lone join is told at once, on both

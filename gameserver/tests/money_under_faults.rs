@@ -20,8 +20,9 @@ use gameserver::bus::{BetRequest, Delivery, GatewayBus, Target};
 use gameserver::ledger::{BetState, EntryKind, Ledger, RedisLedger};
 use serde_json::{json, Value};
 use support::fleet::{
-    engine_base, free_addr, http_get, lease_owners, metric, players_and_gateway_on,
-    players_and_gateway_with_ledger, redis_conn, rooms_shared_by, signal, Proc,
+    bus_conn, engine_base, free_addr, http_get, lease_owners, metric, players_and_gateway_at,
+    players_and_gateway_on, players_and_gateway_with_ledger, redis_conn, rooms_shared_by, signal,
+    Proc,
 };
 use support::{FaultProxy, RedisCluster, RedisServer};
 use tokio::sync::mpsc::Receiver;
@@ -628,6 +629,102 @@ async fn a_ledger_cluster_node_restarted_empty_halts_the_engines() {
         acked.len()
     );
     assert!(untold > 0);
+}
+
+/// (c''') The bus on a three-node Redis Cluster, the ledger on its own Redis: a bus node is
+/// SIGKILLed and restarted empty between two waves of bets. The gateway's shard channels on
+/// that node are subscribed again, its presence there written again, the engine's consumer
+/// groups made again, and every bet acknowledged before or after is settled and told once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_cluster_node_restarted_empty_between_waves_loses_nothing_acknowledged() {
+    let mut cluster = RedisCluster::start(3);
+    let ledger_server = RedisServer::start();
+    let (_, gw, rx) =
+        players_and_gateway_at(&cluster.url(), &ledger_server.url(), &ROOMS, 10_000_000).await;
+    let told = listen(rx);
+    let mut conn = bus_conn(&cluster.url());
+    let admin = free_addr();
+    let mut cmd = engine_base(&cluster.url(), "e1", LEASE_MS, &admin);
+    cmd.env("LEDGER_REDIS_URL", ledger_server.url())
+        .arg("--allow-ephemeral-ledger");
+    let _engine = Proc(cmd.spawn().unwrap());
+    rooms_shared_by(&mut conn, &ROOMS, &["e1"], Duration::from_secs(30)).await;
+
+    let first = Flow::start(Arc::clone(&gw), "a", &ROOMS, Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (mut acked, mut failed) = first.finish().await;
+    all_told(&told, &acked, Duration::from_secs(30)).await;
+
+    let node = redis::Client::open(format!("redis://127.0.0.1:{}/", cluster.ports[1])).unwrap();
+    let node_keys = |pattern: &'static str| {
+        let node = node.clone();
+        async move {
+            let Ok(mut c) = node.get_multiplexed_async_connection().await else {
+                return Vec::new();
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            keys
+        }
+    };
+    let before = node_keys("gf:{[ru].*").await;
+    assert!(!before.is_empty(), "node 1 serves rooms or players");
+    let mut presence: Vec<String> = node_keys("gf:{r.*}:presence").await;
+    presence.sort();
+    cluster.restart_node(1);
+
+    // The restarted node knows this gateway's members again (presence restored).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut now = node_keys("gf:{r.*}:presence").await;
+        now.sort();
+        if now == presence {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence not restored on the restarted node: {now:?} vs {presence:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = Flow::start(Arc::clone(&gw), "b", &ROOMS, Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let (acked2, failed2) = second.finish().await;
+    assert!(!acked2.is_empty(), "no bet acknowledged after the restart");
+    acked.extend(acked2);
+    failed.extend(failed2);
+    all_told(&told, &acked, Duration::from_secs(30)).await;
+    // Every bet taken into the ledger was acknowledged on the bus (and deleted): nothing is
+    // left to be redelivered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for room in ROOMS {
+        loop {
+            let queued: usize = redis::cmd("XLEN")
+                .arg(format!("gf:{{r.{room}}}:bets"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if queued == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{queued} entries left in {room}'s bet stream"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    audit(
+        "bus cluster node restarted empty between waves",
+        &ledger_server,
+        &told,
+        &acked,
+        &failed,
+    )
+    .await;
 }
 
 /// (d) The reply to a settlement is dropped on the wire (the proxy closes the ledger

@@ -342,7 +342,9 @@ impl Default for LatencySpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.urlSecretRef)").message("redis: set exactly one of url or urlSecretRef"))]
 pub struct RedisSpec {
-    /// Redis URL, e.g. `redis://redis:6379`.
+    /// Redis URL, e.g. `redis://redis:6379`, or a Redis Cluster's nodes,
+    /// `redis+cluster://[user:pass@]redis-0:6379,redis-1:6379` (any of them; the rest are
+    /// learned from the cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub url: Option<String>,

@@ -70,22 +70,16 @@ impl Problems {
         }
     }
 
-    /// A Redis URL given as exactly one of `url` or `urlSecretRef`; `cluster_ok` also takes a
-    /// Redis Cluster (`redis+cluster://`).
-    fn redis(
-        &mut self,
-        field: &str,
-        url: Option<&str>,
-        secret: Option<&SecretKeyRef>,
-        cluster_ok: bool,
-    ) {
+    /// A Redis URL (a single Redis or a Redis Cluster) given as exactly one of `url` or
+    /// `urlSecretRef`.
+    fn redis(&mut self, field: &str, url: Option<&str>, secret: Option<&SecretKeyRef>) {
         match (url, secret) {
             (Some(_), Some(_)) => {
                 self.add(field, "set exactly one of url or urlSecretRef, got both")
             }
             (None, None) => self.add(field, "set exactly one of url or urlSecretRef, got neither"),
             (Some(url), None) => {
-                if let Err(why) = check_redis_url(url, cluster_ok) {
+                if let Err(why) = check_redis_url(url) {
                     self.add(format!("{field}.url"), why);
                 }
             }
@@ -140,17 +134,10 @@ impl Problems {
 /// Cluster URLs list their nodes: `redis+cluster://[user:pass@]h1:p1,h2:p2`.
 const CLUSTER_SCHEME: &str = "redis+cluster://";
 
-/// What a Redis URL must look like (a single Redis; with `cluster_ok` also a cluster's node
-/// list). The bus runs on a single Redis only: its scripts and stream reads are not laid out
-/// for hash slots.
-pub fn check_redis_url(url: &str, cluster_ok: bool) -> Result<(), String> {
+/// What a Redis URL must look like: a single Redis, or a Redis Cluster's node list (the bus
+/// and the ledger both run on either).
+pub fn check_redis_url(url: &str) -> Result<(), String> {
     if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
-        if !cluster_ok {
-            return Err(format!(
-                "the bus runs on a single Redis (redis:// or rediss://); a Redis Cluster \
-                 ({CLUSTER_SCHEME}) can hold the ledger only (redis.ledger), got {url:?}"
-            ));
-        }
         let hosts = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
         let bad: Vec<&str> = hosts
             .trim_end_matches('/')
@@ -172,12 +159,9 @@ pub fn check_redis_url(url: &str, cluster_ok: bool) -> Result<(), String> {
     if url.starts_with("redis://") || url.starts_with("rediss://") {
         return Ok(());
     }
-    let schemes = if cluster_ok {
-        "redis://, rediss:// or redis+cluster://"
-    } else {
-        "redis:// or rediss://"
-    };
-    Err(format!("must start with {schemes}, got {url:?}"))
+    Err(format!(
+        "must start with redis://, rediss:// or {CLUSTER_SCHEME}, got {url:?}"
+    ))
 }
 
 pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
@@ -265,14 +249,12 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
         "redis",
         spec.redis.url.as_deref(),
         spec.redis.url_secret_ref.as_ref(),
-        false,
     );
     if let Some(l) = &spec.redis.ledger {
         p.redis(
             "redis.ledger",
             l.url.as_deref(),
             l.url_secret_ref.as_ref(),
-            true,
         );
     }
     p.secret_ref("auth.jwtSecretRef", &spec.auth.jwt_secret_ref);
@@ -585,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn a_redis_cluster_holds_the_ledger_but_not_the_bus() {
+    fn a_redis_cluster_holds_the_bus_or_the_ledger() {
         let mut s = spec();
         s.redis.ledger = Some(crate::crd::RedisEndpoint {
             url: Some("redis+cluster://ledger-0:6379,ledger-1:6379,ledger-2:6379".into()),
@@ -593,18 +575,20 @@ mod tests {
         });
         assert_eq!(validate(&s), Ok(()));
         assert_eq!(
-            check_redis_url("redis+cluster://:pw@a:1,b:2/", true),
+            check_redis_url("redis+cluster://:pw@a:1,b:2/"),
             Ok(())
         );
-        let e = check_redis_url("redis+cluster://a:1,b", true).unwrap_err();
+        let e = check_redis_url("redis+cluster://a:1,b").unwrap_err();
         assert!(e.contains("[\"b\"]"), "{e}");
-        assert!(check_redis_url("redis+cluster://", true).is_err());
-        assert!(check_redis_url("http://a", true)
+        assert!(check_redis_url("redis+cluster://").is_err());
+        assert!(check_redis_url("http://a")
             .unwrap_err()
             .contains("redis+cluster://"));
         s.redis.url = Some("redis+cluster://a:1,b:2".into());
+        assert_eq!(validate(&s), Ok(()));
+        s.redis.url = Some("redis+cluster://a:1,b".into());
         let e = validate(&s).unwrap_err().to_string();
-        assert!(e.contains("redis.url") && e.contains("ledger only"), "{e}");
+        assert!(e.contains("spec.redis.url: a cluster URL lists its nodes"), "{e}");
     }
 
     #[test]

@@ -101,6 +101,17 @@ pub async fn players_and_gateway_on(
     rooms: &[&str],
     balance: i64,
 ) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
+    players_and_gateway_at(&server.url(), ledger_url, rooms, balance).await
+}
+
+/// [`players_and_gateway`] with the bus at `bus_url` and the ledger at `ledger_url` (each a
+/// single Redis or a cluster).
+pub async fn players_and_gateway_at(
+    bus_url: &str,
+    ledger_url: &str,
+    rooms: &[&str],
+    balance: i64,
+) -> (RedisLedger, Arc<RedisBus>, Receiver<Delivery>) {
     let ledger = RedisLedger::connect(ledger_url, "gf").unwrap();
     for u in 0..8 {
         ledger
@@ -115,7 +126,7 @@ pub async fn players_and_gateway_on(
             .await
             .unwrap();
     }
-    let mut cfg = RedisBusConfig::new(server.url(), "gw");
+    let mut cfg = RedisBusConfig::new(bus_url, "gw");
     // Bets arrive here in bursts far above a player's pace: the per-player rate is not what
     // these tests are about.
     cfg.bets_per_user_per_second = 0;
@@ -174,9 +185,14 @@ pub async fn settlements(
     }
 }
 
+/// A connection to the bus at `url` (a single Redis or a cluster), for reading its keys.
+pub fn bus_conn(url: &str) -> gameserver::redisx::Conn {
+    gameserver::redisx::connect(url).unwrap()
+}
+
 /// Waits until every room's lease is held by one of `engines`, each holding at least one.
 pub async fn rooms_shared_by(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut impl redis::aio::ConnectionLike,
     rooms: &[&str],
     engines: &[&str],
     within: Duration,
@@ -200,18 +216,20 @@ pub fn sigterm(p: &Proc) {
     signal(p, "TERM");
 }
 
-/// Owners (engine ids) of the rooms' leases, from the lease values `<engine-id>-<nonce>`.
+/// Owners (engine ids) of the rooms' leases, from the lease values `<engine-id>-<nonce>`, on
+/// either topology's key layout.
 pub async fn lease_owners(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut impl redis::aio::ConnectionLike,
     rooms: &[&str],
 ) -> Vec<String> {
     let mut owners = Vec::new();
     for room in rooms {
-        let v: Option<String> = redis::cmd("GET")
-            .arg(format!("gf:lease:{room}"))
-            .query_async(conn)
-            .await
-            .unwrap();
+        let mut v: Option<String> = None;
+        for key in [format!("gf:lease:{room}"), format!("gf:{{r.{room}}}:lease")] {
+            if v.is_none() {
+                v = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+            }
+        }
         owners.push(
             v.and_then(|v| v.split('-').next().map(str::to_owned))
                 .unwrap_or_default(),

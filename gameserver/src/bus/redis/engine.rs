@@ -534,16 +534,32 @@ impl EngineSide {
             };
             by_room.entry(game_id).or_default().push(id);
         }
-        // One pipeline: per room, one XACK and one XDEL for all its entries.
-        let mut pipe = redis::pipe();
-        for (game_id, ids) in &by_room {
+        // Per room, one XACK and one XDEL for all its entries: one pipeline on a single Redis,
+        // one per room (its slot) on a cluster.
+        let room_cmds = |pipe: &mut redis::Pipeline, game_id: &str, ids: &[&str]| {
             let key = self.keys.bets(game_id);
             pipe.cmd("XACK").arg(&key).arg(GROUP).arg(ids).ignore();
             pipe.cmd("XDEL").arg(&key).arg(ids).ignore();
+        };
+        if !self.keys.cluster() {
+            let mut pipe = redis::pipe();
+            for (game_id, ids) in &by_room {
+                room_cmds(&mut pipe, game_id, ids);
+            }
+            return pipe
+                .query_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(unavailable);
         }
-        pipe.query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
+        try_join_all(by_room.iter().map(|(game_id, ids)| {
+            let mut pipe = redis::pipe();
+            room_cmds(&mut pipe, game_id, ids);
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        }))
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
     }
 
     pub(super) async fn give_up(&self, game_id: &str) -> Result<(), BusError> {

@@ -7,15 +7,18 @@
 //! as on a single Redis, what the gateway wants is kept apart from what was confirmed: a
 //! channel whose `SSUBSCRIBE` failed is retried until it works, and the subscriber counts as
 //! up only while every wanted channel is confirmed and every node answers. A node that stopped
-//! answering and came back may have lost this gateway's presence (a restart), so it is written
-//! again then.
+//! answering, or answers with a new run id (it restarted, or a replica took over), may have
+//! lost this gateway's subscriptions and presence entries: every channel is subscribed again
+//! and the presence written again then. (The client's own resubscription after reconnecting
+//! was not enough: a node restarted between two commands went on without this gateway's
+//! channels.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -184,24 +187,47 @@ impl Checker {
     async fn run(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut nodes_were_up = true;
+        // The run id of each primary when last seen: a new one is a node that restarted (or a
+        // failover), which knows none of this gateway's subscriptions and may have lost its
+        // presence entries, even if the client reconnected without a command failing.
+        let mut known: Option<BTreeMap<String, String>> = None;
+        let mut restore = false;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let nodes_up = self.nodes_answer().await;
-            if nodes_up && !nodes_were_up {
-                tracing::info!("every Redis node answers again; restoring presence");
-                if let Err(e) =
-                    presence::refresh(&mut self.conn, &self.keys, self.presence_ttl, &self.members)
-                        .await
+            let nodes = self.node_run_ids().await;
+            match (&nodes, &known) {
+                (None, _) => restore = true,
+                (Some(now), Some(before)) if now != before => restore = true,
+                _ => {}
+            }
+            let nodes_up = nodes.is_some();
+            if nodes.is_some() {
+                known = nodes;
+            }
+            if nodes_up && restore {
+                tracing::info!(
+                    "a Redis node restarted or came back; subscribing and restoring presence"
+                );
                 {
-                    tracing::warn!(error = %e, "restoring presence failed; retrying");
-                    continue; // nodes_were_up stays false: tried again next tick
+                    let mut state = lock(&self.state);
+                    let wanted = state.wanted.clone();
+                    state.unconfirmed.extend(wanted);
+                }
+                match presence::refresh(
+                    &mut self.conn,
+                    &self.keys,
+                    self.presence_ttl,
+                    &self.members,
+                )
+                .await
+                {
+                    Ok(()) => restore = false,
+                    Err(e) => tracing::warn!(error = %e, "restoring presence failed; retrying"),
                 }
             }
-            nodes_were_up = nodes_up;
             if nodes_up {
                 self.retry_unconfirmed().await;
             }
@@ -217,16 +243,24 @@ impl Checker {
         }
     }
 
-    /// Whether every primary answers a `PING` on the subscribing connection.
-    async fn nodes_answer(&mut self) -> bool {
-        let ping = self.sub.route_command(
-            redis::cmd("PING"),
-            RoutingInfo::MultiNode((
-                MultipleNodeRoutingInfo::AllMasters,
-                Some(ResponsePolicy::AllSucceeded),
-            )),
+    /// Each primary's address and run id, on the subscribing connection; `None` unless every
+    /// primary answered.
+    async fn node_run_ids(&mut self) -> Option<BTreeMap<String, String>> {
+        let info = self.sub.route_command(
+            redis::cmd("INFO").arg("server").to_owned(),
+            RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
         );
-        matches!(tokio::time::timeout(COMMAND_TIMEOUT, ping).await, Ok(Ok(_)))
+        let reply = tokio::time::timeout(COMMAND_TIMEOUT, info)
+            .await
+            .ok()?
+            .ok()?;
+        let by_node: HashMap<String, redis::Value> = redis::from_redis_value(reply).ok()?;
+        let mut ids = BTreeMap::new();
+        for (node, text) in by_node {
+            let text: String = redis::from_redis_value(text).ok()?;
+            ids.insert(node, run_id(&text)?.to_owned());
+        }
+        Some(ids)
     }
 
     /// Subscribes the unconfirmed channels (stops at the first failure).
@@ -240,5 +274,22 @@ impl Checker {
                 return;
             }
         }
+    }
+}
+
+/// The `run_id` of an `INFO server` reply.
+fn run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_node_is_known_by_its_run_id() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c0e\r\ntcp_port:7000\r\n";
+        assert_eq!(super::run_id(info), Some("4f1c0e"));
+        assert_eq!(super::run_id("# Server\r\n"), None);
     }
 }
