@@ -134,7 +134,8 @@ pub struct EngineCmdArgs {
     /// Admin HTTP address (/metrics, /healthz, /readyz, admin ledger API).
     #[arg(long, env = "ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
-    /// Redis URL for the bus and the ledger.
+    /// Redis URL for the bus and the ledger: `redis://…`, or a Redis Cluster's nodes,
+    /// `redis+cluster://h1:p1,h2:p2` (docs/architecture.md, "Bus on a Redis Cluster").
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Secret,
     /// A separate Redis for the ledger (balances, bet records, rounds, audit stream); default:

@@ -18,7 +18,8 @@ pub struct ServerArgs {
     /// HS256 secret for player tokens (never logged).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
-    /// Redis URL for the distributed bus and ledger.
+    /// Redis URL for the distributed bus and ledger: `redis://…`, or a Redis Cluster's nodes,
+    /// `redis+cluster://h1:p1,h2:p2`.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
     /// Required `aud` claim of player tokens (unset: not checked).
