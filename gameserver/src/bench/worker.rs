@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
+use super::args::BenchArgs;
 use super::client::{self, Phase, Player, Tally};
+use super::error::BenchError;
 use super::report::{Samples, WorkerReport};
-use super::{BenchArgs, BenchError};
 use crate::auth::mint_token;
 
 #[derive(Debug, Serialize, Deserialize)]
