@@ -529,7 +529,6 @@ impl EngineSide {
     /// Renew, release and acquire room leases, then return the rooms this engine owns.
     /// `live_rooms` is the presence script listing the rooms with live members.
     pub(super) async fn active_rooms(&self, live_rooms: &Script) -> Result<Vec<String>, BusError> {
-        let p = &self.prefix;
         let now = crate::redisx::now_ms();
         let ttl = self.lease_ttl.as_millis() as u64;
         if self.draining.load(Ordering::Acquire) {
@@ -537,16 +536,37 @@ impl EngineSide {
             self.renew_owned(ttl).await?;
             return Ok(self.owned_rooms());
         }
-        // Rooms with live members (expired presence is pruned on the way).
-        let rooms: BTreeSet<String> = live_rooms
+        let rooms = self.live_rooms(live_rooms).await?;
+        let engines = self.live_engines(now, ttl).await?;
+        let owned = lock(&self.owned).clone();
+        let plan = lease::plan(&self.owner, &owned, &rooms, engines);
+        self.release_leases(&plan.release).await?;
+        self.renew(&plan.renew, ttl).await?;
+        self.hand_off_released().await;
+        self.acquire_leases(&plan.acquire, plan.budget, ttl).await?;
+        self.record_backlog(&rooms).await?;
+        let owned = self.owned_rooms();
+        self.metrics.leases.set(owned.len() as i64);
+        Ok(owned)
+    }
+
+    /// Rooms with live members (expired presence is pruned on the way).
+    async fn live_rooms(&self, live_rooms: &Script) -> Result<BTreeSet<String>, BusError> {
+        let p = &self.prefix;
+        Ok(live_rooms
             .key(format!("{p}:rooms"))
             .arg(presence::key_prefix(p))
             .invoke_async::<Vec<String>>(&mut self.conn.clone())
             .await
             .map_err(unavailable)?
             .into_iter()
-            .collect();
-        let engines: usize = redis::pipe()
+            .collect())
+    }
+
+    /// Marks this engine alive and counts the live engines (seen within two lease lifetimes).
+    async fn live_engines(&self, now: u64, ttl: u64) -> Result<usize, BusError> {
+        let p = &self.prefix;
+        redis::pipe()
             .cmd("ZADD")
             .arg(format!("{p}:engines"))
             .arg(now)
@@ -562,11 +582,14 @@ impl EngineSide {
             .query_async::<(usize,)>(&mut self.conn.clone())
             .await
             .map(|(n,)| n)
-            .map_err(unavailable)?;
-        let owned = lock(&self.owned).clone();
-        let plan = lease::plan(&self.owner, &owned, &rooms, engines);
+            .map_err(unavailable)
+    }
+
+    /// Gives up the leases of `rooms`.
+    async fn release_leases(&self, rooms: &[String]) -> Result<(), BusError> {
+        let p = &self.prefix;
         let mut conn = self.conn.clone();
-        for room in &plan.release {
+        for room in rooms {
             self.stop_owning(room);
             let _: i64 = self
                 .release
@@ -577,10 +600,19 @@ impl EngineSide {
                 .map_err(unavailable)?;
             tracing::info!(room, "room lease released");
         }
-        self.renew(&plan.renew, ttl).await?;
-        self.hand_off_released().await;
-        let mut budget = plan.budget;
-        for room in &plan.acquire {
+        Ok(())
+    }
+
+    /// Tries the leases of `rooms` in order until `budget` of them were acquired.
+    async fn acquire_leases(
+        &self,
+        rooms: &[String],
+        mut budget: usize,
+        ttl: u64,
+    ) -> Result<(), BusError> {
+        let p = &self.prefix;
+        let mut conn = self.conn.clone();
+        for room in rooms {
             if budget == 0 {
                 break;
             }
@@ -605,19 +637,24 @@ impl EngineSide {
                 tracing::info!(room, token, "room lease acquired");
             }
         }
-        // Backlog over every active room (fleet-wide), for scaling decisions.
+        Ok(())
+    }
+
+    /// Backlog over every active room (fleet-wide), for scaling decisions.
+    async fn record_backlog(&self, rooms: &BTreeSet<String>) -> Result<(), BusError> {
         if !rooms.is_empty() {
             let mut pipe = redis::pipe();
-            for room in &rooms {
-                pipe.cmd("XLEN").arg(keys::bets_key(p, room));
+            for room in rooms {
+                pipe.cmd("XLEN").arg(keys::bets_key(&self.prefix, room));
             }
-            let lens: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            let lens: Vec<i64> = pipe
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
             self.metrics.backlog.set(lens.iter().sum());
         } else {
             self.metrics.backlog.set(0);
         }
-        let owned = self.owned_rooms();
-        self.metrics.leases.set(owned.len() as i64);
-        Ok(owned)
+        Ok(())
     }
 }
