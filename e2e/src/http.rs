@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 pub struct AppState {
     pub api: Arc<ApiServer>,
@@ -609,6 +609,47 @@ impl WatchCtx {
     }
 }
 
+/// The watch parameters of a list request's query.
+struct WatchParams {
+    /// `allowWatchBookmarks=true`: periodic `BOOKMARK` events.
+    bookmarks: bool,
+    /// `sendInitialEvents=true`: the current objects first, then a bookmark marking their end.
+    send_initial: bool,
+    timeout: Duration,
+    /// The `resourceVersion` to watch from (`None`: from now, after the current objects).
+    from: Option<u64>,
+}
+
+impl WatchParams {
+    fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let bookmarks = query
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true");
+        let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(1800);
+        let from: Option<u64> = match query.get("resourceVersion").map(String::as_str) {
+            None | Some("") | Some("0") => None,
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+            ),
+        };
+        Ok(Self {
+            bookmarks,
+            send_initial,
+            timeout: Duration::from_secs(timeout),
+            from,
+        })
+    }
+}
+
+/// Where a watch starts: the events to send first, the resourceVersion they end at, and the
+/// receiver of every later change.
+type WatchOpening = (Vec<Bytes>, u64, broadcast::Receiver<Arc<Change>>);
+
 fn watch_response(
     state: &Arc<AppState>,
     t: Target,
@@ -617,21 +658,7 @@ fn watch_response(
     include: Include,
 ) -> Result<Response, ApiError> {
     let filter = Filter::new(&t, query)?;
-    let bookmarks = query
-        .get("allowWatchBookmarks")
-        .is_some_and(|v| v == "true");
-    let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(1800);
-    let rv: Option<u64> = match query.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => None,
-        Some(s) => Some(
-            s.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
-        ),
-    };
+    let params = WatchParams::parse(query)?;
     let ctx = WatchCtx {
         state: state.clone(),
         def: t.def,
@@ -639,30 +666,34 @@ fn watch_response(
         as_table,
         include,
     };
+    let start = match watch_start(&ctx, &params) {
+        Ok(start) => start,
+        Err(too_old) => return Ok(too_old_watch_response(&too_old)),
+    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let interval = state.bookmark_interval;
+    tokio::spawn(stream_watch(ctx, params, interval, start, tx));
+    Ok(stream_response(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ))
+}
 
-    let (initial, mut last_rv, mut live) = match rv {
-        Some(from) if !send_initial => match state.api.store.watch_from(from) {
-            Ok((backlog, live)) => {
-                let last = backlog.last().map_or(from, |c| c.rv);
-                let lines: Vec<Bytes> = backlog.iter().filter_map(|c| ctx.event_for(c)).collect();
-                (lines, last, live)
-            }
-            Err(expired) => {
-                let status = ApiError::gone(format!(
-                    "too old resource version: {from} ({})",
-                    expired.oldest
-                ))
-                .status();
-                let line = format!("{}\n", json!({"type": "ERROR", "object": status}));
-                return Ok(stream_response(futures::stream::once(async move {
-                    Ok::<_, std::io::Error>(Bytes::from(line))
-                })));
-            }
-        },
+/// The initial events of a watch: the changes since its resourceVersion or, without one (or
+/// with `sendInitialEvents`), the current objects as `ADDED`.
+fn watch_start(ctx: &WatchCtx, params: &WatchParams) -> Result<WatchOpening, TooOld> {
+    match params.from {
+        Some(from) if !params.send_initial => {
+            let (backlog, live) = ctx.state.api.store.watch_from(from).map_err(|e| TooOld {
+                from,
+                oldest: e.oldest,
+            })?;
+            let last = backlog.last().map_or(from, |c| c.rv);
+            let lines: Vec<Bytes> = backlog.iter().filter_map(|c| ctx.event_for(c)).collect();
+            Ok((lines, last, live))
+        }
         _ => {
-            let (items, at, live) = state
+            let (items, at, live) = ctx
+                .state
                 .api
                 .store
                 .snapshot_and_subscribe(&ctx.def.storage, ctx.filter.ns.as_deref());
@@ -671,54 +702,78 @@ fn watch_response(
                 .filter(|o| ctx.filter.matches(o))
                 .map(|o| ctx.render("ADDED", o))
                 .collect();
-            if send_initial {
+            if params.send_initial {
                 lines.push(ctx.bookmark(at, true));
             }
-            (lines, at, live)
+            Ok((lines, at, live))
         }
-    };
+    }
+}
 
-    tokio::spawn(async move {
-        for line in initial {
-            if tx.send(Ok(line)).await.is_err() {
-                return;
-            }
+/// A watch asked for history that is no longer kept.
+struct TooOld {
+    from: u64,
+    /// The oldest resourceVersion still kept.
+    oldest: u64,
+}
+
+/// A watch from a compacted resourceVersion: one `ERROR` event (410 Gone), then the end.
+fn too_old_watch_response(too_old: &TooOld) -> Response {
+    let status = ApiError::gone(format!(
+        "too old resource version: {} ({})",
+        too_old.from, too_old.oldest
+    ))
+    .status();
+    let line = format!("{}\n", json!({"type": "ERROR", "object": status}));
+    stream_response(futures::stream::once(async move {
+        Ok::<_, std::io::Error>(Bytes::from(line))
+    }))
+}
+
+/// Sends a watch's events until its timeout, the client leaving or the change feed ending.
+async fn stream_watch(
+    ctx: WatchCtx,
+    params: WatchParams,
+    interval: Duration,
+    (initial, mut last_rv, mut live): WatchOpening,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    for line in initial {
+        if tx.send(Ok(line)).await.is_err() {
+            return;
         }
-        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
-        tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval(interval);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                _ = tx.closed() => return,
-                _ = ticker.tick(), if bookmarks => {
-                    if tx.send(Ok(ctx.bookmark(last_rv, false))).await.is_err() {
-                        return;
+    }
+    let deadline = tokio::time::sleep(params.timeout);
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return,
+            _ = tx.closed() => return,
+            _ = ticker.tick(), if params.bookmarks => {
+                if tx.send(Ok(ctx.bookmark(last_rv, false))).await.is_err() {
+                    return;
+                }
+            }
+            msg = live.recv() => match msg {
+                Ok(change) => {
+                    if change.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = change.rv;
+                    if let Some(line) = ctx.event_for(&change) {
+                        if tx.send(Ok(line)).await.is_err() {
+                            return;
+                        }
                     }
                 }
-                msg = live.recv() => match msg {
-                    Ok(change) => {
-                        if change.rv <= last_rv {
-                            continue;
-                        }
-                        last_rv = change.rv;
-                        if let Some(line) = ctx.event_for(&change) {
-                            if tx.send(Ok(line)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    // Lagged or closed: end the stream; the client re-watches
-                    // from its last resourceVersion.
-                    Err(_) => return,
-                },
-            }
+                // Lagged or closed: end the stream; the client re-watches
+                // from its last resourceVersion.
+                Err(_) => return,
+            },
         }
-    });
-    Ok(stream_response(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    ))
+    }
 }
 
 /// `kubectl logs -f`: what is there, then new output until the pod is gone.

@@ -105,7 +105,20 @@ fn builtin(
     }
 }
 
+/// Every built-in resource, in discovery order.
 fn builtins() -> Vec<ResourceDef> {
+    [
+        core_builtins(),
+        node_and_quota_builtins(),
+        workload_builtins(),
+        network_and_policy_builtins(),
+        access_builtins(),
+    ]
+    .concat()
+}
+
+/// The core (`v1`) resources of namespaces and workloads.
+fn core_builtins() -> Vec<ResourceDef> {
     vec![
         builtin(
             "",
@@ -151,6 +164,12 @@ fn builtins() -> Vec<ResourceDef> {
             false,
         ),
         builtin("", "v1", "events", "Event", true, &["ev"], false, false),
+    ]
+}
+
+/// The core (`v1`) resources of nodes, quotas, limits and volume claims.
+fn node_and_quota_builtins() -> Vec<ResourceDef> {
+    vec![
         builtin("", "v1", "nodes", "Node", false, &["no"], true, false),
         builtin(
             "",
@@ -182,6 +201,12 @@ fn builtins() -> Vec<ResourceDef> {
             true,
             false,
         ),
+    ]
+}
+
+/// The `apps` and `batch` resources.
+fn workload_builtins() -> Vec<ResourceDef> {
+    vec![
         builtin(
             "apps",
             "v1",
@@ -243,6 +268,12 @@ fn builtins() -> Vec<ResourceDef> {
             true,
             false,
         ),
+    ]
+}
+
+/// Discovery, events, policy, coordination, autoscaling and networking resources.
+fn network_and_policy_builtins() -> Vec<ResourceDef> {
+    vec![
         builtin(
             "discovery.k8s.io",
             "v1",
@@ -313,6 +344,12 @@ fn builtins() -> Vec<ResourceDef> {
             true,
             false,
         ),
+    ]
+}
+
+/// RBAC resources and CustomResourceDefinitions.
+fn access_builtins() -> Vec<ResourceDef> {
+    vec![
         builtin(
             "rbac.authorization.k8s.io",
             "v1",

@@ -78,6 +78,22 @@ pub fn validate(v: &Value, schema: &Value, path: &str, errs: &mut Vec<String>) {
         ));
         return;
     }
+    check_enum(v, schema, path, errs);
+    if let Some(n) = v.as_f64() {
+        check_number(n, v, schema, path, errs);
+    }
+    if let Some(s) = v.as_str() {
+        check_string(s, v, schema, path, errs);
+    }
+    match v {
+        Value::Object(m) => validate_object(m, schema, path, errs),
+        Value::Array(a) => validate_array(a, schema, path, errs),
+        _ => {}
+    }
+}
+
+/// `enum`: `v` is one of the listed values.
+fn check_enum(v: &Value, schema: &Value, path: &str, errs: &mut Vec<String>) {
     if let Some(en) = schema.get("enum").and_then(Value::as_array) {
         if !en.contains(v) {
             let allowed: Vec<String> = en.iter().map(short).collect();
@@ -88,93 +104,107 @@ pub fn validate(v: &Value, schema: &Value, path: &str, errs: &mut Vec<String>) {
             ));
         }
     }
-    if let Some(n) = v.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-            let excl = schema.get("exclusiveMinimum") == Some(&Value::Bool(true));
-            if n < min || (excl && n <= min) {
-                errs.push(format!("{path}: Invalid value: {}: {path} in body should be greater than or equal to {min}", short(v)));
-            }
-        }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-            let excl = schema.get("exclusiveMaximum") == Some(&Value::Bool(true));
-            if n > max || (excl && n >= max) {
-                errs.push(format!("{path}: Invalid value: {}: {path} in body should be less than or equal to {max}", short(v)));
-            }
+}
+
+/// `minimum`/`maximum` (and their exclusive forms) of the number `n` (`v`).
+fn check_number(n: f64, v: &Value, schema: &Value, path: &str, errs: &mut Vec<String>) {
+    if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
+        let excl = schema.get("exclusiveMinimum") == Some(&Value::Bool(true));
+        if n < min || (excl && n <= min) {
+            errs.push(format!("{path}: Invalid value: {}: {path} in body should be greater than or equal to {min}", short(v)));
         }
     }
-    if let Some(s) = v.as_str() {
-        let len = s.chars().count() as u64;
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-            if len < min {
-                errs.push(format!(
-                    "{path}: Invalid value: {}: {path} in body should be at least {min} chars long",
-                    short(v)
-                ));
-            }
-        }
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-            if len > max {
-                errs.push(format!(
-                    "{path}: Too long: may not be more than {max} bytes"
-                ));
-            }
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
+        let excl = schema.get("exclusiveMaximum") == Some(&Value::Bool(true));
+        if n > max || (excl && n >= max) {
+            errs.push(format!(
+                "{path}: Invalid value: {}: {path} in body should be less than or equal to {max}",
+                short(v)
+            ));
         }
     }
-    match v {
-        Value::Object(m) => {
-            for r in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(r) = r.as_str() {
-                    if !m.contains_key(r) {
-                        errs.push(if path.is_empty() {
-                            format!("{r}: Required value")
-                        } else {
-                            format!("{path}.{r}: Required value")
-                        });
-                    }
-                }
-            }
-            let props = schema.get("properties").and_then(Value::as_object);
-            for (k, child) in m {
-                let child_path = if path.is_empty() {
-                    k.clone()
+}
+
+/// `minLength`/`maxLength` of the string `s` (`v`).
+fn check_string(s: &str, v: &Value, schema: &Value, path: &str, errs: &mut Vec<String>) {
+    let len = s.chars().count() as u64;
+    if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
+        if len < min {
+            errs.push(format!(
+                "{path}: Invalid value: {}: {path} in body should be at least {min} chars long",
+                short(v)
+            ));
+        }
+    }
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
+        if len > max {
+            errs.push(format!(
+                "{path}: Too long: may not be more than {max} bytes"
+            ));
+        }
+    }
+}
+
+/// `required` properties, then each property against its schema (or `additionalProperties`).
+fn validate_object(
+    m: &serde_json::Map<String, Value>,
+    schema: &Value,
+    path: &str,
+    errs: &mut Vec<String>,
+) {
+    for r in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(r) = r.as_str() {
+            if !m.contains_key(r) {
+                errs.push(if path.is_empty() {
+                    format!("{r}: Required value")
                 } else {
-                    format!("{path}.{k}")
-                };
-                if let Some(ps) = props.and_then(|p| p.get(k)) {
-                    validate(child, ps, &child_path, errs);
-                } else if let Some(ap) =
-                    schema.get("additionalProperties").filter(|a| a.is_object())
-                {
-                    validate(child, ap, &child_path, errs);
-                }
+                    format!("{path}.{r}: Required value")
+                });
             }
         }
-        Value::Array(a) => {
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                if (a.len() as u64) < min {
-                    errs.push(format!("{path}: Invalid value: {}: {path} in body should have at least {min} items", a.len()));
-                }
-            }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if (a.len() as u64) > max {
-                    errs.push(format!(
-                        "{path}: Too many: {}: must have at most {max} items",
-                        a.len()
-                    ));
-                }
-            }
-            if let Some(items) = schema.get("items") {
-                for (i, child) in a.iter().enumerate() {
-                    validate(child, items, &format!("{path}[{i}]"), errs);
-                }
-            }
+    }
+    let props = schema.get("properties").and_then(Value::as_object);
+    for (k, child) in m {
+        let child_path = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        if let Some(ps) = props.and_then(|p| p.get(k)) {
+            validate(child, ps, &child_path, errs);
+        } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            validate(child, ap, &child_path, errs);
         }
-        _ => {}
+    }
+}
+
+/// `minItems`/`maxItems`, then each item against `items`.
+fn validate_array(a: &[Value], schema: &Value, path: &str, errs: &mut Vec<String>) {
+    if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
+        if (a.len() as u64) < min {
+            errs.push(format!(
+                "{path}: Invalid value: {}: {path} in body should have at least {min} items",
+                a.len()
+            ));
+        }
+    }
+    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
+        if (a.len() as u64) > max {
+            errs.push(format!(
+                "{path}: Too many: {}: must have at most {max} items",
+                a.len()
+            ));
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        for (i, child) in a.iter().enumerate() {
+            validate(child, items, &format!("{path}[{i}]"), errs);
+        }
     }
 }
 

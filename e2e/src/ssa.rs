@@ -287,54 +287,16 @@ pub fn apply(
     let base = live.cloned().unwrap_or_else(|| json!({}));
     let new_paths = field_paths(applied);
 
-    let mut conflicts = vec![];
-    for m in &managers {
-        if m.same_slot(req.manager, "Apply", req.subresource) {
-            continue;
-        }
-        for p in m.fields.intersection(&new_paths) {
-            if get_at(&base, p) != get_at(applied, p) {
-                conflicts.push(Conflict {
-                    manager: m.manager.clone(),
-                    path: dotted(p),
-                });
-            }
-        }
-    }
+    let conflicts = conflicts(&managers, &base, applied, &new_paths, req);
     if !conflicts.is_empty() && !req.force {
         return Err(conflicts);
     }
     if req.force {
-        for m in managers.iter_mut() {
-            if m.same_slot(req.manager, "Apply", req.subresource) {
-                continue;
-            }
-            let taken: Vec<Path> = m
-                .fields
-                .intersection(&new_paths)
-                .filter(|p| get_at(&base, p) != get_at(applied, p))
-                .cloned()
-                .collect();
-            for p in taken {
-                m.fields.remove(&p);
-            }
-        }
+        take_over(&mut managers, &base, applied, &new_paths, req);
     }
 
     let mut result = base;
-    let previous: BTreeSet<Path> = managers
-        .iter()
-        .find(|m| m.same_slot(req.manager, "Apply", req.subresource))
-        .map(|m| m.fields.clone())
-        .unwrap_or_default();
-    for p in previous.difference(&new_paths) {
-        let owned_elsewhere = managers
-            .iter()
-            .any(|m| !m.same_slot(req.manager, "Apply", req.subresource) && m.fields.contains(p));
-        if !owned_elsewhere {
-            remove_at(&mut result, p);
-        }
-    }
+    remove_released(&mut result, &managers, &new_paths, req);
     let mut patch = applied.clone();
     if let Some(meta) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
@@ -368,6 +330,78 @@ pub fn apply(
         }
     }
     Ok(result)
+}
+
+/// The fields other managers own that the applied configuration sets to another value.
+fn conflicts(
+    managers: &[Manager],
+    base: &Value,
+    applied: &Value,
+    new_paths: &BTreeSet<Path>,
+    req: &ApplyRequest<'_>,
+) -> Vec<Conflict> {
+    let mut conflicts = vec![];
+    for m in managers {
+        if m.same_slot(req.manager, "Apply", req.subresource) {
+            continue;
+        }
+        for p in m.fields.intersection(new_paths) {
+            if get_at(base, p) != get_at(applied, p) {
+                conflicts.push(Conflict {
+                    manager: m.manager.clone(),
+                    path: dotted(p),
+                });
+            }
+        }
+    }
+    conflicts
+}
+
+/// A forced apply: the conflicting fields are no longer owned by the other managers.
+fn take_over(
+    managers: &mut [Manager],
+    base: &Value,
+    applied: &Value,
+    new_paths: &BTreeSet<Path>,
+    req: &ApplyRequest<'_>,
+) {
+    for m in managers.iter_mut() {
+        if m.same_slot(req.manager, "Apply", req.subresource) {
+            continue;
+        }
+        let taken: Vec<Path> = m
+            .fields
+            .intersection(new_paths)
+            .filter(|p| get_at(base, p) != get_at(applied, p))
+            .cloned()
+            .collect();
+        for p in taken {
+            m.fields.remove(&p);
+        }
+    }
+}
+
+/// Removes from `result` the fields this manager applied before and no longer does, unless
+/// another manager owns them.
+fn remove_released(
+    result: &mut Value,
+    managers: &[Manager],
+    new_paths: &BTreeSet<Path>,
+    req: &ApplyRequest<'_>,
+) {
+    let previous: BTreeSet<Path> = managers
+        .iter()
+        .find(|m| m.same_slot(req.manager, "Apply", req.subresource))
+        .map(|m| m.fields.clone())
+        .unwrap_or_default();
+    for p in previous.difference(new_paths) {
+        let owned_elsewhere = managers
+            .iter()
+            .any(|m| !m.same_slot(req.manager, "Apply", req.subresource) && m.fields.contains(p));
+        if !owned_elsewhere {
+            remove_at(result, p);
+        }
+    }
 }
 
 fn without_manager_times(obj: &Value) -> Value {

@@ -167,36 +167,7 @@ fn builtin_cells(def: &ResourceDef, obj: &Value) -> Vec<Value> {
         .and_then(Value::as_str)
         .unwrap_or_default());
     match def.plural.as_str() {
-        "pods" => {
-            let statuses = obj
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array);
-            let total = obj
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let ready = statuses.map_or(0, |s| {
-                s.iter()
-                    .filter(|c| c.get("ready") == Some(&Value::Bool(true)))
-                    .count()
-            });
-            let restarts: i64 = statuses.map_or(0, |s| {
-                s.iter()
-                    .map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0))
-                    .sum()
-            });
-            vec![
-                name,
-                json!(format!("{ready}/{total}")),
-                json!(pod_status(obj)),
-                json!(restarts.to_string()),
-                age(obj),
-                json!(obj
-                    .pointer("/status/podIP")
-                    .and_then(Value::as_str)
-                    .unwrap_or("<none>")),
-            ]
-        }
+        "pods" => pod_cells(name, obj),
         "deployments" => vec![
             name,
             json!(format!(
@@ -215,68 +186,8 @@ fn builtin_cells(def: &ResourceDef, obj: &Value) -> Vec<Value> {
             json!(int(obj, "/status/readyReplicas").to_string()),
             age(obj),
         ],
-        "services" => {
-            let ports: Vec<String> = obj
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        p.get("port").and_then(Value::as_i64).unwrap_or(0),
-                        p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
-                    )
-                })
-                .collect();
-            vec![
-                name,
-                json!(obj
-                    .pointer("/spec/type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("ClusterIP")),
-                json!(obj
-                    .pointer("/spec/clusterIP")
-                    .and_then(Value::as_str)
-                    .unwrap_or("<none>")),
-                json!(if ports.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    ports.join(",")
-                }),
-                age(obj),
-            ]
-        }
-        "events" => {
-            let involved = obj.get("involvedObject").or_else(|| obj.get("regarding"));
-            let object = involved
-                .map(|i| {
-                    format!(
-                        "{}/{}",
-                        i.get("kind")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_lowercase(),
-                        i.get("name").and_then(Value::as_str).unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default();
-            vec![
-                name,
-                json!(obj.get("type").and_then(Value::as_str).unwrap_or_default()),
-                json!(obj
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()),
-                json!(object),
-                json!(obj
-                    .get("message")
-                    .or_else(|| obj.get("note"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()),
-                age(obj),
-            ]
-        }
+        "services" => service_cells(name, obj),
+        "events" => event_cells(name, obj),
         "namespaces" => vec![
             name,
             json!(obj
@@ -287,6 +198,104 @@ fn builtin_cells(def: &ResourceDef, obj: &Value) -> Vec<Value> {
         ],
         _ => vec![name, age(obj)],
     }
+}
+
+/// A pod's row: name, ready containers, status, restarts, age, IP.
+fn pod_cells(name: Value, obj: &Value) -> Vec<Value> {
+    let statuses = obj
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array);
+    let total = obj
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = statuses.map_or(0, |s| {
+        s.iter()
+            .filter(|c| c.get("ready") == Some(&Value::Bool(true)))
+            .count()
+    });
+    let restarts: i64 = statuses.map_or(0, |s| {
+        s.iter()
+            .map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0))
+            .sum()
+    });
+    vec![
+        name,
+        json!(format!("{ready}/{total}")),
+        json!(pod_status(obj)),
+        json!(restarts.to_string()),
+        age(obj),
+        json!(obj
+            .pointer("/status/podIP")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")),
+    ]
+}
+
+/// A service's row: name, type, cluster IP, ports, age.
+fn service_cells(name: Value, obj: &Value) -> Vec<Value> {
+    let ports: Vec<String> = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.get("port").and_then(Value::as_i64).unwrap_or(0),
+                p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+            )
+        })
+        .collect();
+    vec![
+        name,
+        json!(obj
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")),
+        json!(obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")),
+        json!(if ports.is_empty() {
+            "<none>".to_string()
+        } else {
+            ports.join(",")
+        }),
+        age(obj),
+    ]
+}
+
+/// An event's row: name, type, reason, object, message, age.
+fn event_cells(name: Value, obj: &Value) -> Vec<Value> {
+    let involved = obj.get("involvedObject").or_else(|| obj.get("regarding"));
+    let object = involved
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i.get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_lowercase(),
+                i.get("name").and_then(Value::as_str).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    vec![
+        name,
+        json!(obj.get("type").and_then(Value::as_str).unwrap_or_default()),
+        json!(obj
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()),
+        json!(object),
+        json!(obj
+            .get("message")
+            .or_else(|| obj.get("note"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()),
+        age(obj),
+    ]
 }
 
 fn crd_columns(cols: &[PrinterColumn]) -> Vec<Value> {

@@ -343,18 +343,7 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| random_id("engine"));
     let mut bus_cfg = args.redis.bus_config(url.clone(), engine_id.clone())?;
-    if args.lease_ttl_ms < 300 {
-        return Err(format!(
-            "--lease-ttl-ms must be at least 300, got {}",
-            args.lease_ttl_ms
-        ));
-    }
-    if args.idempotency_retention_secs < 60 {
-        return Err(format!(
-            "--idempotency-retention-secs must be at least 60, got {}",
-            args.idempotency_retention_secs
-        ));
-    }
+    check_engine_timings(&args)?;
     bus_cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     bus_cfg.claim_idle = crate::bus::redis::claim_idle(
         bus_cfg.lease_ttl,
@@ -376,47 +365,11 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_retention(Duration::from_secs(args.idempotency_retention_secs)),
     );
-    // Not ready while the ledger's identity is gone (bet intake is halted then).
-    {
-        let l = Arc::clone(&redis_ledger);
-        admin::watch_dependency(
-            health.dependency("ledger identity"),
-            stop.clone(),
-            move || {
-                let l = Arc::clone(&l);
-                // Reachability is the Redis checks' business; this one fails on a lost identity.
-                async move {
-                    match l.check_identity().await {
-                        Err(e @ crate::ledger::LedgerError::IdentityLost(_)) => Err(e.to_string()),
-                        _ => Ok(()),
-                    }
-                }
-            },
-        );
-    }
-    // On the bus's Redis the bus check covers the ledger too; a separate one is checked apart.
-    if ledger_url.is_some() {
-        let l = Arc::clone(&redis_ledger);
-        admin::watch_dependency(health.dependency("ledger redis"), stop.clone(), move || {
-            let l = Arc::clone(&l);
-            async move { l.ping().await.map_err(|e| e.to_string()) }
-        });
-    }
+    watch_ledger(&health, &stop, &redis_ledger, ledger_url.is_some());
     let ledger: Arc<dyn Ledger> = Arc::clone(&redis_ledger) as Arc<dyn Ledger>;
     let registry = prometheus::Registry::new();
     bus.register_metrics(&registry).map_err(|e| e.to_string())?;
-    let cfg = EngineConfig {
-        engine_id,
-        betting_window: Duration::from_millis(args.betting_window_ms),
-        result_pause: Duration::from_millis(args.result_pause_ms),
-        starting_balance: args.starting_balance,
-        // Rooms are refreshed (and leases renewed) several times per lease lifetime, and at
-        // least every 250 ms so a room another engine gives up is taken over promptly.
-        rooms_poll: Duration::from_millis((args.lease_ttl_ms / 4).clamp(50, 250)),
-        drain_timeout: args.drain.timeout(ENGINE_DRAIN_TIMEOUT)?,
-        ..EngineConfig::default()
-    };
-    cfg.validate().map_err(|e| e.to_string())?;
+    let cfg = engine_config(&args, engine_id)?;
     let admin_l = server::bind(args.admin_listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.admin_listen))?;
@@ -445,6 +398,75 @@ pub async fn run_engine(args: EngineCmdArgs) -> Result<(), String> {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("engine task failed: {e}")),
     }
+}
+
+/// The lease and idempotency-retention bounds of `engine`.
+fn check_engine_timings(args: &EngineCmdArgs) -> Result<(), String> {
+    if args.lease_ttl_ms < 300 {
+        return Err(format!(
+            "--lease-ttl-ms must be at least 300, got {}",
+            args.lease_ttl_ms
+        ));
+    }
+    if args.idempotency_retention_secs < 60 {
+        return Err(format!(
+            "--idempotency-retention-secs must be at least 60, got {}",
+            args.idempotency_retention_secs
+        ));
+    }
+    Ok(())
+}
+
+/// Readiness checks of the ledger: its identity, and its Redis when it is not the bus's.
+fn watch_ledger(
+    health: &Arc<Health>,
+    stop: &CancellationToken,
+    redis_ledger: &Arc<RedisLedger>,
+    separate_redis: bool,
+) {
+    // Not ready while the ledger's identity is gone (bet intake is halted then).
+    {
+        let l = Arc::clone(redis_ledger);
+        admin::watch_dependency(
+            health.dependency("ledger identity"),
+            stop.clone(),
+            move || {
+                let l = Arc::clone(&l);
+                // Reachability is the Redis checks' business; this one fails on a lost identity.
+                async move {
+                    match l.check_identity().await {
+                        Err(e @ crate::ledger::LedgerError::IdentityLost(_)) => Err(e.to_string()),
+                        _ => Ok(()),
+                    }
+                }
+            },
+        );
+    }
+    // On the bus's Redis the bus check covers the ledger too; a separate one is checked apart.
+    if separate_redis {
+        let l = Arc::clone(redis_ledger);
+        admin::watch_dependency(health.dependency("ledger redis"), stop.clone(), move || {
+            let l = Arc::clone(&l);
+            async move { l.ping().await.map_err(|e| e.to_string()) }
+        });
+    }
+}
+
+/// The engine's configuration from its command line.
+fn engine_config(args: &EngineCmdArgs, engine_id: String) -> Result<EngineConfig, String> {
+    let cfg = EngineConfig {
+        engine_id,
+        betting_window: Duration::from_millis(args.betting_window_ms),
+        result_pause: Duration::from_millis(args.result_pause_ms),
+        starting_balance: args.starting_balance,
+        // Rooms are refreshed (and leases renewed) several times per lease lifetime, and at
+        // least every 250 ms so a room another engine gives up is taken over promptly.
+        rooms_poll: Duration::from_millis((args.lease_ttl_ms / 4).clamp(50, 250)),
+        drain_timeout: args.drain.timeout(ENGINE_DRAIN_TIMEOUT)?,
+        ..EngineConfig::default()
+    };
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
 }
 
 #[cfg(test)]

@@ -39,124 +39,91 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// Creates the metrics and registers them in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let active_connections = IntGauge::new(
-            "ws_active_connections",
-            "Open WebSocket connections on this gateway",
-        )?;
-        let authenticated_connections = IntGauge::new(
-            "ws_authenticated_connections",
-            "Open WebSocket connections that have authenticated",
-        )?;
-        let rooms = IntGauge::new("ws_rooms", "Rooms with at least one member on this gateway")?;
-        let message_latency_ms = Histogram::with_opts(
-            HistogramOpts::new(
+        let r = registry;
+        Ok(Self {
+            active_connections: gauge(
+                r,
+                "ws_active_connections",
+                "Open WebSocket connections on this gateway",
+            )?,
+            authenticated_connections: gauge(
+                r,
+                "ws_authenticated_connections",
+                "Open WebSocket connections that have authenticated",
+            )?,
+            rooms: gauge(r, "ws_rooms", "Rooms with at least one member on this gateway")?,
+            message_latency_ms: histogram(
+                r,
                 "ws_message_latency_ms",
                 "Delay from engine emission to the frame being written to the player socket",
-            )
-            .buckets(LATENCY_BUCKETS_MS.to_vec()),
-        )?;
-        let bet_submit_ms = Histogram::with_opts(
-            HistogramOpts::new(
+                &LATENCY_BUCKETS_MS,
+            )?,
+            bet_submit_ms: histogram(
+                r,
                 "ws_bet_submit_latency_ms",
                 "Time to queue a bet durably on the bus: what a player waits for bet_acknowledged, besides the network",
-            )
-            .buckets(SUBMIT_BUCKETS_MS.to_vec()),
-        )?;
-        let sent_vec = IntCounterVec::new(
-            Opts::new("ws_messages_total", "Frames sent to players, by frame type"),
-            &["type"],
-        )?;
-        let received = IntCounterVec::new(
-            Opts::new(
+                &SUBMIT_BUCKETS_MS,
+            )?,
+            sent: per_frame_kind(&counter_vec(
+                r,
+                "ws_messages_total",
+                "Frames sent to players, by frame type",
+                "type",
+            )?),
+            received: counter_vec(
+                r,
                 "ws_messages_received_total",
                 "Frames received from players, by message type (\"invalid\" when undecodable)",
-            ),
-            &["type"],
-        )?;
-        let bets = IntCounterVec::new(
-            Opts::new(
+                "type",
+            )?,
+            bets: counter_vec(
+                r,
                 "ws_bets_total",
                 "place_bet requests by gateway outcome (acknowledged or rejected)",
-            ),
-            &["result"],
-        )?;
-        let bet_rejections = IntCounterVec::new(
-            Opts::new(
+                "result",
+            )?,
+            bet_rejections: counter_vec(
+                r,
                 "ws_bet_rejections_total",
                 "Bets the gateway rejected, by reason",
-            ),
-            &["reason"],
-        )?;
-        let errors = IntCounterVec::new(
-            Opts::new("ws_errors_total", "error frames sent, by code"),
-            &["code"],
-        )?;
-        let disconnects = IntCounterVec::new(
-            Opts::new("ws_disconnects_total", "Closed connections, by cause"),
-            &["reason"],
-        )?;
-        registry.register(Box::new(active_connections.clone()))?;
-        registry.register(Box::new(authenticated_connections.clone()))?;
-        registry.register(Box::new(rooms.clone()))?;
-        registry.register(Box::new(message_latency_ms.clone()))?;
-        registry.register(Box::new(bet_submit_ms.clone()))?;
-        registry.register(Box::new(sent_vec.clone()))?;
-        registry.register(Box::new(received.clone()))?;
-        registry.register(Box::new(bets.clone()))?;
-        registry.register(Box::new(bet_rejections.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
-        registry.register(Box::new(disconnects.clone()))?;
-        let draining = IntGauge::new("gateway_draining", "1 while this gateway is draining")?;
-        let drain_duration_seconds = prometheus::Gauge::new(
-            "gateway_drain_duration_seconds",
-            "Duration of the last completed drain (0 until a drain finished)",
-        )?;
-        let refused_upgrades = IntCounter::new(
-            "gateway_refused_upgrades_total",
-            "WebSocket upgrades refused (503) because the gateway was draining",
-        )?;
-        registry.register(Box::new(draining.clone()))?;
-        registry.register(Box::new(drain_duration_seconds.clone()))?;
-        registry.register(Box::new(refused_upgrades.clone()))?;
-        let resumed_streams = IntCounterVec::new(
-            Opts::new(
+                "reason",
+            )?,
+            errors: counter_vec(r, "ws_errors_total", "error frames sent, by code", "code")?,
+            disconnects: counter_vec(
+                r,
+                "ws_disconnects_total",
+                "Closed connections, by cause",
+                "reason",
+            )?,
+            draining: gauge(r, "gateway_draining", "1 while this gateway is draining")?,
+            drain_duration_seconds: register(
+                r,
+                prometheus::Gauge::new(
+                    "gateway_drain_duration_seconds",
+                    "Duration of the last completed drain (0 until a drain finished)",
+                )?,
+            )?,
+            refused_upgrades: register(
+                r,
+                IntCounter::new(
+                    "gateway_refused_upgrades_total",
+                    "WebSocket upgrades refused (503) because the gateway was draining",
+                )?,
+            )?,
+            resumed_streams: counter_vec(
+                r,
                 "ws_resumed_streams_total",
                 "Rooms and inboxes named by resume requests, by result (recovered or not_recovered)",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(resumed_streams.clone()))?;
-        let refused_connections = IntCounterVec::new(
-            Opts::new(
+                "result",
+            )?,
+            refused_connections: counter_vec(
+                r,
                 "ws_refused_connections_total",
                 "Connections refused at the player port's caps, by reason (connection_cap: the gateway is full; ip_cap: too many from one address)",
-            ),
-            &["reason"],
-        )?;
-        registry.register(Box::new(refused_connections.clone()))?;
-        // Resolve the per-type counters once: sending is the hot path.
-        let sent = FrameKind::ALL
-            .iter()
-            .map(|k| sent_vec.with_label_values(&[k.as_str()]))
-            .collect();
-        Ok(Self {
-            active_connections,
-            authenticated_connections,
-            rooms,
-            message_latency_ms,
-            bet_submit_ms,
-            sent,
-            received,
-            bets,
-            bet_rejections,
-            errors,
-            disconnects,
-            draining,
-            drain_duration_seconds,
-            refused_upgrades,
-            resumed_streams,
-            refused_connections,
+                "reason",
+            )?,
         })
     }
 
@@ -169,6 +136,52 @@ impl GatewayMetrics {
     pub fn received(&self, kind: &str) {
         self.received.with_label_values(&[kind]).inc();
     }
+}
+
+/// `metric`, registered in `registry`.
+fn register<M>(registry: &Registry, metric: M) -> Result<M, prometheus::Error>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+    register(registry, IntGauge::new(name, help)?)
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+) -> Result<Histogram, prometheus::Error> {
+    register(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?,
+    )
+}
+
+/// A counter with one label.
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+) -> Result<IntCounterVec, prometheus::Error> {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), &[label])?,
+    )
+}
+
+/// The counter of each frame kind, resolved once: sending is the hot path.
+fn per_frame_kind(sent: &IntCounterVec) -> Vec<IntCounter> {
+    FrameKind::ALL
+        .iter()
+        .map(|k| sent.with_label_values(&[k.as_str()]))
+        .collect()
 }
 
 /// The registry as Prometheus text exposition.

@@ -235,23 +235,37 @@ pub async fn reconcile(fleet: Arc<GameFleet>, ctx: Arc<Context>) -> Result<Actio
     };
 
     // Status (pure computation; written only when it changed).
+    write_new_status(&fleet, &ctx, &apis, &owner, current, &replicas, &applied).await
+}
+
+/// Computes the fleet's status after the objects were applied, writes it when it changed, and
+/// says when to reconcile next.
+async fn write_new_status(
+    fleet: &GameFleet,
+    ctx: &Context,
+    apis: &Apis,
+    owner: &Owner,
+    current: CurrentReplicas,
+    replicas: &scaling::Replicas,
+    applied: &(Deployment, Deployment),
+) -> Result<Action, Error> {
     let obs = Observation {
         gateway: Some(&applied.0),
         engine: Some(&applied.1),
-        load: ctx.advisor.load(&fleet),
-        draining: draining_gateways(&apis, &owner, fleet.spec.gateway.admin_port).await,
+        load: ctx.advisor.load(fleet),
+        draining: draining_gateways(apis, owner, fleet.spec.gateway.admin_port).await,
     };
-    let mut new = status::compute(&fleet, Some(&replicas), &obs, &Outcome::Applied, &now());
-    if autoscaled(&fleet.spec, current, &replicas) {
+    let mut new = status::compute(fleet, Some(replicas), &obs, &Outcome::Applied, &now());
+    if autoscaled(&fleet.spec, current, replicas) {
         new.last_scale_time = Some(now());
     }
     if let Some((reason, note)) = status::rollout_event(fleet.status.as_ref(), &new) {
-        publish(&ctx, &fleet, EventType::Normal, reason, "Rollout", note).await;
+        publish(ctx, fleet, EventType::Normal, reason, "Rollout", note).await;
     }
-    if let Err(e) = write_status(&apis.fleets, &fleet, &new).await {
-        return Err(fail(&fleet, &ctx, &apis, None, e).await);
+    if let Err(e) = write_status(&apis.fleets, fleet, &new).await {
+        return Err(fail(fleet, ctx, apis, None, e).await);
     }
-    ctx.clear_failures(&fleet);
+    ctx.clear_failures(fleet);
     let settled = status::find(&new, status::PROGRESSING).is_some_and(|c| c.status == "False")
         && status::find(&new, status::READY).is_some_and(|c| c.status == "True");
     Ok(Action::requeue(if settled {
@@ -479,31 +493,7 @@ async fn apply_all(
     objects: &FleetObjects,
     decision: Option<&ScaleDecision>,
 ) -> Result<(Deployment, Deployment), Error> {
-    for (tier, desired) in [("gateway", &objects.gateway), ("engine", &objects.engine)] {
-        let name = desired.metadata.name.clone().unwrap_or_default();
-        let from = existing
-            .deployments
-            .get(&name)
-            .and_then(|d| d.spec.replicas);
-        let to = desired.spec.replicas;
-        if let (Some(from), Some(to)) = (from, to) {
-            if from != to {
-                let why = match decision {
-                    Some(d) if fleet.spec.autoscaling.enabled => d.reason(tier).to_string(),
-                    _ => "spec".to_string(),
-                };
-                publish(
-                    ctx,
-                    fleet,
-                    EventType::Normal,
-                    "Scaled",
-                    "Scale",
-                    format!("Scaled {tier} from {from} to {to} ({why})"),
-                )
-                .await;
-            }
-        }
-    }
+    announce_scaling(fleet, ctx, existing, objects, decision).await;
     let gateway = apply_one(
         ctx,
         fleet,
@@ -552,6 +542,54 @@ async fn apply_all(
         .await?;
     }
 
+    delete_orphans(fleet, ctx, apis, owner, existing, objects).await?;
+    Ok((gateway, engine))
+}
+
+/// An event for each Deployment whose replica count this reconcile changes, with the reason.
+async fn announce_scaling(
+    fleet: &GameFleet,
+    ctx: &Context,
+    existing: &Existing,
+    objects: &FleetObjects,
+    decision: Option<&ScaleDecision>,
+) {
+    for (tier, desired) in [("gateway", &objects.gateway), ("engine", &objects.engine)] {
+        let name = desired.metadata.name.clone().unwrap_or_default();
+        let from = existing
+            .deployments
+            .get(&name)
+            .and_then(|d| d.spec.replicas);
+        let to = desired.spec.replicas;
+        if let (Some(from), Some(to)) = (from, to) {
+            if from != to {
+                let why = match decision {
+                    Some(d) if fleet.spec.autoscaling.enabled => d.reason(tier).to_string(),
+                    _ => "spec".to_string(),
+                };
+                publish(
+                    ctx,
+                    fleet,
+                    EventType::Normal,
+                    "Scaled",
+                    "Scale",
+                    format!("Scaled {tier} from {from} to {to} ({why})"),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Deletes what the fleet owns but no longer asks for.
+async fn delete_orphans(
+    fleet: &GameFleet,
+    ctx: &Context,
+    apis: &Apis,
+    owner: &Owner,
+    existing: &Existing,
+    objects: &FleetObjects,
+) -> Result<(), Error> {
     let uid = owner.reference.uid.as_str();
     let desired_deployments = vec![names::gateway(&owner.name), names::engine(&owner.name)];
     let desired_services = vec![
@@ -575,7 +613,7 @@ async fn apply_all(
         apply::delete(&apis.pdbs, &name, "PodDisruptionBudget").await?;
         deleted(ctx, fleet, "PodDisruptionBudget", &name).await;
     }
-    Ok((gateway, engine))
+    Ok(())
 }
 
 async fn deleted(ctx: &Context, fleet: &GameFleet, kind: &str, name: &str) {

@@ -166,7 +166,24 @@ pub fn check_redis_url(url: &str) -> Result<(), String> {
 
 pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
     let mut p = Problems::default();
+    check_gateway_scale(&mut p, spec);
+    check_rooms_pattern_and_demo(&mut p, spec);
+    check_gateway_ports(&mut p, spec);
+    check_engine_and_rooms(&mut p, spec);
+    check_latency(&mut p, spec);
+    check_secrets(&mut p, spec);
+    check_autoscaling(&mut p, spec);
+    check_drain(&mut p, spec);
 
+    if p.0.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidSpec { problems: p.0 })
+    }
+}
+
+/// The gateway's image, replicas and connections per pod.
+fn check_gateway_scale(p: &mut Problems, spec: &GameFleetSpec) {
     let g = &spec.gateway;
     p.image("gateway.image", &g.image);
     p.range("gateway.replicas", g.replicas, 0, 1000);
@@ -176,6 +193,10 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
             format!("must be > 0, got {}", g.connections_per_pod),
         );
     }
+}
+
+/// The room-name pattern and the demo's starting balance.
+fn check_rooms_pattern_and_demo(p: &mut Problems, spec: &GameFleetSpec) {
     if let Some(pattern) = &spec.rooms.name_pattern {
         if let Err(e) = regex::Regex::new(&format!("^(?:{pattern})$")) {
             p.add(
@@ -195,6 +216,11 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
             );
         }
     }
+}
+
+/// The gateway's ports, readiness delay and disruption budget.
+fn check_gateway_ports(p: &mut Problems, spec: &GameFleetSpec) {
+    let g = &spec.gateway;
     p.range("gateway.playerPort", g.player_port, 1, 65535);
     p.range("gateway.adminPort", g.admin_port, 1, 65535);
     if g.player_port == g.admin_port {
@@ -214,7 +240,10 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
             ),
         );
     }
+}
 
+/// The engine's image, replicas and port; the rooms' limits and timings.
+fn check_engine_and_rooms(p: &mut Problems, spec: &GameFleetSpec) {
     let e = &spec.engine;
     if let Some(image) = &e.image {
         p.image("engine.image", image);
@@ -231,7 +260,10 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
     );
     p.range("rooms.bettingWindowMs", r.betting_window_ms, 100, 3_600_000);
     p.range("rooms.roundPauseMs", r.round_pause_ms, 0, 3_600_000);
+}
 
+/// The latency targets.
+fn check_latency(p: &mut Problems, spec: &GameFleetSpec) {
     let l = &spec.latency;
     p.range("latency.p50TargetMs", l.p50_target_ms, 1, 60_000);
     p.range("latency.p99TargetMs", l.p99_target_ms, 1, 60_000);
@@ -244,24 +276,26 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
             ),
         );
     }
+}
 
+/// The Redis URLs and the auth secrets.
+fn check_secrets(p: &mut Problems, spec: &GameFleetSpec) {
     p.redis(
         "redis",
         spec.redis.url.as_deref(),
         spec.redis.url_secret_ref.as_ref(),
     );
     if let Some(l) = &spec.redis.ledger {
-        p.redis(
-            "redis.ledger",
-            l.url.as_deref(),
-            l.url_secret_ref.as_ref(),
-        );
+        p.redis("redis.ledger", l.url.as_deref(), l.url_secret_ref.as_ref());
     }
     p.secret_ref("auth.jwtSecretRef", &spec.auth.jwt_secret_ref);
     if let Some(r) = &spec.auth.admin_token_secret_ref {
         p.secret_ref("auth.adminTokenSecretRef", r);
     }
+}
 
+/// The autoscaling settings.
+fn check_autoscaling(p: &mut Problems, spec: &GameFleetSpec) {
     let a = &spec.autoscaling;
     p.range(
         "autoscaling.syncIntervalSeconds",
@@ -285,7 +319,10 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
     }
     p.tier("autoscaling.gateway", &a.gateway);
     p.tier("autoscaling.engine", &a.engine);
+}
 
+/// The drain timings.
+fn check_drain(p: &mut Problems, spec: &GameFleetSpec) {
     let d = &spec.drain;
     p.range("drain.timeoutSeconds", d.timeout_seconds, 1, 3600);
     p.range(
@@ -302,12 +339,6 @@ pub fn validate(spec: &GameFleetSpec) -> Result<(), InvalidSpec> {
                 d.timeout_seconds, d.reconnect_spread_seconds
             ),
         );
-    }
-
-    if p.0.is_empty() {
-        Ok(())
-    } else {
-        Err(InvalidSpec { problems: p.0 })
     }
 }
 
@@ -574,10 +605,7 @@ mod tests {
             url_secret_ref: None,
         });
         assert_eq!(validate(&s), Ok(()));
-        assert_eq!(
-            check_redis_url("redis+cluster://:pw@a:1,b:2/"),
-            Ok(())
-        );
+        assert_eq!(check_redis_url("redis+cluster://:pw@a:1,b:2/"), Ok(()));
         let e = check_redis_url("redis+cluster://a:1,b").unwrap_err();
         assert!(e.contains("[\"b\"]"), "{e}");
         assert!(check_redis_url("redis+cluster://").is_err());
@@ -588,7 +616,10 @@ mod tests {
         assert_eq!(validate(&s), Ok(()));
         s.redis.url = Some("redis+cluster://a:1,b".into());
         let e = validate(&s).unwrap_err().to_string();
-        assert!(e.contains("spec.redis.url: a cluster URL lists its nodes"), "{e}");
+        assert!(
+            e.contains("spec.redis.url: a cluster URL lists its nodes"),
+            "{e}"
+        );
     }
 
     #[test]

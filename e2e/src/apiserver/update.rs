@@ -132,65 +132,15 @@ impl ApiServer {
             )));
         }
         let mut new = match sub {
-            "status" => {
-                let mut n = cur.clone();
-                match desired.get("status") {
-                    Some(s) => n["status"] = s.clone(),
-                    None => {
-                        if let Some(o) = n.as_object_mut() {
-                            o.remove("status");
-                        }
-                    }
-                }
-                // The client's resourceVersion and managedFields still apply.
-                if let Some(rv) = desired.pointer("/metadata/resourceVersion") {
-                    n["metadata"]["resourceVersion"] = rv.clone();
-                } else if let Some(m) = n.get_mut("metadata").and_then(Value::as_object_mut) {
-                    m.remove("resourceVersion");
-                }
-                if let Some(mf) = desired.pointer("/metadata/managedFields") {
-                    n["metadata"]["managedFields"] = mf.clone();
-                }
-                n
-            }
-            _ => {
-                let mut n = desired;
-                if def.status {
-                    match cur.get("status") {
-                        Some(s) => n["status"] = s.clone(),
-                        None => {
-                            if let Some(o) = n.as_object_mut() {
-                                o.remove("status");
-                            }
-                        }
-                    }
-                }
-                n
-            }
+            "status" => status_update(cur, &desired),
+            _ => main_update(def, cur, desired),
         };
         new["apiVersion"] = cur["apiVersion"].clone();
         new["kind"] = cur["kind"].clone();
         if !new.get("metadata").is_some_and(Value::is_object) {
             new["metadata"] = json!({});
         }
-        for f in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ] {
-            match cur["metadata"].get(f) {
-                Some(v) => new["metadata"][f] = v.clone(),
-                None => {
-                    if let Some(m) = new["metadata"].as_object_mut() {
-                        m.remove(f);
-                    }
-                }
-            }
-        }
+        keep_server_metadata(cur, &mut new);
         if cur.pointer("/metadata/deletionTimestamp").is_some() {
             // Finalizers may only be removed once deletion started.
             let old = finalizers(cur);
@@ -211,6 +161,69 @@ impl ApiServer {
             new["metadata"]["generation"] = json!(g + 1);
         }
         Ok(new)
+    }
+}
+
+/// A status update: the live object with the client's status (and resourceVersion and
+/// managedFields).
+fn status_update(cur: &Value, desired: &Value) -> Value {
+    let mut n = cur.clone();
+    match desired.get("status") {
+        Some(s) => n["status"] = s.clone(),
+        None => {
+            if let Some(o) = n.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    }
+    // The client's resourceVersion and managedFields still apply.
+    if let Some(rv) = desired.pointer("/metadata/resourceVersion") {
+        n["metadata"]["resourceVersion"] = rv.clone();
+    } else if let Some(m) = n.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    if let Some(mf) = desired.pointer("/metadata/managedFields") {
+        n["metadata"]["managedFields"] = mf.clone();
+    }
+    n
+}
+
+/// An update of the main resource: the client's object, keeping the live status when the
+/// resource has a status subresource.
+fn main_update(def: &ResourceDef, cur: &Value, desired: Value) -> Value {
+    let mut n = desired;
+    if def.status {
+        match cur.get("status") {
+            Some(s) => n["status"] = s.clone(),
+            None => {
+                if let Some(o) = n.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    n
+}
+
+/// The metadata only the server sets, copied from the live object (or removed with it).
+fn keep_server_metadata(cur: &Value, new: &mut Value) {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        match cur["metadata"].get(f) {
+            Some(v) => new["metadata"][f] = v.clone(),
+            None => {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove(f);
+                }
+            }
+        }
     }
 }
 

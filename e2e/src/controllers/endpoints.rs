@@ -94,83 +94,117 @@ pub fn reconcile(ctx: &Ctx) {
         }
         let ns = meta_str(&svc, "namespace").to_string();
         let name = meta_str(&svc, "name").to_string();
-        let selector = LabelSelector::from_object(&json!({"matchLabels": sel}));
-        let mut members: Vec<&Value> = pods
-            .iter()
-            .filter(|p| meta_str(p, "namespace") == ns && selector.matches(p))
-            .filter(|p| {
-                p.pointer("/status/podIP")
-                    .and_then(Value::as_str)
-                    .is_some_and(|ip| !ip.is_empty())
-            })
-            .collect();
-        members.sort_by_key(|p| meta_str(p, "name").to_string());
-        let svc_ports: Vec<Value> = svc
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let target_ref = |p: &Value| json!({"kind": "Pod", "name": p["metadata"]["name"], "namespace": ns, "uid": p["metadata"]["uid"]});
-        let port_list = |p: Option<&&Value>| -> Vec<Value> {
-            svc_ports
-                .iter()
-                .filter_map(|sp| {
-                    let tp = p.and_then(|p| target_port(p, &sp["targetPort"])).or_else(|| sp["targetPort"].as_i64())?;
-                    let mut e = json!({"port": tp, "protocol": sp.get("protocol").cloned().unwrap_or(json!("TCP"))});
-                    if let Some(n) = sp.get("name") {
-                        e["name"] = n.clone();
-                    }
-                    Some(e)
-                })
-                .collect()
-        };
-        let addr = |p: &Value| json!({"ip": p["status"]["podIP"], "nodeName": "kubesim", "targetRef": target_ref(p)});
-        let ready: Vec<Value> = members
-            .iter()
-            .filter(|p| pod_ready(p))
-            .map(|p| addr(p))
-            .collect();
-        let not_ready: Vec<Value> = members
-            .iter()
-            .filter(|p| !pod_ready(p))
-            .map(|p| addr(p))
-            .collect();
-        let mut subsets = vec![];
-        if !members.is_empty() {
-            let mut s = json!({"ports": port_list(members.first())});
-            if !ready.is_empty() {
-                s["addresses"] = json!(ready);
-            }
-            if !not_ready.is_empty() {
-                s["notReadyAddresses"] = json!(not_ready);
-            }
-            subsets.push(s);
-        }
-        let labels = svc
-            .pointer("/metadata/labels")
-            .cloned()
-            .unwrap_or(json!({}));
-        let ep = json!({"apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": name, "namespace": ns, "labels": labels,
-                "ownerReferences": [owner_ref(&svc)]}, "subsets": subsets});
+        let members = service_members(&pods, &ns, sel);
+        let ep = endpoints_for(&svc, &members);
         upsert(ctx, &ctx.endpoints, &ns, &name, ep);
-
-        let slice_endpoints: Vec<Value> = members
-            .iter()
-            .map(|p| {
-                let terminating = p.pointer("/metadata/deletionTimestamp").is_some();
-                json!({"addresses": [p["status"]["podIP"]], "nodeName": "kubesim", "targetRef": target_ref(p),
-                    "conditions": {"ready": pod_ready(p), "serving": pod_ready(p) || terminating, "terminating": terminating}})
-            })
-            .collect();
-        let mut slice_labels = labels.clone();
-        slice_labels["kubernetes.io/service-name"] = json!(name);
-        slice_labels["endpointslice.kubernetes.io/managed-by"] =
-            json!("endpointslice-controller.k8s.io");
-        let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("{name}-kubesim"), "namespace": ns, "labels": slice_labels,
-                "ownerReferences": [owner_ref(&svc)]},
-            "addressType": "IPv4", "endpoints": slice_endpoints, "ports": port_list(members.first())});
+        let slice = endpoint_slice_for(&svc, &members);
         upsert(ctx, &ctx.slices, &ns, &format!("{name}-kubesim"), slice);
     }
+}
+
+/// The pods of namespace `ns` the selector `sel` picks that have an IP, by name.
+fn service_members<'a>(
+    pods: &'a [Value],
+    ns: &str,
+    sel: &serde_json::Map<String, Value>,
+) -> Vec<&'a Value> {
+    let selector = LabelSelector::from_object(&json!({"matchLabels": sel}));
+    let mut members: Vec<&Value> = pods
+        .iter()
+        .filter(|p| meta_str(p, "namespace") == ns && selector.matches(p))
+        .filter(|p| {
+            p.pointer("/status/podIP")
+                .and_then(Value::as_str)
+                .is_some_and(|ip| !ip.is_empty())
+        })
+        .collect();
+    members.sort_by_key(|p| meta_str(p, "name").to_string());
+    members
+}
+
+/// A member pod as an endpoint's `targetRef`.
+fn target_ref(p: &Value, ns: &str) -> Value {
+    json!({"kind": "Pod", "name": p["metadata"]["name"], "namespace": ns, "uid": p["metadata"]["uid"]})
+}
+
+/// The service's ports as endpoint ports, named target ports resolved on pod `p`.
+fn endpoint_ports(svc: &Value, p: Option<&&Value>) -> Vec<Value> {
+    let svc_ports: Vec<Value> = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    svc_ports
+        .iter()
+        .filter_map(|sp| {
+            let tp = p
+                .and_then(|p| target_port(p, &sp["targetPort"]))
+                .or_else(|| sp["targetPort"].as_i64())?;
+            let mut e = json!({"port": tp, "protocol": sp.get("protocol").cloned().unwrap_or(json!("TCP"))});
+            if let Some(n) = sp.get("name") {
+                e["name"] = n.clone();
+            }
+            Some(e)
+        })
+        .collect()
+}
+
+/// The service's Endpoints object: one subset of its member pods, ready or not.
+fn endpoints_for(svc: &Value, members: &[&Value]) -> Value {
+    let ns = meta_str(svc, "namespace");
+    let name = meta_str(svc, "name");
+    let addr = |p: &Value| json!({"ip": p["status"]["podIP"], "nodeName": "kubesim", "targetRef": target_ref(p, ns)});
+    let ready: Vec<Value> = members
+        .iter()
+        .filter(|p| pod_ready(p))
+        .map(|p| addr(p))
+        .collect();
+    let not_ready: Vec<Value> = members
+        .iter()
+        .filter(|p| !pod_ready(p))
+        .map(|p| addr(p))
+        .collect();
+    let mut subsets = vec![];
+    if !members.is_empty() {
+        let mut s = json!({"ports": endpoint_ports(svc, members.first())});
+        if !ready.is_empty() {
+            s["addresses"] = json!(ready);
+        }
+        if !not_ready.is_empty() {
+            s["notReadyAddresses"] = json!(not_ready);
+        }
+        subsets.push(s);
+    }
+    let labels = svc
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": ns, "labels": labels,
+            "ownerReferences": [owner_ref(svc)]}, "subsets": subsets})
+}
+
+/// The service's EndpointSlice: every member pod with its conditions.
+fn endpoint_slice_for(svc: &Value, members: &[&Value]) -> Value {
+    let ns = meta_str(svc, "namespace");
+    let name = meta_str(svc, "name");
+    let slice_endpoints: Vec<Value> = members
+        .iter()
+        .map(|p| {
+            let terminating = p.pointer("/metadata/deletionTimestamp").is_some();
+            json!({"addresses": [p["status"]["podIP"]], "nodeName": "kubesim", "targetRef": target_ref(p, ns),
+                "conditions": {"ready": pod_ready(p), "serving": pod_ready(p) || terminating, "terminating": terminating}})
+        })
+        .collect();
+    let mut slice_labels = svc
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    slice_labels["kubernetes.io/service-name"] = json!(name);
+    slice_labels["endpointslice.kubernetes.io/managed-by"] =
+        json!("endpointslice-controller.k8s.io");
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{name}-kubesim"), "namespace": ns, "labels": slice_labels,
+            "ownerReferences": [owner_ref(svc)]},
+        "addressType": "IPv4", "endpoints": slice_endpoints, "ports": endpoint_ports(svc, members.first())})
 }

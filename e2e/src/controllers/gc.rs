@@ -62,64 +62,13 @@ pub fn collect(ctx: &Ctx) {
             .and_then(Value::as_array)
             .map(|a| a.iter().collect())
             .unwrap_or_default();
-        let uid = meta_str(obj, "uid");
-        let dependents = || all.iter().filter(move |(_, d)| owned_by(d, uid));
         let fins = finalizers(obj);
         if obj.pointer("/metadata/deletionTimestamp").is_some() {
             if fins.iter().any(|f| f == "foregroundDeletion") {
-                let mut any = false;
-                for (ds, d) in dependents() {
-                    any = true;
-                    if d.pointer("/metadata/deletionTimestamp").is_none() {
-                        if let Some(def) = def_for_storage(ctx, ds) {
-                            let opts = DeleteOpts {
-                                propagation: Some("Foreground".into()),
-                                ..DeleteOpts::default()
-                            };
-                            let _ = ctx.api.delete(
-                                &def,
-                                meta_str(d, "namespace"),
-                                meta_str(d, "name"),
-                                &opts,
-                            );
-                        }
-                    }
-                }
-                if !any {
-                    remove_finalizer(ctx, storage, obj, "foregroundDeletion");
-                }
+                delete_in_foreground(ctx, &all, storage, obj);
             }
             if fins.iter().any(|f| f == "orphan") {
-                for (ds, d) in dependents() {
-                    if let Some(def) = def_for_storage(ctx, ds) {
-                        let owner = uid.to_string();
-                        let _ = ctx.api.write_existing(
-                            &def,
-                            meta_str(d, "namespace"),
-                            meta_str(d, "name"),
-                            "",
-                            &WriteOpts::manager("kubesim-gc"),
-                            |cur| {
-                                let mut n = cur.clone();
-                                let kept: Vec<Value> = cur["metadata"]["ownerReferences"]
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .filter(|r| r["uid"] != owner.as_str())
-                                    .cloned()
-                                    .collect();
-                                n["metadata"]["ownerReferences"] = json!(kept);
-                                if let Some(m) =
-                                    n.get_mut("metadata").and_then(Value::as_object_mut)
-                                {
-                                    m.remove("resourceVersion");
-                                }
-                                Ok(n)
-                            },
-                        );
-                    }
-                }
-                remove_finalizer(ctx, storage, obj, "orphan");
+                orphan_dependents(ctx, &all, storage, obj);
             }
         }
         if refs.is_empty() || obj.pointer("/metadata/deletionTimestamp").is_some() {
@@ -130,19 +79,84 @@ pub fn collect(ctx: &Ctx) {
             .iter()
             .all(|r| !uids.contains(r["uid"].as_str().unwrap_or_default()))
         {
-            if let Some(def) = def_for_storage(ctx, storage) {
+            delete_in_background(ctx, storage, obj);
+        }
+    }
+}
+
+/// Foreground deletion of `obj`: its dependents are deleted (in the foreground too); once none
+/// is left its `foregroundDeletion` finalizer goes.
+fn delete_in_foreground(ctx: &Ctx, all: &[(String, Value)], storage: &str, obj: &Value) {
+    let uid = meta_str(obj, "uid");
+    let mut any = false;
+    for (ds, d) in all.iter().filter(|(_, d)| owned_by(d, uid)) {
+        any = true;
+        if d.pointer("/metadata/deletionTimestamp").is_none() {
+            if let Some(def) = def_for_storage(ctx, ds) {
                 let opts = DeleteOpts {
-                    propagation: Some("Background".into()),
+                    propagation: Some("Foreground".into()),
                     ..DeleteOpts::default()
                 };
-                let _ = ctx.api.delete(
-                    &def,
-                    meta_str(obj, "namespace"),
-                    meta_str(obj, "name"),
-                    &opts,
-                );
+                let _ = ctx
+                    .api
+                    .delete(&def, meta_str(d, "namespace"), meta_str(d, "name"), &opts);
             }
         }
+    }
+    if !any {
+        remove_finalizer(ctx, storage, obj, "foregroundDeletion");
+    }
+}
+
+/// Orphan deletion of `obj`: its dependents lose their reference to it, then its `orphan`
+/// finalizer goes.
+fn orphan_dependents(ctx: &Ctx, all: &[(String, Value)], storage: &str, obj: &Value) {
+    let uid = meta_str(obj, "uid");
+    for (ds, d) in all.iter().filter(|(_, d)| owned_by(d, uid)) {
+        if let Some(def) = def_for_storage(ctx, ds) {
+            let _ = ctx.api.write_existing(
+                &def,
+                meta_str(d, "namespace"),
+                meta_str(d, "name"),
+                "",
+                &WriteOpts::manager("kubesim-gc"),
+                |cur| Ok(without_owner(cur, uid)),
+            );
+        }
+    }
+    remove_finalizer(ctx, storage, obj, "orphan");
+}
+
+/// `cur` without its owner reference to `owner` (and without a resourceVersion: no conflict).
+fn without_owner(cur: &Value, owner: &str) -> Value {
+    let mut n = cur.clone();
+    let kept: Vec<Value> = cur["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["uid"] != owner)
+        .cloned()
+        .collect();
+    n["metadata"]["ownerReferences"] = json!(kept);
+    if let Some(m) = n.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    n
+}
+
+/// Deletes `obj`, whose owners are all gone, in the background.
+fn delete_in_background(ctx: &Ctx, storage: &str, obj: &Value) {
+    if let Some(def) = def_for_storage(ctx, storage) {
+        let opts = DeleteOpts {
+            propagation: Some("Background".into()),
+            ..DeleteOpts::default()
+        };
+        let _ = ctx.api.delete(
+            &def,
+            meta_str(obj, "namespace"),
+            meta_str(obj, "name"),
+            &opts,
+        );
     }
 }
 

@@ -94,22 +94,44 @@ fn build_env(
     pod_ip: &str,
 ) -> Result<Vec<(String, String)>, String> {
     let ns = meta_str(pod, "namespace");
-    let mut env: Vec<(String, String)> = vec![];
-    let decode = |s: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default()
-    };
-    let lookup = |kind: &str, name: &str| -> Option<Value> {
-        let def = if kind == "secret" {
-            k.api.registry.find("", "v1", "secrets")
-        } else {
-            k.api.registry.find("", "v1", "configmaps")
+    let lookup = |kind: &str, name: &str| lookup_env_source(k, ctx, ns, kind, name);
+    let mut env = env_from_sources(c, &lookup)?;
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or_default().to_string();
+        let Some(value) = env_var_value(e, &env, pod, pod_ip, &lookup)? else {
+            continue;
         };
-        def.and_then(|d| ctx.api.get(&d, ns, name).ok())
+        env.retain(|(k, _)| *k != name);
+        env.push((name, value));
+    }
+    Ok(env)
+}
+
+/// The secret or config map (`kind` is `"secret"` or `"configmap"`) an env source names.
+fn lookup_env_source(k: &Kubelet, ctx: &Ctx, ns: &str, kind: &str, name: &str) -> Option<Value> {
+    let def = if kind == "secret" {
+        k.api.registry.find("", "v1", "secrets")
+    } else {
+        k.api.registry.find("", "v1", "configmaps")
     };
+    def.and_then(|d| ctx.api.get(&d, ns, name).ok())
+}
+
+/// A secret's base64 value as text (empty when it is not base64 of UTF-8).
+fn decode_secret_value(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+/// The variables of a container's `envFrom`: every key of each config map or secret, prefixed.
+fn env_from_sources(
+    c: &Value,
+    lookup: &impl Fn(&str, &str) -> Option<Value>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut env: Vec<(String, String)> = vec![];
     for from in c["envFrom"].as_array().into_iter().flatten() {
         let prefix = from["prefix"].as_str().unwrap_or_default();
         for (kind, key) in [("configmap", "configMapRef"), ("secret", "secretRef")] {
@@ -122,7 +144,7 @@ fn build_env(
                             env.push((
                                 format!("{prefix}{dk}"),
                                 if kind == "secret" {
-                                    decode(v)
+                                    decode_secret_value(v)
                                 } else {
                                     v.to_string()
                                 },
@@ -135,68 +157,90 @@ fn build_env(
             }
         }
     }
-    for e in c["env"].as_array().into_iter().flatten() {
-        let name = e["name"].as_str().unwrap_or_default().to_string();
-        let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
-            expand(v, &env)
-        } else if let Some(f) = e
-            .pointer("/valueFrom/fieldRef/fieldPath")
-            .and_then(Value::as_str)
-        {
-            match f {
-                "metadata.name" => meta_str(pod, "name").to_string(),
-                "metadata.namespace" => ns.to_string(),
-                "metadata.uid" => meta_str(pod, "uid").to_string(),
-                "status.podIP" => pod_ip.to_string(),
-                "status.hostIP" => "127.0.0.1".to_string(),
-                "spec.nodeName" => "kubesim".to_string(),
-                "spec.serviceAccountName" => pod
-                    .pointer("/spec/serviceAccountName")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    .to_string(),
-                other => {
-                    let (map, key) = if let Some(k) = other.strip_prefix("metadata.labels['") {
-                        ("labels", k.trim_end_matches("']"))
-                    } else if let Some(k) = other.strip_prefix("metadata.annotations['") {
-                        ("annotations", k.trim_end_matches("']"))
-                    } else {
-                        return Err(format!("unsupported fieldRef {other:?}"));
-                    };
-                    pod["metadata"][map][key]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string()
-                }
-            }
-        } else if let Some(r) = e
-            .pointer("/valueFrom/secretKeyRef")
-            .or_else(|| e.pointer("/valueFrom/configMapKeyRef"))
-        {
-            let kind = if e.pointer("/valueFrom/secretKeyRef").is_some() {
-                "secret"
-            } else {
-                "configmap"
-            };
-            let (obj_name, key) = (
-                r["name"].as_str().unwrap_or_default(),
-                r["key"].as_str().unwrap_or_default(),
-            );
-            match lookup(kind, obj_name).and_then(|o| o["data"][key].as_str().map(String::from)) {
-                Some(v) if kind == "secret" => decode(&v),
-                Some(v) => v,
-                None if r["optional"] == true => continue,
-                None => return Err(format!("{kind} {obj_name:?} has no key {key:?}")),
-            }
-        } else if e.pointer("/valueFrom/resourceFieldRef").is_some() {
-            "0".to_string()
-        } else {
-            String::new()
-        };
-        env.retain(|(k, _)| *k != name);
-        env.push((name, value));
-    }
     Ok(env)
+}
+
+/// The value of one `env` entry given the variables before it; `None` when it names a missing
+/// optional key (the variable is then left out).
+fn env_var_value(
+    e: &Value,
+    env: &[(String, String)],
+    pod: &Value,
+    pod_ip: &str,
+    lookup: &impl Fn(&str, &str) -> Option<Value>,
+) -> Result<Option<String>, String> {
+    let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
+        expand(v, env)
+    } else if let Some(f) = e
+        .pointer("/valueFrom/fieldRef/fieldPath")
+        .and_then(Value::as_str)
+    {
+        field_ref_value(pod, f, pod_ip)?
+    } else if let Some(r) = e
+        .pointer("/valueFrom/secretKeyRef")
+        .or_else(|| e.pointer("/valueFrom/configMapKeyRef"))
+    {
+        let kind = if e.pointer("/valueFrom/secretKeyRef").is_some() {
+            "secret"
+        } else {
+            "configmap"
+        };
+        return key_ref_value(kind, r, lookup);
+    } else if e.pointer("/valueFrom/resourceFieldRef").is_some() {
+        "0".to_string()
+    } else {
+        String::new()
+    };
+    Ok(Some(value))
+}
+
+/// A downward-API `fieldRef`: the pod field at `path`.
+fn field_ref_value(pod: &Value, path: &str, pod_ip: &str) -> Result<String, String> {
+    Ok(match path {
+        "metadata.name" => meta_str(pod, "name").to_string(),
+        "metadata.namespace" => meta_str(pod, "namespace").to_string(),
+        "metadata.uid" => meta_str(pod, "uid").to_string(),
+        "status.podIP" => pod_ip.to_string(),
+        "status.hostIP" => "127.0.0.1".to_string(),
+        "spec.nodeName" => "kubesim".to_string(),
+        "spec.serviceAccountName" => pod
+            .pointer("/spec/serviceAccountName")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string(),
+        other => {
+            let (map, key) = if let Some(k) = other.strip_prefix("metadata.labels['") {
+                ("labels", k.trim_end_matches("']"))
+            } else if let Some(k) = other.strip_prefix("metadata.annotations['") {
+                ("annotations", k.trim_end_matches("']"))
+            } else {
+                return Err(format!("unsupported fieldRef {other:?}"));
+            };
+            pod["metadata"][map][key]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+    })
+}
+
+/// A `secretKeyRef`/`configMapKeyRef` (`r`): the key's value, `None` if it is missing but
+/// optional.
+fn key_ref_value(
+    kind: &str,
+    r: &Value,
+    lookup: &impl Fn(&str, &str) -> Option<Value>,
+) -> Result<Option<String>, String> {
+    let (obj_name, key) = (
+        r["name"].as_str().unwrap_or_default(),
+        r["key"].as_str().unwrap_or_default(),
+    );
+    match lookup(kind, obj_name).and_then(|o| o["data"][key].as_str().map(String::from)) {
+        Some(v) if kind == "secret" => Ok(Some(decode_secret_value(&v))),
+        Some(v) => Ok(Some(v)),
+        None if r["optional"] == true => Ok(None),
+        None => Err(format!("{kind} {obj_name:?} has no key {key:?}")),
+    }
 }
 
 #[derive(Clone, Debug)]

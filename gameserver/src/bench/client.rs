@@ -478,26 +478,12 @@ pub async fn play(
     // One long-lived future watches for the end. A `phase.changed()` made afresh in every turn of
     // the loop would register and unregister a waiter on the watch shared by every player, for
     // every frame received: a contended lock that cost more than handling the frame.
-    let mut watcher = phase.clone();
-    let done = async move {
-        while *watcher.borrow_and_update() != Phase::Done {
-            if watcher.changed().await.is_err() {
-                break;
-            }
-        }
-    };
+    let done = wait_while(phase.clone(), |p| *p != Phase::Done);
     tokio::pin!(done);
     // Another wakes the loop when measuring starts: `measuring` is only read when the loop
     // turns, and a player whose rooms are quiet (a long round) would otherwise start betting
     // only at its next frame.
-    let mut start_watcher = phase.clone();
-    let started = async move {
-        while *start_watcher.borrow_and_update() == Phase::Holding {
-            if start_watcher.changed().await.is_err() {
-                break;
-            }
-        }
-    };
+    let started = wait_while(phase.clone(), |p| *p == Phase::Holding);
     tokio::pin!(started);
     let mut waiting_for_start = true;
     loop {
@@ -513,16 +499,7 @@ pub async fn play(
             }
             _ = ticker.tick(), if bet.is_some() && measuring => {
                 seq += 1;
-                let key = format!("{}-{seq}", p.user_id);
-                let room = &p.rooms[seq as usize % p.rooms.len()];
-                let frame = serde_json::json!({
-                    "type": "place_bet",
-                    "gameId": room,
-                    "amount": amount,
-                    "selection": {"direction": "over", "target": 50},
-                    "idempotencyKey": key,
-                })
-                .to_string();
+                let (key, frame) = bet_frame(&p, seq, amount);
                 s.unacked.insert(key, (Instant::now(), frame.clone()));
                 tally.outstanding.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 tally.count(|r| r.bets_sent += 1);
@@ -560,6 +537,36 @@ pub async fn play(
             }
         }
     }
+    count_end(&s, &tally, connected);
+    let _ = ws.close(None).await;
+}
+
+/// Resolves once the phase no longer satisfies `waiting` (or the watch is gone).
+async fn wait_while(mut phase: watch::Receiver<Phase>, waiting: impl Fn(&Phase) -> bool) {
+    while waiting(&phase.borrow_and_update()) {
+        if phase.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The player's `seq`-th bet: its idempotency key and frame (rooms taken in turn).
+fn bet_frame(p: &Player, seq: u64, amount: i64) -> (String, String) {
+    let key = format!("{}-{seq}", p.user_id);
+    let room = &p.rooms[seq as usize % p.rooms.len()];
+    let frame = serde_json::json!({
+        "type": "place_bet",
+        "gameId": room,
+        "amount": amount,
+        "selection": {"direction": "over", "target": 50},
+        "idempotencyKey": key,
+    })
+    .to_string();
+    (key, frame)
+}
+
+/// Counts how a player ended: still in its rooms, bets left unsettled or unacknowledged.
+fn count_end(s: &Session, tally: &Tally, connected: bool) {
     if connected && s.in_rooms {
         tally.count(|r| r.resilience.players_in_rooms_at_end += 1);
     }
@@ -573,45 +580,13 @@ pub async fn play(
     tally
         .finished
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    let _ = ws.close(None).await;
 }
 
 fn observe(frame: &Incoming, measuring: bool, s: &mut Session, tally: &Tally) {
     if let Some(p) = &frame.position {
-        let known = if let Some(game_id) = &p.game_id {
-            match s.rooms.get_mut(game_id) {
-                Some(known) => known,
-                // Not one of this player's rooms.
-                None => return,
-            }
-        } else if p.user_id.is_some() {
-            &mut s.inbox
-        } else {
+        if !track_position(frame, p, s, tally) {
             return;
-        };
-        match known {
-            Some(k) if k.epoch == p.epoch && p.offset <= k.offset => {
-                if s.resumed_once {
-                    tally.count(|r| r.resilience.duplicate_frames += 1);
-                }
-                return;
-            }
-            // A `presence` frame stands for every join and leave up to its position: it may
-            // advance the offset by more than one.
-            Some(k)
-                if k.epoch == p.epoch
-                    && p.offset > k.offset + 1
-                    && s.resumed_once
-                    && frame.kind != "presence" =>
-            {
-                tally.count(|r| r.resilience.gaps += 1);
-            }
-            _ => {}
         }
-        *known = Some(Pos {
-            offset: p.offset,
-            epoch: p.epoch.clone(),
-        });
     }
     match frame.kind.as_str() {
         "game_event" if measuring => {
@@ -641,40 +616,84 @@ fn observe(frame: &Incoming, measuring: bool, s: &mut Session, tally: &Tally) {
                 s.unsettled.insert(key, t);
             }
         }
-        "bet_settled" => {
-            let Some(key) = frame.idempotency_key.as_ref() else {
-                return;
-            };
-            if !s.settled.insert(key.clone()) {
-                tally.count(|r| r.resilience.settlement_repeats += 1);
-                return;
-            }
-            let sent = s
-                .unsettled
-                .remove(key)
-                .or_else(|| s.unacked.remove(key).map(|(t, _)| t));
-            if let Some(t) = sent {
-                tally
-                    .outstanding
-                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                Tally::latency(&tally.settle, t.elapsed().as_micros() as u64);
-                tally.count(|r| r.bets_settled += 1);
-            }
+        "bet_settled" => on_bet_settled(frame, s, tally),
+        "bet_rejected" => on_bet_rejected(frame, s, tally),
+        _ => {}
+    }
+}
+
+/// Records a frame's stream position, counting duplicates and gaps after a resume; false when
+/// the frame is to be ignored (a duplicate, or not of this player's streams).
+fn track_position(frame: &Incoming, p: &FramePosition, s: &mut Session, tally: &Tally) -> bool {
+    let known = if let Some(game_id) = &p.game_id {
+        match s.rooms.get_mut(game_id) {
+            Some(known) => known,
+            // Not one of this player's rooms.
+            None => return false,
         }
-        "bet_rejected" => {
-            let Some(key) = frame.idempotency_key.as_ref() else {
-                return;
-            };
-            let known = s.unacked.remove(key).is_some() || s.unsettled.remove(key).is_some();
-            if known {
-                tally
-                    .outstanding
-                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                let reason = frame.reason.clone().unwrap_or_else(|| "unknown".into());
-                tally.count(|r| *r.bets_rejected.entry(reason).or_default() += 1);
+    } else if p.user_id.is_some() {
+        &mut s.inbox
+    } else {
+        return false;
+    };
+    match known {
+        Some(k) if k.epoch == p.epoch && p.offset <= k.offset => {
+            if s.resumed_once {
+                tally.count(|r| r.resilience.duplicate_frames += 1);
             }
+            return false;
+        }
+        // A `presence` frame stands for every join and leave up to its position: it may
+        // advance the offset by more than one.
+        Some(k)
+            if k.epoch == p.epoch
+                && p.offset > k.offset + 1
+                && s.resumed_once
+                && frame.kind != "presence" =>
+        {
+            tally.count(|r| r.resilience.gaps += 1);
         }
         _ => {}
+    }
+    *known = Some(Pos {
+        offset: p.offset,
+        epoch: p.epoch.clone(),
+    });
+    true
+}
+
+fn on_bet_settled(frame: &Incoming, s: &mut Session, tally: &Tally) {
+    let Some(key) = frame.idempotency_key.as_ref() else {
+        return;
+    };
+    if !s.settled.insert(key.clone()) {
+        tally.count(|r| r.resilience.settlement_repeats += 1);
+        return;
+    }
+    let sent = s
+        .unsettled
+        .remove(key)
+        .or_else(|| s.unacked.remove(key).map(|(t, _)| t));
+    if let Some(t) = sent {
+        tally
+            .outstanding
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        Tally::latency(&tally.settle, t.elapsed().as_micros() as u64);
+        tally.count(|r| r.bets_settled += 1);
+    }
+}
+
+fn on_bet_rejected(frame: &Incoming, s: &mut Session, tally: &Tally) {
+    let Some(key) = frame.idempotency_key.as_ref() else {
+        return;
+    };
+    let known = s.unacked.remove(key).is_some() || s.unsettled.remove(key).is_some();
+    if known {
+        tally
+            .outstanding
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let reason = frame.reason.clone().unwrap_or_else(|| "unknown".into());
+        tally.count(|r| *r.bets_rejected.entry(reason).or_default() += 1);
     }
 }
 

@@ -7,9 +7,10 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
+use super::args::BenchArgs;
+use super::error::BenchError;
 use super::report::{rss_kib, Report, WorkerReport};
 use super::worker::{self, WorkerLine};
-use super::{BenchArgs, BenchError};
 
 /// Run the benchmark (or, with `--worker-index`, one worker of it).
 pub async fn run(args: &BenchArgs) -> Result<Option<Report>, BenchError> {

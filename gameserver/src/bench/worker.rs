@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
+use super::args::BenchArgs;
 use super::client::{self, Phase, Player, Tally};
+use super::error::BenchError;
 use super::report::{Samples, WorkerReport};
-use super::{BenchArgs, BenchError};
 use crate::auth::mint_token;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,35 +80,11 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
             (period, offset, args.bet_amount)
         });
         let (tally, phase, up) = (tally.clone(), phase_rx.clone(), up_tx.clone());
-        tokio::spawn(async move {
-            match client::join(&player).await {
-                Ok((ws, session)) => {
-                    for us in &session.join_us {
-                        Tally::latency(&tally.join, *us);
-                    }
-                    let _ = up.send(Ok(()));
-                    client::play(ws, player, session, tally, phase, bet, resume).await;
-                }
-                Err(e) => {
-                    let _ = up.send(Err(e.label()));
-                }
-            }
-        });
+        tokio::spawn(join_and_play(player, tally, phase, up, bet, resume));
     }
     drop(up_tx);
 
-    let mut connected = 0u64;
-    let mut failed = 0u64;
-    for _ in share {
-        match up_rx.recv().await {
-            Some(Ok(())) => connected += 1,
-            Some(Err(label)) => {
-                failed += 1;
-                tally.count_failure(label);
-            }
-            None => break,
-        }
-    }
+    let (connected, failed) = count_joins(share.len(), &mut up_rx, &tally).await;
     say(&WorkerLine::Connected { connected, failed })?;
 
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
@@ -125,21 +102,9 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
     let measured_secs = started.elapsed().as_secs_f64();
     // No new bets; wait (bounded) until every bet sent has been settled or rejected.
     let _ = phase_tx.send(Phase::Settling);
-    let settle_deadline = Instant::now() + Duration::from_secs(args.settle_wait);
-    while tally.outstanding.load(std::sync::atomic::Ordering::Acquire) > 0
-        && Instant::now() < settle_deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_settled(&tally, Duration::from_secs(args.settle_wait)).await;
     let _ = phase_tx.send(Phase::Done);
-    // Players count their end state (rooms, outstanding bets) as they stop; one still
-    // reconnecting stops once it is back (or gives up), so wait for all of them (bounded).
-    let stop_deadline = Instant::now() + Duration::from_secs(30);
-    while tally.finished.load(std::sync::atomic::Ordering::Acquire) < connected
-        && Instant::now() < stop_deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_stopped(&tally, connected).await;
 
     let mut report = tally.take_report();
     report.connected = connected;
@@ -147,6 +112,71 @@ pub async fn run(args: &BenchArgs, index: usize) -> Result<(), BenchError> {
     say(&WorkerLine::Report {
         report: Box::new(report),
     })
+}
+
+/// One player's task: join, report whether it got in, then play until the end.
+async fn join_and_play(
+    player: Player,
+    tally: Arc<Tally>,
+    phase: watch::Receiver<Phase>,
+    up: tokio::sync::mpsc::UnboundedSender<Result<(), String>>,
+    bet: Option<(Duration, Duration, i64)>,
+    resume: bool,
+) {
+    match client::join(&player).await {
+        Ok((ws, session)) => {
+            for us in &session.join_us {
+                Tally::latency(&tally.join, *us);
+            }
+            let _ = up.send(Ok(()));
+            client::play(ws, player, session, tally, phase, bet, resume).await;
+        }
+        Err(e) => {
+            let _ = up.send(Err(e.label()));
+        }
+    }
+}
+
+/// Counts the `players` joins as they are reported: (connected, failed).
+async fn count_joins(
+    players: usize,
+    up_rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<(), String>>,
+    tally: &Tally,
+) -> (u64, u64) {
+    let mut connected = 0u64;
+    let mut failed = 0u64;
+    for _ in 0..players {
+        match up_rx.recv().await {
+            Some(Ok(())) => connected += 1,
+            Some(Err(label)) => {
+                failed += 1;
+                tally.count_failure(label);
+            }
+            None => break,
+        }
+    }
+    (connected, failed)
+}
+
+/// Waits until every bet sent has been settled or rejected, at most `wait`.
+async fn wait_until_settled(tally: &Tally, wait: Duration) {
+    let settle_deadline = Instant::now() + wait;
+    while tally.outstanding.load(std::sync::atomic::Ordering::Acquire) > 0
+        && Instant::now() < settle_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Players count their end state (rooms, outstanding bets) as they stop; one still
+/// reconnecting stops once it is back (or gives up), so wait for all of them (bounded).
+async fn wait_until_stopped(tally: &Tally, connected: u64) {
+    let stop_deadline = Instant::now() + Duration::from_secs(30);
+    while tally.finished.load(std::sync::atomic::Ordering::Acquire) < connected
+        && Instant::now() < stop_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Resolves when the coordinator writes "stop" or this process gets SIGINT/SIGTERM: the

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::handle::{ConnHandle, Outbound, Stream, StreamPosition};
 use super::presence::{Change, Coalescer, Summary, MAX_NAMES};
-use super::Gateway;
+use super::state::Gateway;
 use crate::bus::{Delivery, Target};
 use crate::clock::mono_ms;
 use crate::protocol::FrameKind;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::handle::{CloseCause, ConnHandle, Outbound};
-use super::Gateway;
+use super::state::Gateway;
 
 /// Target gap between two close batches.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(100);

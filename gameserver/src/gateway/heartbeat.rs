@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::handle::{CloseCause, Outbound};
-use super::Gateway;
+use super::state::Gateway;
 use crate::clock::mono_ms;
 
 #[derive(Debug, PartialEq, Eq)]

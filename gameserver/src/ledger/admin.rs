@@ -19,7 +19,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{user_account, EntryKind, Ledger, LedgerError, Transfer, TREASURY};
+use super::accounts::{user_account, TREASURY};
+use super::error::LedgerError;
+use super::store::Ledger;
+use super::types::{EntryKind, Transfer};
 
 #[derive(Clone)]
 struct AdminState {

@@ -19,8 +19,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{now_ms, Entry, Ledger, LedgerError, RedisLedger};
+use super::error::LedgerError;
+use super::redis::RedisLedger;
+use super::store::Ledger;
+use super::types::Entry;
 use crate::cli::args::Secret;
+use crate::clock::now_ms;
 
 /// Bytes read from the end of the file to find its last entry (entries are far shorter).
 const TAIL: u64 = 64 * 1024;

@@ -17,7 +17,8 @@
 
 use clap::Args;
 
-use super::{LedgerError, RedisLedger};
+use super::error::LedgerError;
+use super::redis::RedisLedger;
 
 /// What the ledger's Redis says of its persistence.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,9 +8,16 @@ use async_trait::async_trait;
 
 use crate::protocol::BetRejectReason;
 
-use super::{
-    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, EntryKind, Fence, Ledger,
-    LedgerError, Outcome, Placed, Posted, RoundState, Settlement, Transfer, Wager, HOUSE,
+use crate::clock::now_ms;
+
+use super::accounts::{is_system, user_account, HOUSE};
+use super::check::check_transfer;
+use super::error::LedgerError;
+use super::keys::{payout_key, stake_key};
+use super::store::Ledger;
+use super::types::{
+    BetRecord, BetState, Entry, EntryKind, Fence, Outcome, Placed, Posted, RoundState, Settlement,
+    Transfer, Wager,
 };
 
 #[derive(Default)]
@@ -66,7 +73,7 @@ impl State {
         let from_after = from_before
             .checked_sub(t.amount)
             .ok_or_else(|| LedgerError::Overflow(t.from.clone()))?;
-        if from_after < 0 && !super::is_system(&t.from) {
+        if from_after < 0 && !is_system(&t.from) {
             return Err(LedgerError::InsufficientBalance {
                 account: t.from.clone(),
                 balance: from_before,
@@ -102,14 +109,6 @@ impl State {
 
 fn bet_key(user_id: &str, key: &str) -> (String, String) {
     (user_id.to_owned(), key.to_owned())
-}
-
-/// Ledger entry keys for a bet's stake and payout (distinct namespaces per user).
-pub(crate) fn stake_key(user_id: &str, key: &str) -> String {
-    format!("bet:{user_id}:{key}")
-}
-pub(crate) fn payout_key(user_id: &str, key: &str) -> String {
-    format!("payout:{user_id}:{key}")
 }
 
 #[derive(Default)]

@@ -31,17 +31,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Script, ScriptInvocation};
 
+use crate::clock::now_ms;
 use crate::redisx::Conn;
 
+use super::accounts::{is_system, user_account, HOUSE};
+use super::check::{check_transfer, MAX_AMOUNT};
+use super::error::LedgerError;
+use super::keys::{payout_key, stake_key};
 use super::layout::{Layout, DEFAULT_CLUSTER_SHARDS};
 use super::reply::{corrupt, kind_str, parse_entry, parse_record, settlement, Reply, Tag};
-use super::{
-    check_transfer, now_ms, user_account, BetRecord, BetState, Entry, Fence, Ledger, LedgerError,
-    Placed, Posted, RoundState, SettleItem, Settlement, Transfer, Wager, HOUSE,
+use super::store::Ledger;
+use super::types::{
+    BetRecord, BetState, Entry, Fence, Placed, Posted, RoundState, SettleItem, Settlement,
+    Transfer, Wager,
 };
 
 /// Largest balance magnitude representable exactly in Redis Lua.
-pub const MAX_BALANCE: i64 = super::MAX_AMOUNT;
+pub const MAX_BALANCE: i64 = MAX_AMOUNT;
 
 /// Shared by every money and room script. Fixed keys and arguments come first:
 /// KEYS[1] balances, KEYS[2] the entry sequence, KEYS[3] the audit stream, KEYS[4] the ledger's
@@ -368,7 +374,7 @@ impl RedisLedger {
 
     /// `account` as stored in `shard` (a system account's sub-account there).
     fn stored(&self, account: &str, shard: u16) -> String {
-        if super::is_system(account) {
+        if is_system(account) {
             self.layout.sub_account(account, shard)
         } else {
             account.to_owned()
@@ -516,7 +522,7 @@ impl RedisLedger {
             .arg(MAX_BALANCE)
             .arg(self.stored(HOUSE, shard));
         for i in items {
-            let payout_key = super::memory::payout_key(&i.user_id, &i.key);
+            let payout_key = payout_key(&i.user_id, &i.key);
             inv.key(self.bet_key(&i.user_id, &i.key));
             inv.arg(payout_key)
                 .arg(user_account(&i.user_id))
@@ -572,7 +578,7 @@ impl Ledger for RedisLedger {
         let (from, to) = (self.stored(&t.from, shard), self.stored(&t.to, shard));
         let mut inv = self.invocation(&self.transfer, shard, None);
         inv.key(self.key(shard, &format!("ledger:applied:{}", t.key)));
-        let from_system = super::is_system(&t.from);
+        let from_system = is_system(&t.from);
         inv.arg(&t.key)
             .arg(kind_str(t.kind))
             .arg(&from)
@@ -644,7 +650,7 @@ impl Ledger for RedisLedger {
             return Err(LedgerError::InvalidAmount(w.amount));
         }
         let wager = serde_json::to_string(w).map_err(corrupt)?;
-        let stake_key = super::memory::stake_key(&w.user_id, &w.key);
+        let stake_key = stake_key(&w.user_id, &w.key);
         let shard = self.layout.user_shard(&w.user_id);
         let mut inv = self.invocation(&self.place, shard, Some(fence));
         inv.key(self.bet_key(&w.user_id, &w.key))
@@ -684,7 +690,7 @@ impl Ledger for RedisLedger {
         payout: i64,
     ) -> Result<Settlement, LedgerError> {
         check_payout(user_id, payout)?;
-        let payout_key = super::memory::payout_key(user_id, key);
+        let payout_key = payout_key(user_id, key);
         let shard = self.layout.user_shard(user_id);
         let mut inv = self.invocation(&self.settle, shard, Some(fence));
         inv.key(self.bet_key(user_id, key));

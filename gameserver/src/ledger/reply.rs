@@ -5,7 +5,8 @@
 
 use redis::{FromRedisValue, ParsingError, Value};
 
-use super::{BetRecord, BetState, Entry, EntryKind, LedgerError, Outcome, Settlement, Wager};
+use super::error::LedgerError;
+use super::types::{BetRecord, BetState, Entry, EntryKind, Outcome, Settlement, Wager};
 
 /// What a script answered, by its first element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

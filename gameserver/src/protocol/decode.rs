@@ -2,8 +2,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{check_client_seed, MAX_GAME_ID_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_SELECTION_BYTES};
-use super::{BetRejectReason, ErrorCode};
+use super::limits::{
+    check_client_seed, MAX_GAME_ID_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_SELECTION_BYTES,
+};
+use super::server::{BetRejectReason, ErrorCode};
 use crate::bus::Position;
 
 /// A well-formed client frame.

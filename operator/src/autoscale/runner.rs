@@ -137,24 +137,8 @@ impl Autoscaler {
             return Ok(false);
         };
         let key = ObjectRef::from_obj(fleet);
-        let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &owner.namespace);
         let pods_api: Api<Pod> = Api::namespaced(env.client.clone(), &owner.namespace);
-        let gw_name = names::gateway(&owner.name);
-        let en_name = names::engine(&owner.name);
-        let gw = deployments.get_opt(&gw_name).await.map_err(Error::api(
-            "get",
-            "Deployment",
-            gw_name,
-        ))?;
-        let en = deployments.get_opt(&en_name).await.map_err(Error::api(
-            "get",
-            "Deployment",
-            en_name,
-        ))?;
-        let (Some(gw_current), Some(en_current)) = (
-            gw.and_then(|d| d.spec.replicas),
-            en.and_then(|d| d.spec.replicas),
-        ) else {
+        let Some((gw_current, en_current)) = current_replicas(env, &owner).await? else {
             // The reconciler creates them first.
             return Ok(false);
         };
@@ -185,16 +169,8 @@ impl Autoscaler {
             }
         };
         let now = Instant::now();
-        let spec = &fleet.spec;
-        let a = &spec.autoscaling;
-        let targets = Targets {
-            connections_per_pod: f64::from(spec.gateway.connections_per_pod)
-                * f64::from(a.target_utilization_percent)
-                / 100.0,
-            p99_ms: f64::from(spec.latency.p99_target_ms),
-            backlog_per_pod: f64::from(a.engine_backlog_per_pod),
-            bets_per_second_per_pod: f64::from(a.engine_bets_per_second_per_pod),
-        };
+        let a = &fleet.spec.autoscaling;
+        let targets = targets(fleet);
         let (gd, go, ed, eo) = self.with_state(&key, |s| {
             let gl = pods::gateway_load(&gw_scrapes, gw_pods.unready, &mut s.gateway_prev);
             let el = pods::engine_load(&en_scrapes, en_pods.unready, now, &mut s.engine_prev);
@@ -220,30 +196,9 @@ impl Autoscaler {
             // Once per scale-down step: the emptiest gateways get the lowest cost.
             set_deletion_costs(&pods_api, &pods::deletion_costs(&gw_scrapes)).await;
         }
-        if gd.desired != gd.current || ed.desired != ed.current {
-            info!(
-                fleet = %owner.name, namespace = %owner.namespace,
-                gateway_from = gd.current, gateway_to = gd.desired, gateway_reason = %gd.reason,
-                engine_from = ed.current, engine_to = ed.desired, engine_reason = %ed.reason,
-                "autoscaler decided"
-            );
-        } else {
-            debug!(fleet = %owner.name, gateway = %gd.reason, engine = %ed.reason, "autoscaler: no change");
-        }
-        let decision = ScaleDecision {
-            gateway: gd.desired,
-            engine: ed.desired,
-            gateway_reason: gd.reason.clone(),
-            engine_reason: ed.reason.clone(),
-            limits: [("gateway", &gd), ("engine", &ed)]
-                .into_iter()
-                .filter_map(|(tier, d)| limit(tier, d))
-                .collect(),
-        };
-        let load = go.total_connections.map(|c| LoadSample {
-            total_connections: c.round() as i64,
-            p99_ms: go.p99_ms.map(|p| p.round() as i64),
-        });
+        log_decision(&owner, &gd, &ed);
+        let decision = scale_decision(&gd, &ed);
+        let load = load_sample(&go);
         let changed = self.with_state(&key, |s| {
             let changed = s.decision.as_ref().map(|(_, d)| d) != Some(&decision) || s.load != load;
             s.decision = Some((now, decision.clone()));
@@ -331,6 +286,75 @@ impl Autoscaler {
 
 fn sync_interval(f: &GameFleet) -> Duration {
     Duration::from_secs(u64::try_from(f.spec.autoscaling.sync_interval_seconds.max(1)).unwrap_or(5))
+}
+
+/// The replicas of the fleet's gateway and engine Deployments, once both exist.
+async fn current_replicas(env: &AdvisorEnv, owner: &Owner) -> Result<Option<(i32, i32)>, Error> {
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &owner.namespace);
+    let gw_name = names::gateway(&owner.name);
+    let en_name = names::engine(&owner.name);
+    let gw =
+        deployments
+            .get_opt(&gw_name)
+            .await
+            .map_err(Error::api("get", "Deployment", gw_name))?;
+    let en =
+        deployments
+            .get_opt(&en_name)
+            .await
+            .map_err(Error::api("get", "Deployment", en_name))?;
+    Ok(gw
+        .and_then(|d| d.spec.replicas)
+        .zip(en.and_then(|d| d.spec.replicas)))
+}
+
+/// The per-pod targets the fleet's spec sets.
+fn targets(fleet: &GameFleet) -> Targets {
+    let spec = &fleet.spec;
+    let a = &spec.autoscaling;
+    Targets {
+        connections_per_pod: f64::from(spec.gateway.connections_per_pod)
+            * f64::from(a.target_utilization_percent)
+            / 100.0,
+        p99_ms: f64::from(spec.latency.p99_target_ms),
+        backlog_per_pod: f64::from(a.engine_backlog_per_pod),
+        bets_per_second_per_pod: f64::from(a.engine_bets_per_second_per_pod),
+    }
+}
+
+fn log_decision(owner: &Owner, gd: &TierDecision, ed: &TierDecision) {
+    if gd.desired != gd.current || ed.desired != ed.current {
+        info!(
+            fleet = %owner.name, namespace = %owner.namespace,
+            gateway_from = gd.current, gateway_to = gd.desired, gateway_reason = %gd.reason,
+            engine_from = ed.current, engine_to = ed.desired, engine_reason = %ed.reason,
+            "autoscaler decided"
+        );
+    } else {
+        debug!(fleet = %owner.name, gateway = %gd.reason, engine = %ed.reason, "autoscaler: no change");
+    }
+}
+
+/// What the reconciler is told: both tiers' replicas, reasons and limits hit.
+fn scale_decision(gd: &TierDecision, ed: &TierDecision) -> ScaleDecision {
+    ScaleDecision {
+        gateway: gd.desired,
+        engine: ed.desired,
+        gateway_reason: gd.reason.clone(),
+        engine_reason: ed.reason.clone(),
+        limits: [("gateway", gd), ("engine", ed)]
+            .into_iter()
+            .filter_map(|(tier, d)| limit(tier, d))
+            .collect(),
+    }
+}
+
+/// The gateway load shown in the fleet's status, when it was observed.
+fn load_sample(go: &Observed) -> Option<LoadSample> {
+    go.total_connections.map(|c| LoadSample {
+        total_connections: c.round() as i64,
+        p99_ms: go.p99_ms.map(|p| p.round() as i64),
+    })
 }
 
 fn tier_input(current: i32, t: &TierAutoscaling) -> TierInput {

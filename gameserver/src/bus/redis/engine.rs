@@ -662,13 +662,33 @@ impl EngineSide {
             self.renew_owned(ttl).await?;
             return Ok(self.owned_rooms());
         }
-        // Rooms with live members (expired presence is pruned on the way).
-        let rooms: BTreeSet<String> = presence
+        let rooms = self.live_rooms(presence).await?;
+        let engines = self.live_engines(now, ttl).await?;
+        let owned = lock(&self.owned).clone();
+        let plan = lease::plan(&self.owner, &owned, &rooms, engines);
+        self.release_leases(&plan.release).await?;
+        self.renew(&plan.renew, ttl).await?;
+        self.hand_off_released().await;
+        self.acquire_leases(&plan.acquire, plan.budget, ttl).await?;
+        // Backlog over every active room (fleet-wide), for scaling decisions.
+        self.metrics.backlog.set(self.backlog(&rooms).await?);
+        let owned = self.owned_rooms();
+        self.metrics.leases.set(owned.len() as i64);
+        Ok(owned)
+    }
+
+    /// Rooms with live members (expired presence is pruned on the way).
+    async fn live_rooms(&self, presence: &presence::Scripts) -> Result<BTreeSet<String>, BusError> {
+        Ok(presence
             .live_rooms(&mut self.conn.clone(), &self.keys)
             .await?
             .into_iter()
-            .collect();
-        let engines: usize = redis::pipe()
+            .collect())
+    }
+
+    /// Marks this engine alive and counts the live engines (seen within two lease lifetimes).
+    async fn live_engines(&self, now: u64, ttl: u64) -> Result<usize, BusError> {
+        redis::pipe()
             .cmd("ZADD")
             .arg(self.keys.engines())
             .arg(now)
@@ -684,11 +704,13 @@ impl EngineSide {
             .query_async::<(usize,)>(&mut self.conn.clone())
             .await
             .map(|(n,)| n)
-            .map_err(unavailable)?;
-        let owned = lock(&self.owned).clone();
-        let plan = lease::plan(&self.owner, &owned, &rooms, engines);
+            .map_err(unavailable)
+    }
+
+    /// Gives up the leases of `rooms`.
+    async fn release_leases(&self, rooms: &[String]) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
-        for room in &plan.release {
+        for room in rooms {
             self.stop_owning(room);
             let _: i64 = self
                 .release
@@ -699,10 +721,18 @@ impl EngineSide {
                 .map_err(unavailable)?;
             tracing::info!(room, "room lease released");
         }
-        self.renew(&plan.renew, ttl).await?;
-        self.hand_off_released().await;
-        let mut budget = plan.budget;
-        for room in &plan.acquire {
+        Ok(())
+    }
+
+    /// Tries the leases of `rooms` in order until `budget` of them were acquired.
+    async fn acquire_leases(
+        &self,
+        rooms: &[String],
+        mut budget: usize,
+        ttl: u64,
+    ) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        for room in rooms {
             if budget == 0 {
                 break;
             }
@@ -727,11 +757,7 @@ impl EngineSide {
                 tracing::info!(room, token, "room lease acquired");
             }
         }
-        // Backlog over every active room (fleet-wide), for scaling decisions.
-        self.metrics.backlog.set(self.backlog(&rooms).await?);
-        let owned = self.owned_rooms();
-        self.metrics.leases.set(owned.len() as i64);
-        Ok(owned)
+        Ok(())
     }
 }
 

@@ -1,6 +1,10 @@
 //! `place_bet`: checked, handed to the engines through the bus, answered.
 
-use super::*;
+use super::Conn;
+use crate::bus::{BetRequest, Bound, BusError};
+use crate::clock::now_ms;
+use crate::gateway::handle::CloseCause;
+use crate::protocol::{BetRejectReason, PlaceBet, ServerFrame};
 
 impl Conn {
     pub(super) async fn place_bet(&mut self, bet: PlaceBet) -> Result<(), CloseCause> {

@@ -10,22 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
-use super::handle::{CloseCause, ConnHandle, Outbound, Stream, StreamPosition};
-use super::limits::{room_admits, Admission, RateLimiter};
+use super::handle::{CloseCause, ConnHandle, Outbound, StreamPosition};
+use super::limits::{Admission, RateLimiter};
 use super::membership::Key;
-use super::presence::{fold_replay, MAX_NAMES};
-use super::resume_token::ResumeTokenError;
-use super::Gateway;
-use crate::auth::now_secs;
-use crate::bus::{BetRequest, Bound, BusError, Delivery, Position, Target};
+use super::state::Gateway;
 use crate::clock::{mono_ms, now_ms};
-use crate::protocol::{
-    decode, AuthFailReason, BetRejectReason, ClientFrame, ErrorCode, FrameKind, PlaceBet,
-    Rejection, Resume, ServerFrame, StreamResume,
-};
+use crate::protocol::{decode, ClientFrame, ErrorCode, Rejection, ServerFrame};
 
 /// Frames written per flush when several are queued (fewer syscalls under load).
 const MAX_BATCH: usize = 16;

@@ -1,6 +1,14 @@
 //! Joining and leaving rooms, and telling the room.
 
-use super::*;
+use std::sync::Arc;
+
+use super::Conn;
+use crate::bus::{Bound, BusError, Delivery, Target};
+use crate::clock::now_ms;
+use crate::gateway::handle::CloseCause;
+use crate::gateway::limits::room_admits;
+use crate::gateway::membership::Key;
+use crate::protocol::{ErrorCode, ServerFrame};
 
 impl Conn {
     pub(super) async fn join(&mut self, game_id: &str) -> Result<(), CloseCause> {

@@ -1,7 +1,19 @@
 //! Signing in: `authenticate` and `resume` (one sign-in, then the rooms and the inbox
 //! replayed for a resume).
 
-use super::*;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+
+use super::{Conn, Credentials};
+use crate::auth::now_secs;
+use crate::bus::{Position, Target};
+use crate::gateway::handle::{CloseCause, Outbound, Stream, StreamPosition};
+use crate::gateway::membership::Key;
+use crate::gateway::presence::{fold_replay, MAX_NAMES};
+use crate::gateway::resume_token::ResumeTokenError;
+use crate::gateway::state::Gateway;
+use crate::protocol::{AuthFailReason, ErrorCode, FrameKind, Resume, ServerFrame, StreamResume};
 
 impl Conn {
     pub(super) async fn authenticate(&mut self, token: &str) -> Result<(), CloseCause> {

@@ -1,7 +1,17 @@
 //! Writing to the socket: replies, queued deliveries in batches, and what is left at a close.
 
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+
 use super::session::resume_token;
-use super::*;
+use super::{Conn, CLOSE_TIMEOUT, MAX_BATCH};
+use crate::clock::now_ms;
+use crate::gateway::handle::{CloseCause, Outbound, StreamPosition};
+use crate::gateway::state::Gateway;
+use crate::protocol::{FrameKind, ServerFrame};
 
 impl Conn {
     /// Writes whatever is queued, bounded by [`CLOSE_TIMEOUT`] (the connection is closing).
@@ -166,6 +176,7 @@ fn materialize(gw: &Gateway, user: Option<&str>, out: Outbound) -> (Message, Fra
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::handle::Stream;
 
     fn at(stream: Stream, offset: u64) -> StreamPosition {
         StreamPosition { stream, offset }
