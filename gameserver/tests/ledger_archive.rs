@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gameserver::clock::now_ms;
 use gameserver::ledger::archive::{archive, Summary};
 use gameserver::ledger::{Entry, Ledger, LedgerError, RedisLedger};
 use ledger_suite::{deposit, total};
@@ -45,13 +46,6 @@ async fn in_redis(l: &RedisLedger) -> Vec<u64> {
         .iter()
         .map(|e| e.seq)
         .collect()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// `ledger.jsonl` in a directory of its own, removed with it.
