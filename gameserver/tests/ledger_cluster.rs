@@ -246,14 +246,81 @@ async fn a_shard_that_forgot_its_identity_takes_no_write() {
     );
 }
 
-/// Archiving keeps one cursor, which a sharded ledger does not have: a clear refusal.
+/// A sharded ledger is archived one file per shard, each with its shard's own cursor: every
+/// entry lands once in its shard's file in sequence order, Redis keeps none of them, a second
+/// run moves nothing, and the single-stream `archive` refuses it with a reason.
 #[tokio::test]
-async fn archiving_a_sharded_ledger_is_refused_clearly() {
+async fn a_sharded_ledger_is_archived_one_file_per_shard() {
+    use gameserver::ledger::archive::{archive, archive_shards, shard_path};
+    use gameserver::ledger::{user_account, Entry, EntryKind, TREASURY};
     let c = RedisCluster::start(3);
     let l = redis_ledger(&c, "t13");
-    let err = l.trim_entries(1).await.unwrap_err();
-    assert_eq!(err.code(), "UNSUPPORTED", "{err}");
-    assert!(l.archived_through().await.is_err());
+    for i in 0..40 {
+        l.transfer(&Transfer {
+            key: format!("d{i}"),
+            kind: EntryKind::Deposit,
+            from: TREASURY.into(),
+            to: user_account(&format!("u{i}")),
+            amount: 10 + i,
+            memo: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let before = l.entries(0, 10_000).await.unwrap();
+    assert_eq!(before.len(), 40);
+    let dir =
+        std::env::temp_dir().join(format!("gameserver-cluster-archive-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("ledger.jsonl");
+    let horizon = gameserver::clock::now_ms() + 1;
+
+    let err = archive(&l, &out, horizon, 7).await.unwrap_err();
+    assert!(err.to_string().contains("16 audit streams"), "{err}");
+
+    let done = archive_shards(&l, &out, horizon, 7).await.unwrap();
+    assert_eq!(done.len(), 16);
+    let mut archived: Vec<Entry> = Vec::new();
+    for (shard, (file, summary)) in done.iter().enumerate() {
+        assert_eq!(file, &shard_path(&out, shard as u16));
+        let lines: Vec<Entry> = std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(summary.archived, lines.len() as u64, "shard {shard}");
+        assert!(
+            lines.iter().all(|e| usize::from(e.shard) == shard),
+            "shard {shard}"
+        );
+        let seqs: Vec<u64> = lines.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=lines.len() as u64).collect::<Vec<_>>(),
+            "shard {shard}"
+        );
+        assert_eq!(
+            l.shard_archived_through(shard as u16).await.unwrap(),
+            lines.len() as u64
+        );
+        archived.extend(lines);
+    }
+    let key = |e: &Entry| (e.shard, e.seq);
+    let mut want = before.clone();
+    want.sort_by_key(key);
+    archived.sort_by_key(key);
+    assert_eq!(archived, want, "every entry archived once, unchanged");
+    assert!(
+        l.entries(0, 10_000).await.unwrap().is_empty(),
+        "Redis keeps none"
+    );
+    // Entries up to the lowest shard's mark are archived everywhere.
+    let lowest = done.iter().map(|(_, s)| s.archived_through).min().unwrap();
+    assert_eq!(l.archived_through().await.unwrap(), lowest);
+
+    let again = archive_shards(&l, &out, horizon, 7).await.unwrap();
+    assert!(again.iter().all(|(_, s)| s.archived == 0), "{again:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The slot each shard's keys hash to, as the cluster computes it (the ledger routes its

@@ -21,7 +21,6 @@ use clap::Args;
 
 use super::error::LedgerError;
 use super::redis::RedisLedger;
-use super::store::Ledger;
 use super::types::Entry;
 use crate::cli::args::Secret;
 use crate::clock::now_ms;
@@ -153,18 +152,74 @@ pub async fn archive(
     horizon_ms: u64,
     batch: usize,
 ) -> Result<Summary, ArchiveError> {
+    if ledger.shard_count() > 1 {
+        return Err(ArchiveError::Ledger(LedgerError::Unsupported(format!(
+            "a sharded ledger has {} audit streams: archive them with archive_shards (one file each)",
+            ledger.shard_count()
+        ))));
+    }
+    archive_shard(ledger, 0, path, horizon_ms, batch).await
+}
+
+/// Every shard's audit stream to a file of its own: `path` itself on a single Redis, else
+/// [`shard_path`] for each shard (sequence numbers count per shard, so each file keeps its
+/// shard's cursor, with the same guarantees as [`archive`]). A shard that fails stops the run;
+/// the shards before it are done and the next run continues each where it stopped.
+pub async fn archive_shards(
+    ledger: &RedisLedger,
+    path: &Path,
+    horizon_ms: u64,
+    batch: usize,
+) -> Result<Vec<(PathBuf, Summary)>, ArchiveError> {
+    let shards = ledger.shard_count();
+    let mut out = Vec::with_capacity(usize::from(shards));
+    for shard in 0..shards {
+        let file = if shards == 1 {
+            path.to_path_buf()
+        } else {
+            shard_path(path, shard)
+        };
+        let summary = archive_shard(ledger, shard, &file, horizon_ms, batch).await?;
+        out.push((file, summary));
+    }
+    Ok(out)
+}
+
+/// The archive file of one shard: `ledger.jsonl` → `ledger.shard-03.jsonl` beside it.
+pub fn shard_path(path: &Path, shard: u16) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.shard-{shard:02}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.shard-{shard:02}"),
+    };
+    path.with_file_name(name)
+}
+
+async fn archive_shard(
+    ledger: &RedisLedger,
+    shard: u16,
+    path: &Path,
+    horizon_ms: u64,
+    batch: usize,
+) -> Result<Summary, ArchiveError> {
     let shown = path.display().to_string();
     let io = io_error(&shown);
     let (file, file_last, repaired) = open_archive(path)?;
     let mut summary = Summary {
         repaired,
-        archived_through: ledger.archived_through().await?,
+        archived_through: ledger.shard_archived_through(shard).await?,
         ..Summary::default()
     };
     if let Some(last) = file_last {
         if last > summary.archived_through {
             // A previous run wrote these but did not get to trim them.
-            summary.archived_through = ledger.trim_entries(last).await?.archived_through;
+            summary.archived_through = ledger
+                .trim_shard_entries(shard, last)
+                .await?
+                .archived_through;
         } else if last < summary.archived_through {
             tracing::warn!(
                 file_last = last,
@@ -176,7 +231,7 @@ pub async fn archive(
     let mut after = summary.archived_through;
     let mut out = BufWriter::new(file);
     loop {
-        let entries = ledger.entries(after, batch).await?;
+        let entries = ledger.shard_log(shard, after, batch).await?;
         let n = old_enough(&entries, horizon_ms);
         if n == 0 {
             break;
@@ -191,7 +246,10 @@ pub async fn archive(
         summary.first.get_or_insert(first);
         summary.last = Some(last);
         summary.archived += n as u64;
-        summary.archived_through = ledger.trim_entries(last).await?.archived_through;
+        summary.archived_through = ledger
+            .trim_shard_entries(shard, last)
+            .await?
+            .archived_through;
         after = last;
         if n < entries.len() || entries.len() < batch {
             break;
@@ -213,20 +271,24 @@ pub async fn run(args: ArchiveArgs) -> Result<(), String> {
     let ledger =
         RedisLedger::connect(&url, args.redis_prefix.clone()).map_err(|e| e.to_string())?;
     let horizon = now_ms().saturating_sub(keep);
-    let s = archive(&ledger, &args.out, horizon, args.batch)
+    let done = archive_shards(&ledger, &args.out, horizon, args.batch)
         .await
         .map_err(|e| e.to_string())?;
-    match (s.first, s.last) {
-        (Some(first), Some(last)) => println!(
-            "archived {} entries (seq {first}..={last}) to {}; Redis keeps the entries after {}",
-            s.archived,
-            args.out.display(),
-            s.archived_through
-        ),
-        _ => println!(
-            "nothing older than {} s to archive; Redis keeps the entries after {}",
-            args.keep_seconds, s.archived_through
-        ),
+    for (file, s) in &done {
+        match (s.first, s.last) {
+            (Some(first), Some(last)) => println!(
+                "archived {} entries (seq {first}..={last}) to {}; Redis keeps the entries after {}",
+                s.archived,
+                file.display(),
+                s.archived_through
+            ),
+            _ => println!(
+                "{}: nothing older than {} s to archive; Redis keeps the entries after {}",
+                file.display(),
+                args.keep_seconds,
+                s.archived_through
+            ),
+        }
     }
     Ok(())
 }
@@ -254,6 +316,17 @@ mod tests {
 
     fn line(seq: u64) -> String {
         format!("{}\n", serde_json::to_string(&entry(seq, 1)).unwrap())
+    }
+
+    #[test]
+    fn each_shard_has_a_file_beside_the_given_one() {
+        let p = Path::new("/data/ledger.jsonl");
+        assert_eq!(shard_path(p, 3), Path::new("/data/ledger.shard-03.jsonl"));
+        assert_eq!(shard_path(p, 15), Path::new("/data/ledger.shard-15.jsonl"));
+        assert_eq!(
+            shard_path(Path::new("audit"), 0),
+            Path::new("audit.shard-00")
+        );
     }
 
     #[test]

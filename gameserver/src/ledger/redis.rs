@@ -399,16 +399,26 @@ impl RedisLedger {
             .map_err(unavailable)
     }
 
-    /// Remove the audit entries with `seq <= through` from Redis, once they are kept elsewhere.
-    /// Refused for a `through` beyond the last recorded entry (it would drop entries that do
-    /// not exist yet from nowhere, and misstate how far the archive goes).
+    /// Remove the audit entries with `seq <= through` from Redis, once they are kept elsewhere
+    /// (a single Redis: the one audit stream; see [`trim_shard_entries`](Self::trim_shard_entries)).
     pub async fn trim_entries(&self, through: u64) -> Result<Trimmed, LedgerError> {
-        self.single_log("archiving")?;
+        self.trim_shard_entries(0, through).await
+    }
+
+    /// [`trim_entries`](Self::trim_entries) on one shard's audit stream (sequence numbers count
+    /// per shard). Refused for a `through` beyond the shard's last recorded entry (it would
+    /// drop entries that do not exist yet from nowhere, and misstate how far the archive goes).
+    pub async fn trim_shard_entries(
+        &self,
+        shard: u16,
+        through: u64,
+    ) -> Result<Trimmed, LedgerError> {
+        self.known_shard(shard)?;
         let (removed, through_now): (i64, u64) = self
             .trim
-            .key(self.key(0, "ledger:seq"))
-            .key(self.key(0, "ledger:log"))
-            .key(self.key(0, "ledger:log:archived"))
+            .key(self.key(shard, "ledger:seq"))
+            .key(self.key(shard, "ledger:log"))
+            .key(self.key(shard, "ledger:log:archived"))
             .arg(through)
             .invoke_async(&mut self.conn())
             .await
@@ -425,11 +435,37 @@ impl RedisLedger {
         })
     }
 
-    /// The archive keeps one cursor (a sequence number), which only a single audit stream has.
-    fn single_log(&self, what: &str) -> Result<(), LedgerError> {
-        if self.layout.is_sharded() {
+    /// How far one shard's audit stream was archived (0: not at all).
+    pub async fn shard_archived_through(&self, shard: u16) -> Result<u64, LedgerError> {
+        self.known_shard(shard)?;
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.key(shard, "ledger:log:archived"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// One shard's audit entries with `seq > after`, oldest first, at most `limit`.
+    pub async fn shard_log(
+        &self,
+        shard: u16,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        self.known_shard(shard)?;
+        self.shard_entries(shard, after, limit).await
+    }
+
+    /// How many audit streams (shards) the ledger has: 1 on a single Redis.
+    pub fn shard_count(&self) -> u16 {
+        self.layout.shards()
+    }
+
+    fn known_shard(&self, shard: u16) -> Result<(), LedgerError> {
+        if shard >= self.layout.shards() {
             return Err(LedgerError::Unsupported(format!(
-                "{what} a sharded ledger ({} audit streams, one per shard) is not supported yet",
+                "shard {shard}: the ledger has {} shard(s)",
                 self.layout.shards()
             )));
         }
@@ -788,14 +824,13 @@ impl Ledger for RedisLedger {
         Ok(all)
     }
 
+    /// On a sharded ledger the lowest shard's mark: entries up to it are archived in every
+    /// shard (each shard's own mark: [`RedisLedger::shard_archived_through`]).
     async fn archived_through(&self) -> Result<u64, LedgerError> {
-        self.single_log("archiving")?;
-        let v: Option<u64> = redis::cmd("GET")
-            .arg(self.key(0, "ledger:log:archived"))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(v.unwrap_or(0))
+        let marks = self
+            .each_shard(|shard| self.shard_archived_through(shard))
+            .await?;
+        Ok(marks.into_iter().min().unwrap_or(0))
     }
 
     /// Every account as stored: on a sharded ledger a system account appears as its
