@@ -251,7 +251,12 @@ impl Scripts {
                 .await
                 .map_err(unavailable);
         }
-        let generation = self.generations(conn, keys).await?.remove(game_id);
+        let generation: Option<String> = redis::cmd("ZSCORE")
+            .arg(keys.rooms())
+            .arg(game_id)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
         let n: u64 = self
             .c_leave
             .key(keys.presence(game_id))
